@@ -1,0 +1,17 @@
+//! What every AIDA service shares: validated ids and names, task and subtask
+//! statuses, the event model, gRPC serving with health and reflection,
+//! configuration loading, telemetry and shutdown signals.
+//!
+//! Nothing here talks to a database, Redis or git repositories beyond name
+//! validation: those belong to the service that owns them.
+
+pub mod config;
+pub mod event;
+pub mod grpc;
+pub mod ids;
+pub mod shutdown;
+pub mod status;
+pub mod telemetry;
+pub mod time;
+
+pub use aida_proto as proto;
