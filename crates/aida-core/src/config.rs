@@ -1,8 +1,7 @@
 //! Configuration: each service has a `Config` struct with defaults, and
 //! environment variables named after its fields in upper case override
 //! them (`ORCHESTRATOR_ADDR` sets `orchestrator_addr`), as in the design's
-//! pod spec. A file named by `AIDA_CONFIG` (TOML-like key = value is not
-//! supported; JSON or environment only) is left for later.
+//! pod spec.
 
 use figment::Figment;
 use figment::providers::{Env, Serialized};
@@ -10,12 +9,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Loads `T` from its defaults overridden by the environment.
-pub fn from_env<T: Serialize + DeserializeOwned + Default>() -> Result<T, figment::Error> {
+pub fn from_env<T: Serialize + DeserializeOwned + Default>() -> anyhow::Result<T> {
     from_env_with(T::default())
 }
 
 /// Loads `T` from the given defaults overridden by the environment.
-pub fn from_env_with<T: Serialize + DeserializeOwned>(defaults: T) -> Result<T, figment::Error> {
+pub fn from_env_with<T: Serialize + DeserializeOwned>(defaults: T) -> anyhow::Result<T> {
     let keys: Vec<String> = match serde_json::to_value(&defaults) {
         Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
         _ => Vec::new(),
@@ -23,6 +22,7 @@ pub fn from_env_with<T: Serialize + DeserializeOwned>(defaults: T) -> Result<T, 
     Figment::from(Serialized::defaults(defaults))
         .merge(Env::raw().filter(move |k| keys.iter().any(|key| k.as_str().eq_ignore_ascii_case(key))))
         .extract()
+        .map_err(|e| anyhow::anyhow!("invalid configuration in the environment: {e}"))
 }
 
 /// The Redis URL from `REDIS_URL`, or from the design's `REDIS_ADDR=host:port`.

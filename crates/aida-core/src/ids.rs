@@ -15,6 +15,9 @@ pub enum IdError {
     SubtaskName(String, &'static str),
 }
 
+/// The last component of a task's result branch; no subtask may use it.
+pub const RESULT_BRANCH_LEAF: &str = "result";
+
 /// A task's id: a UUIDv7, so ids sort by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -31,9 +34,11 @@ impl TaskId {
             .map_err(|_| IdError::TaskId(raw.to_owned()))
     }
 
-    /// The branch the aggregator merges this task's subtasks into.
+    /// The branch the aggregator merges this task's subtasks into. It sits
+    /// beside the subtask branches (`aida/<task>/<subtask>`): git cannot
+    /// keep a branch `aida/<task>` and branches below it at once.
     pub fn result_branch(&self) -> String {
-        format!("aida/{self}")
+        format!("aida/{self}/{RESULT_BRANCH_LEAF}")
     }
 
     /// The branch a subtask's worktree works on.
@@ -77,6 +82,9 @@ impl SubtaskName {
         }
         if raw.len() > Self::MAX_LEN {
             return bad("it is longer than 100 bytes");
+        }
+        if raw == RESULT_BRANCH_LEAF {
+            return bad("it is reserved for the task's result branch");
         }
         if raw.contains('/') {
             return bad("it contains '/'");
@@ -124,7 +132,7 @@ mod tests {
         let id = TaskId::new();
         assert_eq!(TaskId::parse(&id.to_string()).unwrap(), id);
         assert!(TaskId::parse("not-a-uuid").is_err());
-        assert_eq!(id.result_branch(), format!("aida/{id}"));
+        assert_eq!(id.result_branch(), format!("aida/{id}/result"));
     }
 
     #[test]
@@ -132,7 +140,7 @@ mod tests {
         for good in ["api", "db-schema", "ui_v2", "step.1"] {
             assert!(SubtaskName::parse(good).is_ok(), "{good}");
         }
-        for bad in ["", "a/b", "a b", "..", "a..b", "x.lock", ".hidden", "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", "@{x"] {
+        for bad in ["", "a/b", "a b", "..", "a..b", "x.lock", ".hidden", "a~1", "a^", "a:b", "a?", "a*", "a[", "a\\b", "@{x", "result"] {
             assert!(SubtaskName::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(SubtaskName::parse(&"a".repeat(101)).is_err());

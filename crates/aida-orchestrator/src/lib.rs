@@ -1,1 +1,105 @@
-//! placeholder
+//! The orchestrator service: validates and stores tasks, splits them into
+//! subtasks with dependencies, assigns ready subtasks to connected workers,
+//! records every event (and publishes it on Redis), and has the aggregator
+//! merge and report once a task's subtasks have ended.
+//!
+//! Map: `planning` (request -> validated task), `store` (SQLite),
+//! `events` (event log and Redis outbox), `scheduler` (workers and
+//! assignment), `lifecycle` (results, cancellation, merge, report),
+//! `service` (the gRPC surface).
+
+use std::future::Future;
+use std::time::Duration;
+
+use aida_core::proto::aggregator::aggregator_client::AggregatorClient;
+use aida_core::proto::orchestrator::orchestrator_server::OrchestratorServer;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub mod engine;
+pub mod error;
+pub mod events;
+mod lifecycle;
+pub mod planning;
+mod scheduler;
+pub mod service;
+pub mod store;
+
+pub use engine::Engine;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    /// `ORCHESTRATOR_LISTEN_ADDR`: where the gRPC service listens.
+    pub orchestrator_listen_addr: String,
+    /// `DATABASE_URL`: an SQLite URL; the file is created if missing.
+    pub database_url: String,
+    /// `AGGREGATOR_ADDR`: the aggregator's gRPC address.
+    pub aggregator_addr: String,
+    /// `REDIS_URL` (or the design's `REDIS_ADDR=host:port`): where events
+    /// are published. Without either, events are only stored and streamed.
+    pub redis_url: Option<String>,
+    pub redis_addr: Option<String>,
+    /// `WORKER_LOST_AFTER_SECS`: how long a disconnected worker may take to
+    /// return before its running subtask is given up.
+    pub worker_lost_after_secs: u64,
+    /// `AGGREGATOR_TIMEOUT_SECS`: deadline of each aggregator call.
+    pub aggregator_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            orchestrator_listen_addr: "0.0.0.0:50051".into(),
+            database_url: "sqlite://data/aida.db".into(),
+            aggregator_addr: "http://127.0.0.1:50053".into(),
+            redis_url: None,
+            redis_addr: None,
+            worker_lost_after_secs: 10,
+            aggregator_timeout_secs: 120,
+        }
+    }
+}
+
+/// Serves the orchestrator on `listener` until `shutdown` resolves.
+pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let store = store::Store::connect(&config.database_url).await?;
+    let events = events::EventLog::new(store.clone());
+    let aggregator_channel = tonic::transport::Endpoint::from_shared(aida_core::config::grpc_endpoint(&config.aggregator_addr))
+        .with_context(|| format!("invalid AGGREGATOR_ADDR {:?}", config.aggregator_addr))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    let settings = engine::Settings {
+        worker_lost_after: Duration::from_secs(config.worker_lost_after_secs),
+        aggregator_timeout: Duration::from_secs(config.aggregator_timeout_secs),
+    };
+    let engine = Engine::new(store, events.clone(), AggregatorClient::new(aggregator_channel), settings);
+    let stop = CancellationToken::new();
+
+    if let Some(url) = aida_core::config::redis_url(config.redis_url.as_deref(), config.redis_addr.as_deref()) {
+        let pool = deadpool_redis::Config::from_url(url.clone())
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .with_context(|| format!("invalid Redis URL {url:?}"))?;
+        tracing::info!(redis = %url, "publishing events to redis");
+        tokio::spawn(events.clone().run_publisher(pool, stop.clone()));
+    } else {
+        tracing::info!("no REDIS_URL: events are stored and streamed in-process only");
+    }
+
+    engine.recover().await?;
+    tokio::spawn(std::sync::Arc::clone(&engine).run_dispatcher(stop.clone()));
+
+    let grpc = aida_core::grpc::router(aida_core::proto::service_names::ORCHESTRATOR).await?;
+    let router = grpc.router.add_service(OrchestratorServer::new(service::OrchestratorService::new(engine)));
+    tracing::info!(addr = %listener.local_addr()?, "orchestrator listening");
+    let stopper = stop.clone();
+    let result = aida_core::grpc::serve(router, listener, async move {
+        shutdown.await;
+        // Ends the workers' assignment streams too, so the server can stop.
+        stopper.cancel();
+    })
+    .await;
+    stop.cancel();
+    result
+}

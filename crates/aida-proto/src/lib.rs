@@ -6,6 +6,8 @@ pub mod common {
     tonic::include_proto!("aida.common");
 }
 
+// Generated code: a oneof with one large variant is fine on the wire.
+#[allow(clippy::large_enum_variant)]
 pub mod orchestrator {
     tonic::include_proto!("aida.orchestrator");
 }

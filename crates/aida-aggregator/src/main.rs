@@ -1,0 +1,15 @@
+//! The aggregator binary: reads its configuration, binds, serves until
+//! Ctrl-C or SIGTERM.
+
+use aida_aggregator::{Config, run};
+use anyhow::Context;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    aida_core::telemetry::init();
+    let config: Config = aida_core::config::from_env().context("loading configuration")?;
+    let listener = tokio::net::TcpListener::bind(&config.aggregator_listen_addr)
+        .await
+        .with_context(|| format!("binding {}", config.aggregator_listen_addr))?;
+    run(config, listener, aida_core::shutdown::signal()).await
+}

@@ -1,0 +1,290 @@
+//! Task reports: the same facts about a finished (or running) task as
+//! Markdown for people and as a JSON document for programs. Pure functions
+//! of the `Task` the orchestrator passes in.
+
+use std::fmt::Write as _;
+
+use aida_core::status::{subtask_label, task_label};
+use aida_proto::common::{Conflict, DiffStats, Report, Subtask, Task};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Length of the commit ids shown in Markdown.
+const SHORT_COMMIT: usize = 10;
+
+/// The JSON report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskReport {
+    pub task_id: String,
+    /// Lowercase status label, for example `"conflicted"`.
+    pub status: String,
+    pub description: String,
+    pub repo: String,
+    pub base: String,
+    pub base_commit: String,
+    pub result_branch: Option<String>,
+    pub result_commit: Option<String>,
+    pub error: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    /// Sums over the subtasks' stats (files may be counted once per subtask).
+    pub totals: StatsReport,
+    pub subtasks: Vec<SubtaskReport>,
+    pub conflicts: Vec<ConflictReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubtaskReport {
+    pub name: String,
+    pub status: String,
+    pub depends_on: Vec<String>,
+    pub worker_id: Option<String>,
+    pub attempts: u32,
+    pub branch: Option<String>,
+    pub commit: Option<String>,
+    pub start_commit: Option<String>,
+    pub merged: bool,
+    pub exit_code: i32,
+    pub error: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<i64>,
+    pub stats: Option<StatsReport>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsReport {
+    pub files_changed: u32,
+    pub insertions: u32,
+    pub deletions: u32,
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConflictReport {
+    pub subtask: String,
+    pub files: Vec<String>,
+}
+
+/// Builds the Markdown and JSON report of `task`.
+pub fn build(task: &Task) -> Report {
+    let doc = document(task);
+    let json = serde_json::to_string_pretty(&doc)
+        .expect("a report of strings, numbers and timestamps always serializes");
+    Report {
+        task_id: task.id.clone(),
+        markdown: markdown(&doc),
+        json,
+    }
+}
+
+/// The report's facts, as the JSON document holds them.
+pub fn document(task: &Task) -> TaskReport {
+    let subtasks: Vec<SubtaskReport> = task.subtasks.iter().map(subtask_report).collect();
+    let mut totals = StatsReport::default();
+    for stats in subtasks.iter().filter_map(|s| s.stats.as_ref()) {
+        totals.files_changed += stats.files_changed;
+        totals.insertions += stats.insertions;
+        totals.deletions += stats.deletions;
+    }
+    let started_at = time(task.started_at.as_ref());
+    let finished_at = time(task.finished_at.as_ref());
+    TaskReport {
+        task_id: task.id.clone(),
+        status: task_label(task.status).to_owned(),
+        description: task.description.clone(),
+        repo: task.repo.clone(),
+        base: task.base.clone(),
+        base_commit: task.base_commit.clone(),
+        result_branch: non_empty(&task.result_branch),
+        result_commit: non_empty(&task.result_commit),
+        error: non_empty(&task.error),
+        created_at: time(task.created_at.as_ref()),
+        started_at,
+        finished_at,
+        duration_ms: duration_ms(started_at, finished_at),
+        totals,
+        subtasks,
+        conflicts: task.conflicts.iter().map(conflict_report).collect(),
+    }
+}
+
+fn subtask_report(s: &Subtask) -> SubtaskReport {
+    let started_at = time(s.started_at.as_ref());
+    let finished_at = time(s.finished_at.as_ref());
+    SubtaskReport {
+        name: s.name.clone(),
+        status: subtask_label(s.status).to_owned(),
+        depends_on: s.depends_on.clone(),
+        worker_id: non_empty(&s.worker_id),
+        attempts: s.attempts,
+        branch: non_empty(&s.branch),
+        commit: non_empty(&s.commit),
+        start_commit: non_empty(&s.start_commit),
+        merged: s.merged,
+        exit_code: s.exit_code,
+        error: non_empty(&s.error),
+        started_at,
+        finished_at,
+        duration_ms: duration_ms(started_at, finished_at),
+        stats: s.stats.as_ref().map(stats_report),
+    }
+}
+
+fn stats_report(s: &DiffStats) -> StatsReport {
+    StatsReport {
+        files_changed: s.files_changed,
+        insertions: s.insertions,
+        deletions: s.deletions,
+        files: s.files.clone(),
+    }
+}
+
+fn conflict_report(c: &Conflict) -> ConflictReport {
+    ConflictReport {
+        subtask: c.subtask.clone(),
+        files: c.files.clone(),
+    }
+}
+
+fn markdown(doc: &TaskReport) -> String {
+    let mut md = String::new();
+    // Writing to a String cannot fail; the results are ignored below.
+    let _ = writeln!(md, "# AIDA task {}: {}\n", doc.task_id, doc.status);
+    if !doc.description.trim().is_empty() {
+        // Quoted, so headings or lists in the user's text stay inside it.
+        for line in doc.description.trim().lines() {
+            let _ = writeln!(md, "> {line}");
+        }
+        md.push('\n');
+    }
+    let _ = writeln!(md, "- **Repository:** `{}`", doc.repo);
+    let _ = writeln!(
+        md,
+        "- **Base:** `{}` at `{}`",
+        doc.base,
+        short(&doc.base_commit)
+    );
+    match (&doc.result_branch, &doc.result_commit) {
+        (Some(branch), Some(commit)) => {
+            let _ = writeln!(md, "- **Result:** `{branch}` at `{}`", short(commit));
+        }
+        (Some(branch), None) => {
+            let _ = writeln!(md, "- **Result:** `{branch}`");
+        }
+        _ => {
+            let _ = writeln!(md, "- **Result:** no result branch yet");
+        }
+    }
+    if let Some(ms) = doc.duration_ms {
+        let _ = writeln!(md, "- **Duration:** {}", format_duration(ms));
+    }
+    if let Some(error) = &doc.error {
+        let _ = writeln!(md, "- **Error:** {}", one_line(error));
+    }
+
+    let _ = writeln!(md, "\n## Subtasks\n");
+    if doc.subtasks.is_empty() {
+        let _ = writeln!(md, "No subtasks.");
+    } else {
+        let _ = writeln!(
+            md,
+            "| Subtask | Status | Worker | Duration | Commit | Files | Lines | Attempts | Merged |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---:|---|---:|---|");
+        for s in &doc.subtasks {
+            let dash = || "—".to_owned();
+            let (files, lines) = match &s.stats {
+                Some(st) => (
+                    st.files_changed.to_string(),
+                    format!("+{} / -{}", st.insertions, st.deletions),
+                ),
+                None => (dash(), dash()),
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                cell(&s.name),
+                s.status,
+                s.worker_id.as_deref().map(cell).unwrap_or_else(dash),
+                s.duration_ms.map(format_duration).unwrap_or_else(dash),
+                s.commit
+                    .as_deref()
+                    .map(|c| format!("`{}`", short(c)))
+                    .unwrap_or_else(dash),
+                files,
+                lines,
+                s.attempts,
+                if s.merged { "yes" } else { "no" },
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nTotal: {} files changed, +{} / -{} lines.",
+            doc.totals.files_changed, doc.totals.insertions, doc.totals.deletions
+        );
+    }
+
+    let _ = writeln!(md, "\n## Conflicts\n");
+    if doc.conflicts.is_empty() {
+        let _ = writeln!(md, "No conflicts.");
+    } else {
+        for c in &doc.conflicts {
+            let files: Vec<String> = c.files.iter().map(|f| format!("`{f}`")).collect();
+            let _ = writeln!(md, "- **{}**: {}", c.subtask, files.join(", "));
+        }
+    }
+
+    let failed: Vec<&SubtaskReport> = doc.subtasks.iter().filter(|s| s.error.is_some()).collect();
+    if !failed.is_empty() {
+        let _ = writeln!(md, "\n## Errors\n");
+        for s in failed {
+            let error = s.error.as_deref().unwrap_or_default();
+            let _ = writeln!(md, "- **{}**: {}", s.name, one_line(error));
+        }
+    }
+    md
+}
+
+fn time(ts: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    ts.and_then(aida_core::time::from_proto)
+}
+
+fn duration_ms(start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>) -> Option<i64> {
+    match (start, end) {
+        (Some(start), Some(end)) if end >= start => Some((end - start).num_milliseconds()),
+        _ => None,
+    }
+}
+
+/// `0.9s`, `12.3s`, `4m 05s`, `1h 02m`.
+pub fn format_duration(ms: i64) -> String {
+    let ms = ms.max(0);
+    if ms < 60_000 {
+        return format!("{:.1}s", ms as f64 / 1000.0);
+    }
+    let secs = ms / 1000;
+    if secs < 3600 {
+        return format!("{}m {:02}s", secs / 60, secs % 60);
+    }
+    format!("{}h {:02}m", secs / 3600, (secs % 3600) / 60)
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..SHORT_COMMIT).unwrap_or(commit)
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A table cell: pipes would end the cell, newlines the row.
+fn cell(s: &str) -> String {
+    one_line(s).replace('|', "\\|")
+}

@@ -1,0 +1,85 @@
+//! The `aida.aggregator.Aggregator` gRPC service: validates requests and
+//! runs the blocking git work of [`crate::merge`] and [`crate::stats`] on
+//! tokio's blocking pool.
+
+use std::path::PathBuf;
+
+use aida_core::ids::{SubtaskName, TaskId};
+use aida_proto::aggregator::aggregator_server::Aggregator;
+use aida_proto::aggregator::{
+    CollectRequest, CollectResponse, MergeRequest, MergeResponse, ReportRequest,
+};
+use aida_proto::common::Report;
+use tonic::{Request, Response, Status};
+
+use crate::error::AggregatorError;
+use crate::{merge, report, stats};
+
+/// Stateless: every request names its repository; the per-repository merge
+/// locks live in [`crate::repo`].
+#[derive(Debug, Clone, Default)]
+pub struct AggregatorService;
+
+#[tonic::async_trait]
+impl Aggregator for AggregatorService {
+    async fn collect_result(
+        &self,
+        request: Request<CollectRequest>,
+    ) -> Result<Response<CollectResponse>, Status> {
+        let req = request.into_inner();
+        // Only used for logs, but a malformed value means a confused caller.
+        if !req.task_id.is_empty() {
+            TaskId::parse(&req.task_id).map_err(AggregatorError::from)?;
+        }
+        if !req.subtask.is_empty() {
+            SubtaskName::parse(&req.subtask).map_err(AggregatorError::from)?;
+        }
+        tracing::debug!(task_id = %req.task_id, subtask = %req.subtask, "collecting result");
+        let stats = blocking(move || {
+            stats::diff_stats(&PathBuf::from(&req.repo), &req.start_commit, &req.commit)
+        })
+        .await?;
+        Ok(Response::new(CollectResponse { stats: Some(stats) }))
+    }
+
+    async fn merge_results(
+        &self,
+        request: Request<MergeRequest>,
+    ) -> Result<Response<MergeResponse>, Status> {
+        let req = request.into_inner();
+        if req.task_id.is_empty() {
+            return Err(AggregatorError::InvalidArgument("task_id is required".into()).into());
+        }
+        let task_id = TaskId::parse(&req.task_id).map_err(AggregatorError::from)?;
+        let response = blocking(move || {
+            merge::merge_task(
+                &PathBuf::from(&req.repo),
+                &task_id,
+                &req.base_commit,
+                &req.items,
+            )
+        })
+        .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn generate_report(
+        &self,
+        request: Request<ReportRequest>,
+    ) -> Result<Response<Report>, Status> {
+        let Some(task) = request.into_inner().task else {
+            return Err(AggregatorError::InvalidArgument("task is required".into()).into());
+        };
+        TaskId::parse(&task.id).map_err(AggregatorError::from)?;
+        Ok(Response::new(report::build(&task)))
+    }
+}
+
+/// Runs git work off the async threads; libgit2 calls block.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, AggregatorError> + Send + 'static,
+) -> Result<T, AggregatorError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        AggregatorError::Internal(anyhow::Error::new(e).context("git work panicked"))
+    })?
+}

@@ -1,0 +1,265 @@
+//! Merging subtask commits into `aida/<task-id>` in real repositories.
+
+mod common;
+
+use aida_aggregator::AggregatorError;
+use aida_aggregator::merge::{COMMITTER_EMAIL, COMMITTER_NAME, merge_task};
+use aida_core::ids::{SubtaskName, TaskId};
+use common::{Fixture, SHARED, item};
+use git2::Oid;
+
+fn commit_of<'f>(f: &'f Fixture, id: &str) -> git2::Commit<'f> {
+    f.repo.find_commit(Oid::from_str(id).unwrap()).unwrap()
+}
+
+#[test]
+fn independent_branches_merge_into_the_result_branch_only() {
+    let f = Fixture::new();
+    let a = f.commit(Some(f.base), "work/a", &[("a.txt", Some("from a\n"))]);
+    let b = f.commit(Some(f.base), "work/b", &[("b.txt", Some("from b\n"))]);
+    let task = TaskId::new();
+
+    let res = merge_task(
+        f.path(),
+        &task,
+        &f.base.to_string(),
+        &[item("a", a), item("b", b)],
+    )
+    .unwrap();
+
+    assert_eq!(res.branch, task.result_branch());
+    assert_eq!(
+        f.branch_target(&res.branch).unwrap().to_string(),
+        res.commit
+    );
+    assert!(
+        res.outcomes
+            .iter()
+            .all(|o| o.merged && o.conflict_files.is_empty())
+    );
+    assert_eq!(
+        res.outcomes
+            .iter()
+            .map(|o| o.subtask.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(f.read(&res.commit, "a.txt").as_deref(), Some("from a\n"));
+    assert_eq!(f.read(&res.commit, "b.txt").as_deref(), Some("from b\n"));
+    assert_eq!(f.read(&res.commit, "README.md").as_deref(), Some("hello\n"));
+
+    // a fast-forwards, b needs a real merge commit on top of it.
+    let head = commit_of(&f, &res.commit);
+    assert_eq!(head.parent_ids().collect::<Vec<_>>(), [a, b]);
+    assert_eq!(head.message(), Some("aida: merge b"));
+    assert_eq!(head.committer().name(), Some(COMMITTER_NAME));
+    assert_eq!(head.committer().email(), Some(COMMITTER_EMAIL));
+
+    // The base branch and the working tree are untouched.
+    assert_eq!(f.branch_target("main"), Some(f.base));
+    assert_eq!(f.workdir_entries(), [".git"]);
+}
+
+#[test]
+fn dependent_branch_merges_without_conflict() {
+    let f = Fixture::new();
+    let a = f.commit(Some(f.base), "work/a", &[("a.txt", Some("from a\n"))]);
+    // b started from a's commit and edits the file a created.
+    let b = f.commit(Some(a), "work/b", &[("a.txt", Some("from a\nand b\n"))]);
+    let c = f.commit(Some(f.base), "work/c", &[("c.txt", Some("from c\n"))]);
+    let task = TaskId::new();
+
+    let res = merge_task(
+        f.path(),
+        &task,
+        &f.base.to_string(),
+        &[item("a", a), item("b", b), item("c", c)],
+    )
+    .unwrap();
+    assert!(res.outcomes.iter().all(|o| o.merged), "{:?}", res.outcomes);
+    assert_eq!(
+        f.read(&res.commit, "a.txt").as_deref(),
+        Some("from a\nand b\n")
+    );
+    assert_eq!(f.read(&res.commit, "c.txt").as_deref(), Some("from c\n"));
+    // a then b fast-forward; only c needs a merge commit.
+    assert_eq!(
+        commit_of(&f, &res.commit).parent_ids().collect::<Vec<_>>(),
+        [b, c]
+    );
+
+    // A commit already in the result (b contains a) is merged with no new commit.
+    let res = merge_task(
+        f.path(),
+        &task,
+        &f.base.to_string(),
+        &[item("b", b), item("a", a)],
+    )
+    .unwrap();
+    assert!(res.outcomes.iter().all(|o| o.merged));
+    assert_eq!(res.commit, b.to_string());
+}
+
+#[test]
+fn conflicting_branch_is_reported_and_left_out() {
+    let f = Fixture::new();
+    let a_text = SHARED.replace("two", "two by a");
+    let b_text = SHARED.replace("two", "two by b");
+    let a = f.commit(Some(f.base), "work/a", &[("shared.txt", Some(&a_text))]);
+    let b = f.commit(Some(f.base), "work/b", &[("shared.txt", Some(&b_text))]);
+    let c = f.commit(Some(f.base), "work/c", &[("src/c.rs", Some("fn c() {}\n"))]);
+    let task = TaskId::new();
+
+    let res = merge_task(
+        f.path(),
+        &task,
+        &f.base.to_string(),
+        &[item("a", a), item("b", b), item("c", c)],
+    )
+    .unwrap();
+
+    let outcome = |name: &str| res.outcomes.iter().find(|o| o.subtask == name).unwrap();
+    assert!(outcome("a").merged);
+    assert!(!outcome("b").merged);
+    assert_eq!(outcome("b").conflict_files, ["shared.txt"]);
+    assert!(
+        outcome("c").merged,
+        "a clean branch after a conflict still merges"
+    );
+    assert_eq!(f.read(&res.commit, "shared.txt"), Some(a_text));
+    assert_eq!(
+        f.read(&res.commit, "src/c.rs").as_deref(),
+        Some("fn c() {}\n")
+    );
+    let parents: Vec<Oid> = commit_of(&f, &res.commit).parent_ids().collect();
+    assert_eq!(parents, [a, c], "b's commit must not be in the result");
+    assert_eq!(f.branch_target("main"), Some(f.base));
+}
+
+#[test]
+fn rerunning_resets_the_branch_and_gives_the_same_tree() {
+    let f = Fixture::new();
+    let a = f.commit(Some(f.base), "work/a", &[("a.txt", Some("a\n"))]);
+    let b = f.commit(Some(f.base), "work/b", &[("b.txt", Some("b\n"))]);
+    let task = TaskId::new();
+    let items = [item("a", a), item("b", b)];
+
+    let first = merge_task(f.path(), &task, &f.base.to_string(), &items).unwrap();
+    // Someone moves the result branch elsewhere; a re-run must reset it.
+    let stray = f.commit(Some(f.base), "work/stray", &[("stray.txt", Some("x\n"))]);
+    f.repo
+        .reference(&format!("refs/heads/{}", first.branch), stray, true, "test")
+        .unwrap();
+
+    let second = merge_task(f.path(), &task, &f.base.to_string(), &items).unwrap();
+    assert_eq!(second.outcomes, first.outcomes);
+    assert_eq!(f.tree_of(&second.commit), f.tree_of(&first.commit));
+    assert_eq!(
+        f.branch_target(&second.branch).unwrap().to_string(),
+        second.commit
+    );
+    assert_eq!(f.read(&second.commit, "stray.txt"), None);
+}
+
+#[test]
+fn no_items_points_the_branch_at_the_base() {
+    let f = Fixture::new();
+    let task = TaskId::new();
+    let res = merge_task(f.path(), &task, &f.base.to_string(), &[]).unwrap();
+    assert_eq!(res.commit, f.base.to_string());
+    assert!(res.outcomes.is_empty());
+}
+
+#[test]
+fn bad_inputs_are_rejected_before_anything_is_written() {
+    let f = Fixture::new();
+    let task = TaskId::new();
+    let base = f.base.to_string();
+    let a = f.commit(Some(f.base), "work/a", &[("a.txt", Some("a\n"))]);
+
+    let missing = "0123456789abcdef0123456789abcdef01234567";
+    let err = merge_task(f.path(), &task, missing, &[]).unwrap_err();
+    assert!(
+        matches!(err, AggregatorError::CommitNotFound { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(missing));
+
+    let err = merge_task(f.path(), &task, "HEAD", &[]).unwrap_err();
+    assert!(
+        matches!(err, AggregatorError::InvalidArgument(_)),
+        "{err:?}"
+    );
+
+    let err = merge_task(
+        f.path(),
+        &task,
+        &base,
+        &[item("a", a), item("b", Oid::from_str(missing).unwrap())],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("items[1].commit"), "{err}");
+
+    let err = merge_task(f.path(), &task, &base, &[item("bad name", a)]).unwrap_err();
+    assert!(
+        matches!(err, AggregatorError::InvalidArgument(_)),
+        "{err:?}"
+    );
+
+    let not_repo = tempfile::tempdir().unwrap();
+    let err = merge_task(not_repo.path(), &task, &base, &[]).unwrap_err();
+    assert!(matches!(err, AggregatorError::NotARepo(_)), "{err:?}");
+    let err = merge_task(&not_repo.path().join("nope"), &task, &base, &[]).unwrap_err();
+    assert!(matches!(err, AggregatorError::RepoNotFound(_)), "{err:?}");
+
+    assert_eq!(f.branch_target(&task.result_branch()), None);
+}
+
+#[test]
+fn a_ref_below_the_result_branch_is_a_clear_precondition_error() {
+    let f = Fixture::new();
+    let task = TaskId::new();
+    let blocker = format!("{}/x", task.result_branch());
+    f.commit(Some(f.base), &blocker, &[("x.txt", Some("x\n"))]);
+
+    let err = merge_task(f.path(), &task, &f.base.to_string(), &[]).unwrap_err();
+    assert!(
+        matches!(err, AggregatorError::FailedPrecondition(_)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&blocker), "{err}");
+}
+
+#[test]
+fn a_checked_out_result_branch_is_not_moved() {
+    let f = Fixture::new();
+    let task = TaskId::new();
+    let first = merge_task(f.path(), &task, &f.base.to_string(), &[]).unwrap();
+    f.repo
+        .set_head(&format!("refs/heads/{}", first.branch))
+        .unwrap();
+    let a = f.commit(Some(f.base), "work/a", &[("a.txt", Some("a\n"))]);
+
+    let err = merge_task(f.path(), &task, &f.base.to_string(), &[item("a", a)]).unwrap_err();
+    assert!(
+        matches!(err, AggregatorError::FailedPrecondition(_)),
+        "{err:?}"
+    );
+    assert_eq!(f.branch_target(&first.branch), Some(f.base));
+}
+
+/// The real layout: workers leave subtask branches `aida/<task>/<name>` in
+/// the same repository the result branch goes to, and both must coexist.
+#[test]
+fn result_branch_coexists_with_subtask_branches() {
+    let f = Fixture::new();
+    let task = TaskId::new();
+    let name = SubtaskName::parse("api").unwrap();
+    let a = f.commit(
+        Some(f.base),
+        &task.subtask_branch(&name),
+        &[("a.txt", Some("a\n"))],
+    );
+    let res = merge_task(f.path(), &task, &f.base.to_string(), &[item("api", a)]).unwrap();
+    assert_eq!(res.commit, a.to_string());
+}

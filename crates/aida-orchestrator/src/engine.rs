@@ -1,0 +1,138 @@
+//! The orchestrator's state and the helpers its parts share. The
+//! scheduling half lives in `scheduler.rs`, the task lifecycle (completion,
+//! cancellation, merge, report) in `lifecycle.rs`; both are `impl Engine`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use aida_core::event::{Channel, kind};
+use aida_core::proto::aggregator::aggregator_client::AggregatorClient;
+use aida_core::proto::common::{Subtask, SubtaskStatus, Task, TaskStatus};
+use aida_core::proto::orchestrator::WorkerCommand;
+use aida_core::status::StatusLabel;
+use serde_json::json;
+use tokio::sync::{Mutex, Notify, mpsc};
+use tonic::transport::Channel as GrpcChannel;
+
+use crate::error::{OrchestratorError, Result};
+use crate::events::EventLog;
+use crate::store::{NewEvent, Store};
+
+/// Timing knobs, from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a disconnected worker may take to come back before its
+    /// running subtask is given up.
+    pub worker_lost_after: Duration,
+    /// Deadline for each call to the aggregator.
+    pub aggregator_timeout: Duration,
+}
+
+/// A subtask attempt: what a worker is running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunKey {
+    pub task_id: String,
+    pub subtask: String,
+    pub attempt: u32,
+}
+
+/// A worker with an open `RegisterWorker` stream.
+pub(crate) struct ConnectedWorker {
+    /// Tells this connection apart from a later one with the same id.
+    pub connection: u64,
+    pub agent_kinds: Vec<String>,
+    pub commands: mpsc::Sender<Result<WorkerCommand, tonic::Status>>,
+    pub current: Option<RunKey>,
+}
+
+pub struct Engine {
+    pub(crate) store: Store,
+    pub(crate) events: EventLog,
+    pub(crate) workers: Mutex<HashMap<String, ConnectedWorker>>,
+    pub(crate) next_connection: AtomicU64,
+    /// Wakes the dispatch loop: a task arrived, a worker freed up.
+    pub(crate) wake: Notify,
+    /// One dispatch pass at a time, so a subtask is never handed out twice.
+    pub(crate) dispatch_lock: Mutex<()>,
+    pub(crate) aggregator: AggregatorClient<GrpcChannel>,
+    pub(crate) settings: Settings,
+}
+
+impl Engine {
+    pub fn new(store: Store, events: EventLog, aggregator: AggregatorClient<GrpcChannel>, settings: Settings) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            events,
+            workers: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(1),
+            wake: Notify::new(),
+            dispatch_lock: Mutex::new(()),
+            aggregator,
+            settings,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn events(&self) -> &EventLog {
+        &self.events
+    }
+
+    pub(crate) async fn task(&self, task_id: &str) -> Result<Task> {
+        self.store
+            .get_task(task_id)
+            .await?
+            .ok_or_else(|| OrchestratorError::task_not_found(&task_id))
+    }
+
+    pub(crate) async fn task_status_event(&self, task_id: &str, status: TaskStatus, error: Option<&str>) -> Result<()> {
+        self.events
+            .record(NewEvent {
+                channel: Channel::Task,
+                kind: kind::TASK_STATUS,
+                task_id: Some(task_id.to_owned()),
+                subtask: None,
+                worker_id: None,
+                data: json!({ "status": status.label(), "error": error }),
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) fn subtask_status_event(task_id: &str, subtask: &str, status: SubtaskStatus, data: serde_json::Value) -> NewEvent {
+        let mut data = data;
+        if let Some(map) = data.as_object_mut() {
+            map.insert("status".into(), json!(status.label()));
+        }
+        NewEvent {
+            channel: Channel::Task,
+            kind: kind::SUBTASK_STATUS,
+            task_id: Some(task_id.to_owned()),
+            subtask: Some(subtask.to_owned()),
+            worker_id: data.get("worker").and_then(|w| w.as_str()).map(str::to_owned),
+            data,
+        }
+    }
+}
+
+pub(crate) fn status_of(s: &Subtask) -> SubtaskStatus {
+    SubtaskStatus::try_from(s.status).unwrap_or(SubtaskStatus::Unspecified)
+}
+
+pub(crate) fn task_status_of(t: &Task) -> TaskStatus {
+    TaskStatus::try_from(t.status).unwrap_or(TaskStatus::Unspecified)
+}
+
+/// Indices of a task's subtasks in dependency order.
+pub(crate) fn dependency_order(task: &Task) -> Vec<usize> {
+    let nodes: Vec<(&str, &[String])> = task
+        .subtasks
+        .iter()
+        .map(|s| (s.name.as_str(), s.depends_on.as_slice()))
+        .collect();
+    crate::planning::topological_order(&nodes)
+}

@@ -1,0 +1,59 @@
+//! The orchestrator's one error type, and how it reaches clients.
+
+use aida_core::ids::IdError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    /// The request is wrong; the message says how, for the user.
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A peer service (the aggregator) could not be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = OrchestratorError> = std::result::Result<T, E>;
+
+impl OrchestratorError {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::InvalidArgument(msg.into())
+    }
+
+    pub fn task_not_found(id: &impl std::fmt::Display) -> Self {
+        Self::NotFound(format!("task {id} not found"))
+    }
+}
+
+impl From<IdError> for OrchestratorError {
+    fn from(e: IdError) -> Self {
+        Self::InvalidArgument(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for OrchestratorError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Unexpected(anyhow::Error::new(e).context("database error"))
+    }
+}
+
+impl From<OrchestratorError> for tonic::Status {
+    fn from(e: OrchestratorError) -> Self {
+        match e {
+            OrchestratorError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
+            OrchestratorError::NotFound(m) => tonic::Status::not_found(m),
+            OrchestratorError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
+            OrchestratorError::Unavailable(m) => tonic::Status::unavailable(m),
+            OrchestratorError::Unexpected(e) => {
+                // The detail is for operators, not for clients.
+                tracing::error!(error = ?e, "internal error");
+                tonic::Status::internal("internal error")
+            }
+        }
+    }
+}

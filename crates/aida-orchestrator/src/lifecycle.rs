@@ -1,0 +1,413 @@
+//! A task's life after creation: subtask results come in, failures cancel
+//! what depended on them, and once every subtask has ended the aggregator
+//! merges the succeeded branches and writes the report. Cancellation stops
+//! running agents on their workers.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use aida_core::event::{Channel, kind};
+use aida_core::ids::TaskId;
+use aida_core::proto::aggregator::{CollectRequest, MergeItem, MergeRequest, ReportRequest};
+use aida_core::proto::common::{Conflict, DiffStats, Report, RunResult, SubtaskStatus, Task, TaskStatus};
+use aida_core::proto::orchestrator::CreateTaskRequest;
+use aida_core::status::StatusLabel;
+use anyhow::Context;
+use chrono::Utc;
+use serde_json::json;
+
+use crate::engine::{Engine, RunKey, dependency_order, status_of, task_status_of};
+use crate::error::{OrchestratorError, Result};
+use crate::store::{NewEvent, SubtaskOutcome};
+
+impl Engine {
+    pub async fn create_task(self: &Arc<Self>, req: CreateTaskRequest) -> Result<Task> {
+        let id = TaskId::new();
+        // git2 is blocking; the repository may be on a slow volume.
+        let new = tokio::task::spawn_blocking(move || crate::planning::plan(req, id))
+            .await
+            .context("planning task panicked")??;
+        self.store.insert_task(&new, Utc::now()).await?;
+        self.events
+            .record(NewEvent {
+                channel: Channel::Task,
+                kind: kind::TASK_CREATED,
+                task_id: Some(new.id.clone()),
+                subtask: None,
+                worker_id: None,
+                data: json!({
+                    "repo": new.repo,
+                    "base": new.base,
+                    "base_commit": new.base_commit,
+                    "priority": new.priority,
+                    "subtasks": new.subtasks.iter().map(|s| &s.name).collect::<Vec<_>>(),
+                }),
+            })
+            .await?;
+        tracing::info!(task_id = %new.id, subtasks = new.subtasks.len(), "task created");
+        self.wake.notify_one();
+        self.task(&new.id).await
+    }
+
+    /// A worker's report of how an attempt ended. Returns whether it was
+    /// accepted; a report for an attempt that is no longer current (the task
+    /// was cancelled, or the worker was given up on) is refused.
+    pub async fn complete(
+        self: &Arc<Self>,
+        worker_id: &str,
+        task_id: &str,
+        subtask: &str,
+        attempt: u32,
+        result: RunResult,
+    ) -> Result<std::result::Result<(), String>> {
+        let key = RunKey { task_id: task_id.to_owned(), subtask: subtask.to_owned(), attempt };
+        self.release_worker(worker_id, &key).await?;
+        let task = self.task(task_id).await?;
+        let Some(st) = task.subtasks.iter().find(|s| s.name == subtask) else {
+            return Err(OrchestratorError::NotFound(format!("task {task_id} has no subtask {subtask:?}")));
+        };
+        if status_of(st) != SubtaskStatus::Running || st.worker_id != worker_id || st.attempts != attempt {
+            return Ok(Err(format!(
+                "subtask {subtask:?} of task {task_id} is not running attempt {attempt} on worker {worker_id} (it is {}, attempt {} on {:?})",
+                status_of(st).label(),
+                st.attempts,
+                st.worker_id
+            )));
+        }
+        let stats = if result.success && !result.commit.is_empty() {
+            self.collect_stats(&task, subtask, &result).await
+        } else {
+            None
+        };
+        let outcome = SubtaskOutcome {
+            status: Some(if result.success { SubtaskStatus::Succeeded } else { SubtaskStatus::Failed }),
+            commit: result.commit,
+            start_commit: result.start_commit,
+            error: if result.success { String::new() } else { non_empty_or(result.error, "the agent failed") },
+            exit_code: result.exit_code,
+            summary: result.summary,
+            stats,
+        };
+        if self.finish_attempt(worker_id, task_id, subtask, attempt, outcome).await? {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(format!("subtask {subtask:?} of task {task_id} changed meanwhile; result not applied")))
+        }
+    }
+
+    /// Measures a subtask's change. Best effort: the stats are for the
+    /// report, and a missing aggregator must not lose the result itself.
+    async fn collect_stats(&self, task: &Task, subtask: &str, result: &RunResult) -> Option<DiffStats> {
+        let mut client = self.aggregator.clone();
+        let request = tonic::Request::new(CollectRequest {
+            repo: task.repo.clone(),
+            task_id: task.id.clone(),
+            subtask: subtask.to_owned(),
+            start_commit: result.start_commit.clone(),
+            commit: result.commit.clone(),
+        });
+        match tokio::time::timeout(self.settings.aggregator_timeout, client.collect_result(request)).await {
+            Ok(Ok(resp)) => resp.into_inner().stats,
+            Ok(Err(status)) => {
+                tracing::warn!(task_id = %task.id, subtask, error = %status.message(), "aggregator could not measure subtask");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(task_id = %task.id, subtask, "aggregator timed out measuring subtask");
+                None
+            }
+        }
+    }
+
+    /// Records the end of an attempt, cancels what depended on a failed
+    /// subtask, and finishes the task when nothing is left to run.
+    pub(crate) async fn finish_attempt(
+        self: &Arc<Self>,
+        worker_id: &str,
+        task_id: &str,
+        subtask: &str,
+        attempt: u32,
+        outcome: SubtaskOutcome,
+    ) -> Result<bool> {
+        let now = Utc::now();
+        if !self.store.finish_subtask(task_id, subtask, worker_id, attempt, &outcome, now).await? {
+            return Ok(false);
+        }
+        self.store.count_completed(worker_id).await?;
+        let status = outcome.status.unwrap_or(SubtaskStatus::Failed);
+        let mut events = vec![Self::subtask_status_event(
+            task_id,
+            subtask,
+            status,
+            json!({
+                "worker": worker_id,
+                "attempt": attempt,
+                "commit": outcome.commit,
+                "error": (!outcome.error.is_empty()).then_some(&outcome.error),
+                "exit_code": outcome.exit_code,
+            }),
+        )];
+        tracing::info!(task_id, subtask, worker_id, status = status.label(), "subtask finished");
+        if status != SubtaskStatus::Succeeded {
+            let task = self.task(task_id).await?;
+            let dependents = dependents_of(&task, subtask);
+            if !dependents.is_empty() {
+                let reason = format!("dependency {subtask:?} did not succeed");
+                let cancelled = self
+                    .store
+                    .end_unfinished_subtasks(task_id, Some(&dependents), SubtaskStatus::Cancelled, &reason, now)
+                    .await?;
+                for name in cancelled {
+                    events.push(Self::subtask_status_event(task_id, &name, SubtaskStatus::Cancelled, json!({ "error": reason })));
+                }
+            }
+        }
+        self.events.record_all(events).await?;
+        self.wake.notify_one();
+        self.finish_task_if_done(task_id).await?;
+        Ok(true)
+    }
+
+    /// Moves a task whose subtasks have all ended to `merging`, and merges
+    /// in the background.
+    async fn finish_task_if_done(self: &Arc<Self>, task_id: &str) -> Result<()> {
+        let task = self.task(task_id).await?;
+        if task.subtasks.iter().any(|s| !status_of(s).is_terminal()) {
+            return Ok(());
+        }
+        let moved = self
+            .store
+            .transition_task(task_id, &[TaskStatus::Queued, TaskStatus::Running], TaskStatus::Merging, None, Utc::now())
+            .await?;
+        if !moved {
+            return Ok(());
+        }
+        self.task_status_event(task_id, TaskStatus::Merging, None).await?;
+        self.spawn_merge(task_id.to_owned());
+        Ok(())
+    }
+
+    pub(crate) fn spawn_merge(self: &Arc<Self>, task_id: String) {
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = engine.merge_and_finish(&task_id).await {
+                tracing::error!(task_id, error = ?e, "finishing task failed");
+                let reason = "internal error while merging; see the orchestrator's log";
+                if let Ok(true) = engine
+                    .store
+                    .transition_task(&task_id, &[TaskStatus::Merging], TaskStatus::Failed, Some(reason), Utc::now())
+                    .await
+                {
+                    let _ = engine.task_status_event(&task_id, TaskStatus::Failed, Some(reason)).await;
+                }
+            }
+        });
+    }
+
+    /// Merges the succeeded subtasks in dependency order, writes the report,
+    /// and sets the final status: `failed` if a subtask failed, `conflicted`
+    /// if a branch could not be merged, `succeeded` otherwise. Safe to run
+    /// again after a crash: the aggregator rebuilds the result branch.
+    async fn merge_and_finish(self: &Arc<Self>, task_id: &str) -> Result<()> {
+        let mut task = self.task(task_id).await?;
+        if task_status_of(&task) != TaskStatus::Merging {
+            return Ok(());
+        }
+        let items: Vec<MergeItem> = dependency_order(&task)
+            .into_iter()
+            .map(|i| &task.subtasks[i])
+            .filter(|s| status_of(s) == SubtaskStatus::Succeeded && !s.commit.is_empty())
+            .map(|s| MergeItem { subtask: s.name.clone(), branch: s.branch.clone(), commit: s.commit.clone() })
+            .collect();
+        let mut client = self.aggregator.clone();
+        let request = tonic::Request::new(MergeRequest {
+            task_id: task.id.clone(),
+            repo: task.repo.clone(),
+            base_commit: task.base_commit.clone(),
+            items,
+        });
+        let merged = match tokio::time::timeout(self.settings.aggregator_timeout, client.merge_results(request)).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(format!("merge failed: {}", status.message())),
+            Err(_) => Err("merge failed: the aggregator did not answer in time".to_owned()),
+        };
+
+        let (final_status, error) = match merged {
+            Err(reason) => (TaskStatus::Failed, Some(reason)),
+            Ok(resp) => {
+                let merged_names: Vec<String> =
+                    resp.outcomes.iter().filter(|o| o.merged).map(|o| o.subtask.clone()).collect();
+                let conflicts: Vec<Conflict> = resp
+                    .outcomes
+                    .iter()
+                    .filter(|o| !o.merged)
+                    .map(|o| Conflict { subtask: o.subtask.clone(), files: o.conflict_files.clone() })
+                    .collect();
+                self.store.record_merge(task_id, &resp.branch, &resp.commit, &merged_names, &conflicts).await?;
+                self.events
+                    .record(NewEvent {
+                        channel: Channel::Task,
+                        kind: kind::TASK_MERGED,
+                        task_id: Some(task_id.to_owned()),
+                        subtask: None,
+                        worker_id: None,
+                        data: json!({
+                            "branch": resp.branch,
+                            "commit": resp.commit,
+                            "merged": merged_names,
+                            "conflicts": conflicts.iter().map(|c| json!({"subtask": c.subtask, "files": c.files})).collect::<Vec<_>>(),
+                        }),
+                    })
+                    .await?;
+                task = self.task(task_id).await?;
+                final_verdict(&task)
+            }
+        };
+
+        // The report is written before the final status is announced, so a
+        // client that sees the task end can fetch it at once.
+        task.status = final_status as i32;
+        if let Some(e) = &error {
+            task.error = e.clone();
+        }
+        self.write_report(&task).await;
+        if self
+            .store
+            .transition_task(task_id, &[TaskStatus::Merging], final_status, error.as_deref(), Utc::now())
+            .await?
+        {
+            self.task_status_event(task_id, final_status, error.as_deref()).await?;
+            tracing::info!(task_id, status = final_status.label(), "task finished");
+        }
+        Ok(())
+    }
+
+    async fn generate_report(&self, task: &Task) -> Result<Report> {
+        let mut client = self.aggregator.clone();
+        let request = tonic::Request::new(ReportRequest { task: Some(task.clone()) });
+        match tokio::time::timeout(self.settings.aggregator_timeout, client.generate_report(request)).await {
+            Ok(Ok(resp)) => Ok(resp.into_inner()),
+            Ok(Err(status)) => Err(OrchestratorError::Unavailable(format!("the aggregator could not write the report: {}", status.message()))),
+            Err(_) => Err(OrchestratorError::Unavailable("the aggregator did not answer in time".into())),
+        }
+    }
+
+    async fn write_report(&self, task: &Task) {
+        match self.generate_report(task).await {
+            Ok(report) => {
+                if let Err(e) = self.store.record_report(&task.id, &report.markdown, &report.json).await {
+                    tracing::error!(task_id = %task.id, error = ?e, "cannot store report");
+                }
+            }
+            // The report endpoint regenerates on demand.
+            Err(e) => tracing::warn!(task_id = %task.id, error = %e, "report not written"),
+        }
+    }
+
+    /// The stored report of a finished task, or a fresh one.
+    pub async fn report(&self, task_id: &str) -> Result<Report> {
+        if let Some((markdown, json)) = self.store.report(task_id).await? {
+            return Ok(Report { task_id: task_id.to_owned(), markdown, json });
+        }
+        let task = self.task(task_id).await?;
+        self.generate_report(&task).await
+    }
+
+    /// Cancels a task: pending subtasks end at once, running agents are told
+    /// to stop, and their late results are refused.
+    pub async fn cancel_task(self: &Arc<Self>, task_id: &str) -> Result<Task> {
+        let task = self.task(task_id).await?;
+        let status = task_status_of(&task);
+        match status {
+            TaskStatus::Cancelled => return Ok(task),
+            TaskStatus::Queued | TaskStatus::Running => {}
+            other => {
+                return Err(OrchestratorError::FailedPrecondition(format!(
+                    "task {task_id} is {} and can no longer be cancelled",
+                    other.label()
+                )));
+            }
+        }
+        let now = Utc::now();
+        let reason = "cancelled by request";
+        if !self
+            .store
+            .transition_task(task_id, &[TaskStatus::Queued, TaskStatus::Running], TaskStatus::Cancelled, Some(reason), now)
+            .await?
+        {
+            return Err(OrchestratorError::FailedPrecondition(format!("task {task_id} changed meanwhile; try again")));
+        }
+        for st in task.subtasks.iter().filter(|s| status_of(s) == SubtaskStatus::Running) {
+            let key = RunKey { task_id: task_id.to_owned(), subtask: st.name.clone(), attempt: st.attempts };
+            self.send_cancel(&st.worker_id, &key).await;
+        }
+        let ended = self
+            .store
+            .end_unfinished_subtasks(task_id, None, SubtaskStatus::Cancelled, reason, now)
+            .await?;
+        let events = ended
+            .iter()
+            .map(|name| Self::subtask_status_event(task_id, name, SubtaskStatus::Cancelled, json!({ "error": reason })))
+            .collect();
+        self.events.record_all(events).await?;
+        let task = self.task(task_id).await?;
+        self.write_report(&task).await;
+        self.task_status_event(task_id, TaskStatus::Cancelled, Some(reason)).await?;
+        tracing::info!(task_id, "task cancelled");
+        Ok(task)
+    }
+
+    /// After a restart: finish merges that were cut short, and give workers
+    /// that held subtasks the usual grace period to come back.
+    pub async fn recover(self: &Arc<Self>) -> Result<()> {
+        for task_id in self.store.task_ids_with_status(TaskStatus::Merging).await? {
+            tracing::info!(task_id, "resuming an interrupted merge");
+            self.spawn_merge(task_id);
+        }
+        for worker_id in self.store.workers_with_running_subtasks().await? {
+            self.watch_for_lost_worker(worker_id);
+        }
+        Ok(())
+    }
+}
+
+fn non_empty_or(s: String, fallback: &str) -> String {
+    if s.trim().is_empty() { fallback.to_owned() } else { s }
+}
+
+/// Every subtask that depends on `name`, directly or not.
+fn dependents_of(task: &Task, name: &str) -> Vec<String> {
+    let mut found: HashSet<String> = HashSet::new();
+    let mut frontier = vec![name.to_owned()];
+    while let Some(current) = frontier.pop() {
+        for s in &task.subtasks {
+            if s.depends_on.contains(&current) && found.insert(s.name.clone()) {
+                frontier.push(s.name.clone());
+            }
+        }
+    }
+    task.subtasks.iter().filter(|s| found.contains(&s.name)).map(|s| s.name.clone()).collect()
+}
+
+/// The final status of a merged task and the reason when it is not a
+/// success.
+fn final_verdict(task: &Task) -> (TaskStatus, Option<String>) {
+    let failed: Vec<&str> = task
+        .subtasks
+        .iter()
+        .filter(|s| status_of(s) == SubtaskStatus::Failed)
+        .map(|s| s.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        return (TaskStatus::Failed, Some(format!("subtasks failed: {}", failed.join(", "))));
+    }
+    if !task.conflicts.is_empty() {
+        let detail: Vec<String> = task
+            .conflicts
+            .iter()
+            .map(|c| format!("{} ({})", c.subtask, c.files.join(", ")))
+            .collect();
+        return (TaskStatus::Conflicted, Some(format!("merge conflicts: {}", detail.join("; "))));
+    }
+    (TaskStatus::Succeeded, None)
+}

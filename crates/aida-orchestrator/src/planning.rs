@@ -1,0 +1,365 @@
+//! Turning a `CreateTaskRequest` into a validated task: the repository and
+//! base branch are checked, subtasks are taken from the request or split
+//! from the description, and their dependency graph is checked (unknown
+//! names, duplicates, cycles). Anything wrong is an `InvalidArgument` naming
+//! the problem, before anything is stored.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use aida_core::ids::{SubtaskName, TaskId};
+use aida_core::proto::common::AgentSpec;
+use aida_core::proto::orchestrator::{CreateTaskRequest, SubtaskSpec};
+
+use crate::error::{OrchestratorError, Result};
+use crate::store::{AgentJson, NewSubtask, NewTask};
+
+pub const MAX_SUBTASKS: usize = 100;
+/// Agent kinds a task may name today; the CLI adapters come later.
+pub const KNOWN_AGENT_KINDS: &[&str] = &["command"];
+
+/// Validates `req` and resolves its base branch. Blocking (git2).
+pub fn plan(req: CreateTaskRequest, id: TaskId) -> Result<NewTask> {
+    let specs = if req.subtasks.is_empty() {
+        split_description(&req.description)?
+    } else {
+        req.subtasks.clone()
+    };
+    if specs.len() > MAX_SUBTASKS {
+        return Err(OrchestratorError::invalid(format!(
+            "a task may have at most {MAX_SUBTASKS} subtasks, this one has {}",
+            specs.len()
+        )));
+    }
+
+    let task_agent = req.agent.clone().filter(|a| !a.kind.is_empty() || !a.command.is_empty());
+    let mut names = HashSet::new();
+    let mut subtasks = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        let name = SubtaskName::parse(&spec.name)?;
+        if !names.insert(spec.name.clone()) {
+            return Err(OrchestratorError::invalid(format!("duplicate subtask name {:?}", spec.name)));
+        }
+        let agent = spec
+            .agent
+            .clone()
+            .filter(|a| !a.kind.is_empty() || !a.command.is_empty())
+            .or_else(|| task_agent.clone())
+            .ok_or_else(|| {
+                OrchestratorError::invalid(format!("subtask {:?} has no agent: set \"agent\" on the task or the subtask", spec.name))
+            })?;
+        subtasks.push(NewSubtask {
+            branch: id.subtask_branch(&name),
+            name: spec.name.clone(),
+            prompt: spec.prompt.clone(),
+            depends_on: spec.depends_on.clone(),
+            agent: check_agent(agent, &spec.name)?,
+        });
+    }
+    check_dependencies(&subtasks)?;
+
+    let (repo, base, base_commit) = resolve_repo(&req.repo, &req.base)?;
+    Ok(NewTask {
+        id: id.to_string(),
+        repo,
+        base,
+        base_commit,
+        description: req.description,
+        agent: task_agent.map(AgentJson::from).unwrap_or_default(),
+        priority: req.priority,
+        subtasks,
+    })
+}
+
+fn check_agent(agent: AgentSpec, subtask: &str) -> Result<AgentJson> {
+    let kind = if agent.kind.is_empty() { "command".to_owned() } else { agent.kind.clone() };
+    if !KNOWN_AGENT_KINDS.contains(&kind.as_str()) {
+        return Err(OrchestratorError::invalid(format!(
+            "subtask {subtask:?}: unknown agent kind {kind:?} (known: {})",
+            KNOWN_AGENT_KINDS.join(", ")
+        )));
+    }
+    if kind == "command" && agent.command.first().is_none_or(|p| p.trim().is_empty()) {
+        return Err(OrchestratorError::invalid(format!(
+            "subtask {subtask:?}: a \"command\" agent needs \"command\": [\"program\", \"arg\", ...]"
+        )));
+    }
+    Ok(AgentJson { kind, command: agent.command, options: agent.options })
+}
+
+fn check_dependencies(subtasks: &[NewSubtask]) -> Result<()> {
+    let known: HashSet<&str> = subtasks.iter().map(|s| s.name.as_str()).collect();
+    for s in subtasks {
+        let mut seen = HashSet::new();
+        for dep in &s.depends_on {
+            if dep == &s.name {
+                return Err(OrchestratorError::invalid(format!("subtask {:?} depends on itself", s.name)));
+            }
+            if !known.contains(dep.as_str()) {
+                return Err(OrchestratorError::invalid(format!(
+                    "subtask {:?} depends on unknown subtask {dep:?}",
+                    s.name
+                )));
+            }
+            if !seen.insert(dep) {
+                return Err(OrchestratorError::invalid(format!(
+                    "subtask {:?} lists dependency {dep:?} twice",
+                    s.name
+                )));
+            }
+        }
+    }
+    let graph: Vec<(&str, &[String])> = subtasks.iter().map(|s| (s.name.as_str(), s.depends_on.as_slice())).collect();
+    let order = topological_order(&graph);
+    if order.len() < subtasks.len() {
+        let in_order: HashSet<usize> = order.into_iter().collect();
+        let cycle: BTreeSet<&str> = (0..subtasks.len())
+            .filter(|i| !in_order.contains(i))
+            .map(|i| subtasks[i].name.as_str())
+            .collect();
+        return Err(OrchestratorError::invalid(format!(
+            "dependency cycle among subtasks: {}",
+            cycle.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Indices of `nodes` (name, dependencies) in an order where every node
+/// comes after its dependencies, ties kept in input order. Nodes on a cycle
+/// (or depending on one) are left out.
+pub fn topological_order(nodes: &[(&str, &[String])]) -> Vec<usize> {
+    let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, (n, _))| (*n, i)).collect();
+    let mut remaining: Vec<usize> = nodes
+        .iter()
+        .map(|(_, deps)| deps.iter().filter(|d| index.contains_key(d.as_str())).count())
+        .collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (i, (_, deps)) in nodes.iter().enumerate() {
+        for d in deps.iter() {
+            if let Some(&j) = index.get(d.as_str()) {
+                dependents[j].push(i);
+            }
+        }
+    }
+    let mut ready: BTreeSet<usize> = (0..nodes.len()).filter(|&i| remaining[i] == 0).collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &j in &dependents[i] {
+            remaining[j] -= 1;
+            if remaining[j] == 0 {
+                ready.insert(j);
+            }
+        }
+    }
+    order
+}
+
+/// Without explicit subtasks: one subtask per item of a markdown list in the
+/// description, or one subtask for the whole description.
+pub fn split_description(description: &str) -> Result<Vec<SubtaskSpec>> {
+    let description = description.trim();
+    if description.is_empty() {
+        return Err(OrchestratorError::invalid(
+            "a task needs a \"description\" or a list of \"subtasks\"",
+        ));
+    }
+    let items: Vec<&str> = description.lines().filter_map(list_item).collect();
+    if items.is_empty() {
+        return Ok(vec![SubtaskSpec {
+            name: "main".into(),
+            prompt: description.to_owned(),
+            ..Default::default()
+        }]);
+    }
+    let mut used = HashSet::new();
+    Ok(items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let mut name = slug(item);
+            if name.is_empty() || !used.insert(name.clone()) {
+                name = format!("step-{}", i + 1);
+                used.insert(name.clone());
+            }
+            SubtaskSpec {
+                name,
+                prompt: format!("{item}\n\nThis is one part of a larger task:\n{description}"),
+                ..Default::default()
+            }
+        })
+        .collect())
+}
+
+/// The text of a markdown list item (`- x`, `* x`, `+ x`, `1. x`, `1) x`).
+fn list_item(line: &str) -> Option<&str> {
+    let line = line.trim_start();
+    let rest = if let Some(rest) = line.strip_prefix(['-', '*', '+']) {
+        rest
+    } else {
+        let digits = line.len() - line.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return None;
+        }
+        line[digits..].strip_prefix(['.', ')'])?
+    };
+    let text = rest.strip_prefix(' ')?.trim();
+    // Task-list checkboxes are part of the markup, not the item.
+    let text = text
+        .strip_prefix("[ ] ")
+        .or_else(|| text.strip_prefix("[x] "))
+        .unwrap_or(text)
+        .trim();
+    (!text.is_empty()).then_some(text)
+}
+
+/// A branch-friendly name from free text: lowercase ASCII words joined by
+/// `-`, at most 40 bytes.
+fn slug(text: &str) -> String {
+    let mut out = String::new();
+    for word in text.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()) {
+        if out.len() + word.len() + 1 > 40 {
+            break;
+        }
+        if !out.is_empty() {
+            out.push('-');
+        }
+        out.push_str(&word.to_ascii_lowercase());
+    }
+    out
+}
+
+/// Opens the repository and resolves the base branch to a commit.
+fn resolve_repo(repo: &str, base: &str) -> Result<(String, String, String)> {
+    if repo.trim().is_empty() {
+        return Err(OrchestratorError::invalid("\"repo\" is required: the path of a local git repository"));
+    }
+    let path = std::path::Path::new(repo);
+    if !path.is_absolute() {
+        return Err(OrchestratorError::invalid(format!(
+            "\"repo\" must be an absolute path, got {repo:?}"
+        )));
+    }
+    let git = git2::Repository::open(path)
+        .map_err(|_| OrchestratorError::invalid(format!("{repo:?} is not a git repository")))?;
+    let base = if base.trim().is_empty() {
+        let head = git.head().map_err(|_| {
+            OrchestratorError::invalid(format!(
+                "repository {repo:?} has no commits on its HEAD branch; name a \"base\" branch"
+            ))
+        })?;
+        if !head.is_branch() {
+            return Err(OrchestratorError::invalid(format!(
+                "repository {repo:?} has a detached HEAD; name a \"base\" branch"
+            )));
+        }
+        head.shorthand().unwrap_or_default().to_owned()
+    } else {
+        base.trim().to_owned()
+    };
+    let branch = git
+        .find_branch(&base, git2::BranchType::Local)
+        .map_err(|_| OrchestratorError::invalid(format!("base branch {base:?} does not exist in {repo:?}")))?;
+    let commit = branch
+        .get()
+        .peel_to_commit()
+        .map_err(|_| OrchestratorError::invalid(format!("base branch {base:?} has no commit")))?;
+    Ok((repo.to_owned(), base, commit.id().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, deps: &[&str]) -> SubtaskSpec {
+        SubtaskSpec {
+            name: name.into(),
+            prompt: "p".into(),
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            agent: None,
+        }
+    }
+
+    fn request(repo: &str, subtasks: Vec<SubtaskSpec>) -> CreateTaskRequest {
+        CreateTaskRequest {
+            repo: repo.into(),
+            description: "d".into(),
+            agent: Some(AgentSpec { kind: "command".into(), command: vec!["true".into()], ..Default::default() }),
+            subtasks,
+            ..Default::default()
+        }
+    }
+
+    fn repo_with_commit() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = git2::Repository::init(dir.path()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let tree = repo.treebuilder(None).unwrap().write().unwrap();
+        let tree = repo.find_tree(tree).unwrap();
+        repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[]).unwrap();
+        dir
+    }
+
+    fn err(req: CreateTaskRequest) -> String {
+        match plan(req, TaskId::new()) {
+            Err(OrchestratorError::InvalidArgument(m)) => m,
+            other => panic!("expected invalid argument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_bad_graphs_with_the_names() {
+        let dir = repo_with_commit();
+        let repo = dir.path().to_str().unwrap();
+        assert!(err(request(repo, vec![spec("a", &["nope"])])).contains("unknown subtask \"nope\""));
+        assert!(err(request(repo, vec![spec("a", &[]), spec("a", &[])])).contains("duplicate subtask name \"a\""));
+        let cycle = err(request(repo, vec![spec("a", &["b"]), spec("b", &["a"]), spec("c", &[])]));
+        assert!(cycle.ends_with("dependency cycle among subtasks: a, b"), "{cycle}");
+        assert!(err(request(repo, vec![spec("bad/name", &[])])).contains("bad/name"));
+        assert!(err(request(repo, vec![spec("a", &["a"])])).contains("depends on itself"));
+    }
+
+    #[test]
+    fn rejects_bad_repositories_and_bases() {
+        let plain = tempfile::tempdir().unwrap();
+        let msg = err(request(plain.path().to_str().unwrap(), vec![spec("a", &[])]));
+        assert!(msg.contains("is not a git repository"), "{msg}");
+        let dir = repo_with_commit();
+        let mut req = request(dir.path().to_str().unwrap(), vec![spec("a", &[])]);
+        req.base = "no-such-branch".into();
+        assert!(err(req).contains("base branch \"no-such-branch\" does not exist"));
+        assert!(err(request("relative/path", vec![spec("a", &[])])).contains("absolute"));
+    }
+
+    #[test]
+    fn resolves_the_head_branch_and_builds_branch_names() {
+        let dir = repo_with_commit();
+        let id = TaskId::new();
+        let task = plan(request(dir.path().to_str().unwrap(), vec![spec("api", &[])]), id).unwrap();
+        let repo = git2::Repository::open(dir.path()).unwrap();
+        let head = repo.head().unwrap();
+        assert_eq!(task.base, head.shorthand().unwrap());
+        assert_eq!(task.base_commit, head.target().unwrap().to_string());
+        assert_eq!(task.subtasks[0].branch, format!("aida/{id}/api"));
+    }
+
+    #[test]
+    fn splits_markdown_lists_into_subtasks() {
+        let specs = split_description("Build the app:\n- Add login API\n* [ ] Write UI\n1. Add login API\n").unwrap();
+        let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["add-login-api", "write-ui", "step-3"]);
+        assert!(specs[1].prompt.starts_with("Write UI"));
+        let one = split_description("Fix the bug in parser").unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].name, "main");
+        assert!(split_description("  ").is_err());
+    }
+
+    #[test]
+    fn topological_order_keeps_input_order_for_ties() {
+        let deps_c = vec!["a".to_string()];
+        let none: Vec<String> = vec![];
+        let nodes = [("c", deps_c.as_slice()), ("a", none.as_slice()), ("b", none.as_slice())];
+        assert_eq!(topological_order(&nodes), vec![1, 0, 2]);
+    }
+}

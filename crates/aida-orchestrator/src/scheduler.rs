@@ -1,0 +1,366 @@
+//! Workers and assignment: workers dial in with `RegisterWorker` and hold a
+//! stream open; the dispatch loop hands each ready subtask (pending, every
+//! dependency succeeded) to an idle worker that can run its agent, highest
+//! task priority first, first come first served within a priority.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use aida_core::event::{Channel, kind};
+use aida_core::proto::common::{DependencyCommit, SubtaskRun, SubtaskStatus, Task, TaskStatus};
+use aida_core::proto::orchestrator::{Assignment, CancelSubtask, RegisterWorkerRequest, WorkerCommand, worker_command};
+use chrono::Utc;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{ConnectedWorker, Engine, RunKey, dependency_order, status_of, task_status_of};
+use crate::error::{OrchestratorError, Result};
+use crate::store::{NewEvent, SubtaskOutcome};
+
+impl Engine {
+    /// Registers a worker's connection; assignments go out on the returned
+    /// receiver for as long as the worker keeps the stream open.
+    pub async fn register_worker(
+        self: &Arc<Self>,
+        req: RegisterWorkerRequest,
+    ) -> Result<mpsc::Receiver<Result<WorkerCommand, tonic::Status>>> {
+        let worker_id = req.worker_id.trim().to_owned();
+        if worker_id.is_empty() {
+            return Err(OrchestratorError::invalid("worker_id is required"));
+        }
+        let (tx, rx) = mpsc::channel(16);
+        let connection = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        // After a reconnect or an orchestrator restart the worker may still
+        // be running what it was given: it stays busy with that.
+        let current = self
+            .store
+            .running_on_worker(&worker_id)
+            .await?
+            .into_iter()
+            .next()
+            .map(|(task_id, subtask, attempt)| RunKey { task_id, subtask, attempt });
+        let busy = current.is_some();
+        let now = Utc::now();
+        self.store
+            .upsert_worker(&worker_id, &req.address, &req.agent_kinds, &req.hostname, now)
+            .await?;
+        if busy {
+            self.store.set_worker_state(&worker_id, "busy", now).await?;
+        }
+        self.workers.lock().await.insert(
+            worker_id.clone(),
+            ConnectedWorker { connection, agent_kinds: req.agent_kinds.clone(), commands: tx.clone(), current },
+        );
+        self.events
+            .record(NewEvent {
+                channel: Channel::Worker,
+                kind: kind::WORKER_CONNECTED,
+                task_id: None,
+                subtask: None,
+                worker_id: Some(worker_id.clone()),
+                data: json!({ "address": req.address, "agent_kinds": req.agent_kinds, "hostname": req.hostname }),
+            })
+            .await?;
+        tracing::info!(worker_id, address = %req.address, "worker connected");
+
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            tx.closed().await;
+            if let Err(e) = engine.worker_gone(&worker_id, connection).await {
+                tracing::error!(worker_id, error = ?e, "handling a worker disconnect failed");
+            }
+        });
+        self.wake.notify_one();
+        Ok(rx)
+    }
+
+    async fn worker_gone(self: &Arc<Self>, worker_id: &str, connection: u64) -> Result<()> {
+        {
+            let mut workers = self.workers.lock().await;
+            match workers.get(worker_id) {
+                Some(w) if w.connection == connection => {
+                    workers.remove(worker_id);
+                }
+                // A newer connection replaced this one: nothing is lost.
+                _ => return Ok(()),
+            }
+        }
+        self.store.set_worker_state(worker_id, "offline", Utc::now()).await?;
+        self.events
+            .record(NewEvent {
+                channel: Channel::Worker,
+                kind: kind::WORKER_DISCONNECTED,
+                task_id: None,
+                subtask: None,
+                worker_id: Some(worker_id.to_owned()),
+                data: json!({}),
+            })
+            .await?;
+        tracing::info!(worker_id, "worker disconnected");
+        self.watch_for_lost_worker(worker_id.to_owned());
+        Ok(())
+    }
+
+    /// If `worker_id` is not back within the grace period, the subtasks it
+    /// was running fail with the reason, so no task waits forever.
+    pub(crate) fn watch_for_lost_worker(self: &Arc<Self>, worker_id: String) {
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(engine.settings.worker_lost_after).await;
+            if engine.workers.lock().await.contains_key(&worker_id) {
+                return;
+            }
+            let running = match engine.store.running_on_worker(&worker_id).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(worker_id, error = ?e, "cannot read a lost worker's subtasks");
+                    return;
+                }
+            };
+            for (task_id, subtask, attempt) in running {
+                let outcome = SubtaskOutcome {
+                    status: Some(SubtaskStatus::Failed),
+                    error: format!(
+                        "worker {worker_id} was lost while running this subtask (no reconnect within {}s)",
+                        engine.settings.worker_lost_after.as_secs()
+                    ),
+                    exit_code: -1,
+                    ..Default::default()
+                };
+                if let Err(e) = engine.finish_attempt(&worker_id, &task_id, &subtask, attempt, outcome).await {
+                    tracing::error!(worker_id, task_id, subtask, error = ?e, "cannot fail a lost worker's subtask");
+                }
+            }
+        });
+    }
+
+    /// Runs dispatch passes whenever something changes, until `stop`.
+    pub async fn run_dispatcher(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            if let Err(e) = self.dispatch_once().await {
+                tracing::error!(error = ?e, "dispatch pass failed");
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                // Also look periodically, in case a wake-up raced a pass.
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    async fn dispatch_once(self: &Arc<Self>) -> Result<()> {
+        let _pass = self.dispatch_lock.lock().await;
+        let mut idle = self.idle_workers().await;
+        if idle.is_empty() {
+            return Ok(());
+        }
+        for task in self.store.schedulable_tasks().await? {
+            for index in ready_subtasks(&task) {
+                let kind = agent_kind(&task, index);
+                let Some(pos) = idle.iter().position(|(_, kinds)| kinds.iter().any(|k| k == kind)) else {
+                    continue;
+                };
+                let (worker_id, _) = idle.remove(pos);
+                if !self.assign(&task, index, &worker_id).await? {
+                    // Not handed out (taken meanwhile, or the worker left):
+                    // look again at who is idle.
+                    idle = self.idle_workers().await;
+                }
+                if idle.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn idle_workers(&self) -> Vec<(String, Vec<String>)> {
+        let workers = self.workers.lock().await;
+        let mut idle: Vec<_> = workers
+            .iter()
+            .filter(|(_, w)| w.current.is_none())
+            .map(|(id, w)| (id.clone(), w.agent_kinds.clone()))
+            .collect();
+        idle.sort();
+        idle
+    }
+
+    /// Assigns one ready subtask now to a given idle worker (the
+    /// `AssignTask` RPC), ahead of the dispatch loop.
+    pub async fn assign_now(self: &Arc<Self>, task_id: &str, subtask: &str, worker_id: &str) -> Result<Assignment> {
+        let _pass = self.dispatch_lock.lock().await;
+        let task = self.task(task_id).await?;
+        let index = task
+            .subtasks
+            .iter()
+            .position(|s| s.name == subtask)
+            .ok_or_else(|| OrchestratorError::NotFound(format!("task {task_id} has no subtask {subtask:?}")))?;
+        if !ready_subtasks(&task).contains(&index) {
+            return Err(OrchestratorError::FailedPrecondition(format!(
+                "subtask {subtask:?} is not ready: it must be pending with every dependency succeeded"
+            )));
+        }
+        {
+            let workers = self.workers.lock().await;
+            let w = workers
+                .get(worker_id)
+                .ok_or_else(|| OrchestratorError::FailedPrecondition(format!("worker {worker_id:?} is not connected")))?;
+            if w.current.is_some() {
+                return Err(OrchestratorError::FailedPrecondition(format!("worker {worker_id:?} is busy")));
+            }
+            if !w.agent_kinds.iter().any(|k| k == agent_kind(&task, index)) {
+                return Err(OrchestratorError::FailedPrecondition(format!(
+                    "worker {worker_id:?} cannot run agent kind {:?}",
+                    agent_kind(&task, index)
+                )));
+            }
+        }
+        if !self.assign(&task, index, worker_id).await? {
+            return Err(OrchestratorError::FailedPrecondition(format!(
+                "subtask {subtask:?} could not be handed to worker {worker_id:?}"
+            )));
+        }
+        Ok(Assignment { worker_id: worker_id.to_owned(), run: Some(subtask_run(&task, index, task.subtasks[index].attempts + 1)) })
+    }
+
+    /// Marks the subtask running and sends it to the worker. False when the
+    /// subtask was taken meanwhile or the worker's stream is gone.
+    async fn assign(self: &Arc<Self>, task: &Task, index: usize, worker_id: &str) -> Result<bool> {
+        let st = &task.subtasks[index];
+        let attempt = st.attempts + 1;
+        let now = Utc::now();
+        if !self.store.start_subtask(&task.id, &st.name, worker_id, attempt, now).await? {
+            return Ok(false);
+        }
+        let key = RunKey { task_id: task.id.clone(), subtask: st.name.clone(), attempt };
+        let command = WorkerCommand {
+            command: Some(worker_command::Command::Assign(Assignment {
+                worker_id: worker_id.to_owned(),
+                run: Some(subtask_run(task, index, attempt)),
+            })),
+        };
+        let sent = {
+            let mut workers = self.workers.lock().await;
+            match workers.get_mut(worker_id) {
+                Some(w) if w.current.is_none() && w.commands.try_send(Ok(command)).is_ok() => {
+                    w.current = Some(key);
+                    true
+                }
+                _ => false,
+            }
+        };
+        if !sent {
+            self.store.unstart_subtask(&task.id, &st.name, attempt).await?;
+            return Ok(false);
+        }
+        self.store.set_worker_state(worker_id, "busy", now).await?;
+        if task_status_of(task) == TaskStatus::Queued
+            && self
+                .store
+                .transition_task(&task.id, &[TaskStatus::Queued], TaskStatus::Running, None, now)
+                .await?
+        {
+            self.task_status_event(&task.id, TaskStatus::Running, None).await?;
+        }
+        self.events
+            .record(Self::subtask_status_event(
+                &task.id,
+                &st.name,
+                SubtaskStatus::Running,
+                json!({ "worker": worker_id, "attempt": attempt, "branch": st.branch }),
+            ))
+            .await?;
+        tracing::info!(task_id = %task.id, subtask = %st.name, worker_id, attempt, "subtask assigned");
+        Ok(true)
+    }
+
+    /// Frees the worker if it was running exactly this attempt.
+    pub(crate) async fn release_worker(&self, worker_id: &str, key: &RunKey) -> Result<()> {
+        let released = {
+            let mut workers = self.workers.lock().await;
+            match workers.get_mut(worker_id) {
+                Some(w) if w.current.as_ref() == Some(key) => {
+                    w.current = None;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if released {
+            self.store.set_worker_state(worker_id, "idle", Utc::now()).await?;
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Asks the worker running `key` to stop it. Best effort: a worker that
+    /// is gone has nothing to stop.
+    pub(crate) async fn send_cancel(&self, worker_id: &str, key: &RunKey) {
+        let workers = self.workers.lock().await;
+        if let Some(w) = workers.get(worker_id) {
+            let cancel = WorkerCommand {
+                command: Some(worker_command::Command::Cancel(CancelSubtask {
+                    task_id: key.task_id.clone(),
+                    subtask: key.subtask.clone(),
+                    attempt: key.attempt,
+                })),
+            };
+            if w.commands.try_send(Ok(cancel)).is_err() {
+                tracing::warn!(worker_id, task_id = %key.task_id, subtask = %key.subtask, "could not send cancel to worker");
+            }
+        }
+    }
+
+    /// Current assignment per connected worker, for `ListWorkers`.
+    pub(crate) async fn connected_workers(&self) -> HashMap<String, Option<RunKey>> {
+        self.workers
+            .lock()
+            .await
+            .iter()
+            .map(|(id, w)| (id.clone(), w.current.clone()))
+            .collect()
+    }
+}
+
+/// Pending subtasks whose dependencies all succeeded, in request order.
+fn ready_subtasks(task: &Task) -> Vec<usize> {
+    let status: HashMap<&str, SubtaskStatus> = task.subtasks.iter().map(|s| (s.name.as_str(), status_of(s))).collect();
+    task.subtasks
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| status_of(s) == SubtaskStatus::Pending)
+        .filter(|(_, s)| s.depends_on.iter().all(|d| status.get(d.as_str()) == Some(&SubtaskStatus::Succeeded)))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn agent_kind(task: &Task, index: usize) -> &str {
+    task.subtasks[index].agent.as_ref().map(|a| a.kind.as_str()).unwrap_or("command")
+}
+
+/// What a worker needs to run subtask `index`: its dependencies' commits
+/// come in the task's dependency order, so shared ancestors merge first.
+fn subtask_run(task: &Task, index: usize, attempt: u32) -> SubtaskRun {
+    let st = &task.subtasks[index];
+    let dependencies = dependency_order(task)
+        .into_iter()
+        .map(|i| &task.subtasks[i])
+        .filter(|d| st.depends_on.contains(&d.name))
+        .map(|d| DependencyCommit { subtask: d.name.clone(), branch: d.branch.clone(), commit: d.commit.clone() })
+        .collect();
+    SubtaskRun {
+        task_id: task.id.clone(),
+        subtask: st.name.clone(),
+        attempt,
+        repo: task.repo.clone(),
+        base_commit: task.base_commit.clone(),
+        branch: st.branch.clone(),
+        dependencies,
+        prompt: st.prompt.clone(),
+        agent: st.agent.clone(),
+    }
+}

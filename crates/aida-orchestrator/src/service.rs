@@ -1,0 +1,236 @@
+//! The `aida.orchestrator.Orchestrator` gRPC service: request checking and
+//! translation only; the work happens in the engine.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use aida_core::ids::TaskId;
+use aida_core::proto::common::{Report, Task};
+use aida_core::proto::orchestrator::orchestrator_server::Orchestrator;
+use aida_core::proto::orchestrator::{
+    Assignment, AssignTaskRequest, CancelTaskRequest, CompleteTaskRequest, CreateTaskRequest, GetReportRequest,
+    GetTaskRequest, ListEventsRequest, ListEventsResponse, ListTasksRequest, ListTasksResponse, ListWorkersRequest,
+    ListWorkersResponse, ProgressRequest, ProgressUpdate, RegisterWorkerRequest, ReportLogRequest, ReportLogResponse,
+    TaskResult, WorkerCommand, WorkerInfo,
+};
+use aida_core::time::to_proto;
+use futures::Stream;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::engine::Engine;
+use crate::error::OrchestratorError;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+const DEFAULT_LIST_LIMIT: u32 = 50;
+const MAX_LIST_LIMIT: u32 = 1000;
+const HISTORY_PAGE: u32 = 1000;
+
+pub struct OrchestratorService {
+    engine: Arc<Engine>,
+}
+
+impl OrchestratorService {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+}
+
+fn task_id(raw: &str) -> Result<String, Status> {
+    Ok(TaskId::parse(raw).map_err(OrchestratorError::from)?.to_string())
+}
+
+fn limit(raw: u32, default: u32) -> u32 {
+    if raw == 0 { default } else { raw.min(MAX_LIST_LIMIT) }
+}
+
+#[tonic::async_trait]
+impl Orchestrator for OrchestratorService {
+    async fn create_task(&self, request: Request<CreateTaskRequest>) -> Result<Response<Task>, Status> {
+        Ok(Response::new(self.engine.create_task(request.into_inner()).await?))
+    }
+
+    async fn get_task(&self, request: Request<GetTaskRequest>) -> Result<Response<Task>, Status> {
+        let id = task_id(&request.get_ref().task_id)?;
+        Ok(Response::new(self.engine.task(&id).await?))
+    }
+
+    async fn list_tasks(&self, request: Request<ListTasksRequest>) -> Result<Response<ListTasksResponse>, Status> {
+        let limit = limit(request.get_ref().limit, DEFAULT_LIST_LIMIT);
+        let tasks = self.engine.store().list_tasks(limit).await?;
+        Ok(Response::new(ListTasksResponse { tasks }))
+    }
+
+    async fn cancel_task(&self, request: Request<CancelTaskRequest>) -> Result<Response<Task>, Status> {
+        let id = task_id(&request.get_ref().task_id)?;
+        Ok(Response::new(self.engine.cancel_task(&id).await?))
+    }
+
+    async fn get_report(&self, request: Request<GetReportRequest>) -> Result<Response<Report>, Status> {
+        let id = task_id(&request.get_ref().task_id)?;
+        Ok(Response::new(self.engine.report(&id).await?))
+    }
+
+    async fn list_events(&self, request: Request<ListEventsRequest>) -> Result<Response<ListEventsResponse>, Status> {
+        let req = request.into_inner();
+        let id = task_id(&req.task_id)?;
+        // A task that does not exist is a 404, not an empty history.
+        self.engine.task(&id).await?;
+        let events = self
+            .engine
+            .store()
+            .events_after(Some(&id), req.after_event_id, limit(req.limit, HISTORY_PAGE))
+            .await?;
+        Ok(Response::new(ListEventsResponse { events: events.into_iter().map(Into::into).collect() }))
+    }
+
+    type GetProgressStream = BoxStream<ProgressUpdate>;
+
+    async fn get_progress(&self, request: Request<ProgressRequest>) -> Result<Response<Self::GetProgressStream>, Status> {
+        let req = request.into_inner();
+        let task = if req.task_id.is_empty() {
+            None
+        } else {
+            let id = task_id(&req.task_id)?;
+            self.engine.task(&id).await?;
+            Some(id)
+        };
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(follow(Arc::clone(&self.engine), task, req.after_event_id, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_workers(&self, _: Request<ListWorkersRequest>) -> Result<Response<ListWorkersResponse>, Status> {
+        let connected = self.engine.connected_workers().await;
+        let workers = self
+            .engine
+            .store()
+            .list_workers()
+            .await?
+            .into_iter()
+            .map(|w| {
+                let (state, current) = match connected.get(&w.worker_id) {
+                    Some(Some(run)) => ("busy", Some(run.clone())),
+                    Some(None) => ("idle", None),
+                    None => ("offline", None),
+                };
+                WorkerInfo {
+                    worker_id: w.worker_id,
+                    address: w.address,
+                    agent_kinds: w.agent_kinds,
+                    state: state.to_owned(),
+                    task_id: current.as_ref().map(|r| r.task_id.clone()).unwrap_or_default(),
+                    subtask: current.map(|r| r.subtask).unwrap_or_default(),
+                    completed: w.completed,
+                    connected_at: Some(to_proto(w.connected_at)),
+                    last_seen_at: Some(to_proto(w.last_seen_at)),
+                }
+            })
+            .collect();
+        Ok(Response::new(ListWorkersResponse { workers }))
+    }
+
+    type RegisterWorkerStream = BoxStream<WorkerCommand>;
+
+    async fn register_worker(
+        &self,
+        request: Request<RegisterWorkerRequest>,
+    ) -> Result<Response<Self::RegisterWorkerStream>, Status> {
+        let rx = self.engine.register_worker(request.into_inner()).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn assign_task(&self, request: Request<AssignTaskRequest>) -> Result<Response<Assignment>, Status> {
+        let req = request.into_inner();
+        let id = task_id(&req.task_id)?;
+        Ok(Response::new(self.engine.assign_now(&id, &req.subtask, &req.worker_id).await?))
+    }
+
+    async fn report_log(&self, request: Request<ReportLogRequest>) -> Result<Response<ReportLogResponse>, Status> {
+        let req = request.into_inner();
+        let id = task_id(&req.task_id)?;
+        let events = req
+            .lines
+            .into_iter()
+            .map(|line| crate::store::NewEvent {
+                channel: aida_core::event::Channel::Log,
+                kind: aida_core::event::kind::LOG_LINE,
+                task_id: Some(id.clone()),
+                subtask: Some(req.subtask.clone()),
+                worker_id: Some(req.worker_id.clone()),
+                data: serde_json::json!({ "stream": line.stream, "line": line.line, "attempt": req.attempt }),
+            })
+            .collect();
+        self.engine.events().record_all(events).await?;
+        Ok(Response::new(ReportLogResponse {}))
+    }
+
+    async fn complete_task(&self, request: Request<CompleteTaskRequest>) -> Result<Response<TaskResult>, Status> {
+        let req = request.into_inner();
+        let id = task_id(&req.task_id)?;
+        let result = req
+            .result
+            .ok_or_else(|| Status::invalid_argument("result is required"))?;
+        let verdict = self
+            .engine
+            .complete(&req.worker_id, &id, &req.subtask, req.attempt, result)
+            .await?;
+        Ok(Response::new(match verdict {
+            Ok(()) => TaskResult { accepted: true, reason: String::new() },
+            Err(reason) => {
+                tracing::warn!(task_id = %id, subtask = %req.subtask, worker_id = %req.worker_id, reason, "result refused");
+                TaskResult { accepted: false, reason }
+            }
+        }))
+    }
+}
+
+/// Sends stored events after `after`, then live ones, without gaps or
+/// repeats; with a task, stops after the event that ends it.
+async fn follow(engine: Arc<Engine>, task: Option<String>, mut after: i64, tx: mpsc::Sender<Result<ProgressUpdate, Status>>) {
+    // Subscribe first: whatever is stored after this point also arrives live.
+    let mut live = engine.events().subscribe();
+    loop {
+        // Catch up from the database (at start, and after falling behind).
+        loop {
+            let page = match engine.events().store().events_after(task.as_deref(), after, HISTORY_PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    let _ = tx.send(Err(Status::from(e))).await;
+                    return;
+                }
+            };
+            let full = page.len() as u32 == HISTORY_PAGE;
+            for event in page {
+                after = event.id;
+                let ends = task.is_some() && event.ends_task();
+                if tx.send(Ok(ProgressUpdate { event: Some(event.into()) })).await.is_err() || ends {
+                    return;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        loop {
+            match live.recv().await {
+                Ok(event) => {
+                    if event.id <= after || (task.is_some() && event.task_id != task) {
+                        continue;
+                    }
+                    after = event.id;
+                    let ends = task.is_some() && event.ends_task();
+                    if tx.send(Ok(ProgressUpdate { event: Some(event.into()) })).await.is_err() || ends {
+                        return;
+                    }
+                }
+                // Fell behind: the database has everything, read from there.
+                Err(RecvError::Lagged(_)) => break,
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,673 @@
+//! Persistence: tasks, subtasks, events and workers in SQLite through sqlx.
+//! Every status change is a guarded `UPDATE ... WHERE status = ...`, so two
+//! racing writers cannot both win and a stale report cannot overwrite a newer
+//! state. The SQL is kept to what PostgreSQL also accepts, so a Postgres
+//! backend can take this module's place.
+
+use std::path::Path;
+use std::str::FromStr;
+
+use aida_core::event::{Channel, Event};
+use aida_core::proto::common::{
+    AgentSpec, Conflict, DiffStats, Subtask, SubtaskStatus, Task, TaskStatus,
+};
+use aida_core::status::StatusLabel;
+use aida_core::time::to_proto;
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::error::Result;
+
+/// A validated task, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub id: String,
+    pub repo: String,
+    pub base: String,
+    pub base_commit: String,
+    pub description: String,
+    pub agent: AgentJson,
+    pub priority: i32,
+    pub subtasks: Vec<NewSubtask>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSubtask {
+    pub name: String,
+    pub prompt: String,
+    pub depends_on: Vec<String>,
+    pub agent: AgentJson,
+    pub branch: String,
+}
+
+/// An agent spec as stored: JSON, so new adapter options need no migration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentJson {
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::collections::HashMap::is_empty")]
+    pub options: std::collections::HashMap<String, String>,
+}
+
+impl From<AgentSpec> for AgentJson {
+    fn from(a: AgentSpec) -> Self {
+        Self { kind: a.kind, command: a.command, options: a.options }
+    }
+}
+
+impl From<AgentJson> for AgentSpec {
+    fn from(a: AgentJson) -> Self {
+        Self { kind: a.kind, command: a.command, options: a.options }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StatsJson {
+    files_changed: u32,
+    insertions: u32,
+    deletions: u32,
+    files: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ConflictJson {
+    subtask: String,
+    files: Vec<String>,
+}
+
+/// How a subtask run ended, as the store records it.
+#[derive(Debug, Clone, Default)]
+pub struct SubtaskOutcome {
+    pub status: Option<SubtaskStatus>,
+    pub commit: String,
+    pub start_commit: String,
+    pub error: String,
+    pub exit_code: i32,
+    pub summary: String,
+    pub stats: Option<DiffStats>,
+}
+
+/// An event before the database gave it an id.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub channel: Channel,
+    pub kind: &'static str,
+    pub task_id: Option<String>,
+    pub subtask: Option<String>,
+    pub worker_id: Option<String>,
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerRow {
+    pub worker_id: String,
+    pub address: String,
+    pub agent_kinds: Vec<String>,
+    pub state: String,
+    pub completed: u64,
+    pub connected_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned + Default>(raw: Option<String>) -> T {
+    raw.and_then(|r| serde_json::from_str(&r).ok()).unwrap_or_default()
+}
+
+fn opt(s: Option<String>) -> String {
+    s.unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and applies migrations.
+    pub async fn connect(database_url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(database_url)
+            .with_context(|| format!("invalid DATABASE_URL {database_url:?}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        if let Some(dir) = Path::new(options.get_filename()).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating database directory {}", dir.display()))?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening database {database_url}"))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .context("applying database migrations")?;
+        Ok(Self { pool })
+    }
+
+    pub async fn insert_task(&self, task: &NewTask, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO tasks (id, status, repo, base, base_commit, description, agent_json, priority, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&task.id)
+        .bind(TaskStatus::Queued.label())
+        .bind(&task.repo)
+        .bind(&task.base)
+        .bind(&task.base_commit)
+        .bind(&task.description)
+        .bind(serde_json::to_string(&task.agent).context("encoding agent")?)
+        .bind(task.priority)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for (position, s) in task.subtasks.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO subtasks (task_id, name, position, prompt, depends_on_json, agent_json, status, branch)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&task.id)
+            .bind(&s.name)
+            .bind(position as i64)
+            .bind(&s.prompt)
+            .bind(serde_json::to_string(&s.depends_on).context("encoding depends_on")?)
+            .bind(serde_json::to_string(&s.agent).context("encoding agent")?)
+            .bind(SubtaskStatus::Pending.label())
+            .bind(&s.branch)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn get_task(&self, id: &str) -> Result<Option<Task>> {
+        let row = sqlx::query("SELECT * FROM tasks WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut task = task_from_row(&row)?;
+        task.subtasks = self.subtasks_of(id).await?;
+        Ok(Some(task))
+    }
+
+    async fn subtasks_of(&self, task_id: &str) -> Result<Vec<Subtask>> {
+        let rows = sqlx::query("SELECT * FROM subtasks WHERE task_id = $1 ORDER BY position")
+            .bind(task_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(subtask_from_row).collect()
+    }
+
+    /// Newest first.
+    pub async fn list_tasks(&self, limit: u32) -> Result<Vec<Task>> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM tasks ORDER BY created_at DESC, id DESC LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        self.tasks_by_ids(&ids).await
+    }
+
+    /// Tasks whose subtasks may still be scheduled, in scheduling order:
+    /// higher priority first, then first come first served.
+    pub async fn schedulable_tasks(&self) -> Result<Vec<Task>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE status IN ('queued', 'running') ORDER BY priority DESC, created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        self.tasks_by_ids(&ids).await
+    }
+
+    /// Ids of tasks in a given status.
+    pub async fn task_ids_with_status(&self, status: TaskStatus) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar("SELECT id FROM tasks WHERE status = $1 ORDER BY created_at")
+            .bind(status.label())
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn tasks_by_ids(&self, ids: &[String]) -> Result<Vec<Task>> {
+        let mut tasks = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(t) = self.get_task(id).await? {
+                tasks.push(t);
+            }
+        }
+        Ok(tasks)
+    }
+
+    /// Moves a task from one of `from` to `to`. False if it was in no such
+    /// status (someone else moved it first).
+    pub async fn transition_task(
+        &self,
+        id: &str,
+        from: &[TaskStatus],
+        to: TaskStatus,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let from: Vec<&str> = from.iter().map(|s| s.label()).collect();
+        let from_json = serde_json::to_string(&from).context("encoding statuses")?;
+        let result = sqlx::query(
+            "UPDATE tasks SET status = $1,
+                 error = COALESCE($2, error),
+                 started_at = CASE WHEN $1 = 'running' AND started_at IS NULL THEN $3 ELSE started_at END,
+                 finished_at = CASE WHEN $4 THEN $3 ELSE finished_at END
+             WHERE id = $5 AND status IN (SELECT value FROM json_each($6))",
+        )
+        .bind(to.label())
+        .bind(error)
+        .bind(now)
+        .bind(to.is_terminal())
+        .bind(id)
+        .bind(from_json)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Marks a pending subtask running on `worker_id` as attempt `attempt`.
+    pub async fn start_subtask(
+        &self,
+        task_id: &str,
+        name: &str,
+        worker_id: &str,
+        attempt: u32,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE subtasks SET status = 'running', worker_id = $1, attempts = $2, started_at = $3,
+                 finished_at = NULL, error = NULL
+             WHERE task_id = $4 AND name = $5 AND status = 'pending'",
+        )
+        .bind(worker_id)
+        .bind(attempt)
+        .bind(now)
+        .bind(task_id)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Puts a subtask that could not be handed to its worker back in the queue.
+    pub async fn unstart_subtask(&self, task_id: &str, name: &str, attempt: u32) -> Result<()> {
+        sqlx::query(
+            "UPDATE subtasks SET status = 'pending', worker_id = NULL, attempts = attempts - 1, started_at = NULL
+             WHERE task_id = $1 AND name = $2 AND status = 'running' AND attempts = $3",
+        )
+        .bind(task_id)
+        .bind(name)
+        .bind(attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records the end of a running attempt. False when the subtask is no
+    /// longer running that attempt on that worker (cancelled, or a newer
+    /// attempt): the report is stale and changes nothing.
+    pub async fn finish_subtask(
+        &self,
+        task_id: &str,
+        name: &str,
+        worker_id: &str,
+        attempt: u32,
+        outcome: &SubtaskOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let status = outcome.status.unwrap_or(SubtaskStatus::Failed);
+        let stats = outcome
+            .stats
+            .as_ref()
+            .map(|s| {
+                serde_json::to_string(&StatsJson {
+                    files_changed: s.files_changed,
+                    insertions: s.insertions,
+                    deletions: s.deletions,
+                    files: s.files.clone(),
+                })
+            })
+            .transpose()
+            .context("encoding stats")?;
+        let result = sqlx::query(
+            "UPDATE subtasks SET status = $1, commit_sha = NULLIF($2, ''), start_commit = NULLIF($3, ''),
+                 error = NULLIF($4, ''), exit_code = $5, summary = NULLIF($6, ''), stats_json = $7, finished_at = $8
+             WHERE task_id = $9 AND name = $10 AND status = 'running' AND worker_id = $11 AND attempts = $12",
+        )
+        .bind(status.label())
+        .bind(&outcome.commit)
+        .bind(&outcome.start_commit)
+        .bind(&outcome.error)
+        .bind(outcome.exit_code)
+        .bind(&outcome.summary)
+        .bind(stats)
+        .bind(now)
+        .bind(task_id)
+        .bind(name)
+        .bind(worker_id)
+        .bind(attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Ends subtasks that have not finished (pending or running) with
+    /// `status`; returns the names it changed.
+    pub async fn end_unfinished_subtasks(
+        &self,
+        task_id: &str,
+        names: Option<&[String]>,
+        status: SubtaskStatus,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<String>> {
+        let names_json = names.map(serde_json::to_string).transpose().context("encoding names")?;
+        let changed: Vec<String> = sqlx::query_scalar(
+            "UPDATE subtasks SET status = $1, error = $2, finished_at = $3
+             WHERE task_id = $4 AND status IN ('pending', 'running')
+               AND ($5 IS NULL OR name IN (SELECT value FROM json_each($5)))
+             RETURNING name",
+        )
+        .bind(status.label())
+        .bind(reason)
+        .bind(now)
+        .bind(task_id)
+        .bind(names_json)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(changed)
+    }
+
+    /// Subtasks running on a worker, as (task id, name, attempt).
+    pub async fn running_on_worker(&self, worker_id: &str) -> Result<Vec<(String, String, u32)>> {
+        let rows = sqlx::query(
+            "SELECT task_id, name, attempts FROM subtasks WHERE worker_id = $1 AND status = 'running'",
+        )
+        .bind(worker_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("task_id")?, r.try_get("name")?, r.try_get::<i64, _>("attempts")? as u32)))
+            .collect()
+    }
+
+    /// Workers that hold running subtasks, for the check after a restart.
+    pub async fn workers_with_running_subtasks(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT worker_id FROM subtasks WHERE status = 'running' AND worker_id IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn record_merge(
+        &self,
+        task_id: &str,
+        branch: &str,
+        commit: &str,
+        merged: &[String],
+        conflicts: &[Conflict],
+    ) -> Result<()> {
+        let conflicts: Vec<ConflictJson> = conflicts
+            .iter()
+            .map(|c| ConflictJson { subtask: c.subtask.clone(), files: c.files.clone() })
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE tasks SET result_branch = $1, result_commit = $2, conflicts_json = $3 WHERE id = $4",
+        )
+        .bind(branch)
+        .bind(commit)
+        .bind(serde_json::to_string(&conflicts).context("encoding conflicts")?)
+        .bind(task_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE subtasks SET merged = (name IN (SELECT value FROM json_each($1))) WHERE task_id = $2",
+        )
+        .bind(serde_json::to_string(merged).context("encoding names")?)
+        .bind(task_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn record_report(&self, task_id: &str, markdown: &str, json: &str) -> Result<()> {
+        sqlx::query("UPDATE tasks SET report_markdown = $1, report_json = $2 WHERE id = $3")
+            .bind(markdown)
+            .bind(json)
+            .bind(task_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The stored report, if the task finished and one was written.
+    pub async fn report(&self, task_id: &str) -> Result<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT report_markdown, report_json FROM tasks WHERE id = $1 AND report_markdown IS NOT NULL",
+        )
+        .bind(task_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => Some((r.try_get("report_markdown")?, r.try_get("report_json")?)),
+            None => None,
+        })
+    }
+
+    // --- events ---
+
+    pub async fn insert_events(&self, events: &[NewEvent], now: DateTime<Utc>) -> Result<Vec<Event>> {
+        let mut tx = self.pool.begin().await?;
+        let mut stored = Vec::with_capacity(events.len());
+        for e in events {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO events (channel, kind, task_id, subtask, worker_id, at, data)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            )
+            .bind(e.channel.as_str())
+            .bind(e.kind)
+            .bind(&e.task_id)
+            .bind(&e.subtask)
+            .bind(&e.worker_id)
+            .bind(now)
+            .bind(e.data.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+            stored.push(Event {
+                id,
+                channel: e.channel,
+                kind: e.kind.to_owned(),
+                task_id: e.task_id.clone(),
+                subtask: e.subtask.clone(),
+                worker_id: e.worker_id.clone(),
+                at: now,
+                data: e.data.clone(),
+            });
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// Events after `after_id`, oldest first, of one task or of all.
+    pub async fn events_after(&self, task_id: Option<&str>, after_id: i64, limit: u32) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT * FROM events WHERE id > $1 AND ($2 IS NULL OR task_id = $2) ORDER BY id LIMIT $3",
+        )
+        .bind(after_id)
+        .bind(task_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// The oldest events not yet on Redis.
+    pub async fn unpublished_events(&self, limit: u32) -> Result<Vec<Event>> {
+        let rows = sqlx::query("SELECT * FROM events WHERE published = 0 ORDER BY id LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    pub async fn mark_published(&self, up_to_id: i64) -> Result<()> {
+        sqlx::query("UPDATE events SET published = 1 WHERE published = 0 AND id <= $1")
+            .bind(up_to_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // --- workers ---
+
+    pub async fn upsert_worker(
+        &self,
+        worker_id: &str,
+        address: &str,
+        agent_kinds: &[String],
+        hostname: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO workers (worker_id, address, agent_kinds, hostname, state, connected_at, last_seen_at)
+             VALUES ($1, $2, $3, $4, 'idle', $5, $5)
+             ON CONFLICT (worker_id) DO UPDATE SET address = excluded.address, agent_kinds = excluded.agent_kinds,
+                 hostname = excluded.hostname, state = 'idle', connected_at = excluded.connected_at,
+                 last_seen_at = excluded.last_seen_at",
+        )
+        .bind(worker_id)
+        .bind(address)
+        .bind(serde_json::to_string(agent_kinds).context("encoding agent kinds")?)
+        .bind(hostname)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_worker_state(&self, worker_id: &str, state: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE workers SET state = $1, last_seen_at = $2 WHERE worker_id = $3")
+            .bind(state)
+            .bind(now)
+            .bind(worker_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn count_completed(&self, worker_id: &str) -> Result<()> {
+        sqlx::query("UPDATE workers SET completed = completed + 1 WHERE worker_id = $1")
+            .bind(worker_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_workers(&self) -> Result<Vec<WorkerRow>> {
+        let rows = sqlx::query("SELECT * FROM workers ORDER BY worker_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(WorkerRow {
+                    worker_id: r.try_get("worker_id")?,
+                    address: r.try_get("address")?,
+                    agent_kinds: parse_json(r.try_get("agent_kinds")?),
+                    state: r.try_get("state")?,
+                    completed: r.try_get::<i64, _>("completed")? as u64,
+                    connected_at: r.try_get("connected_at")?,
+                    last_seen_at: r.try_get("last_seen_at")?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Task> {
+    let status: String = row.try_get("status")?;
+    let agent: AgentJson = parse_json(row.try_get("agent_json")?);
+    let conflicts: Vec<ConflictJson> = parse_json(row.try_get("conflicts_json")?);
+    Ok(Task {
+        id: row.try_get("id")?,
+        status: TaskStatus::from_label(&status).unwrap_or(TaskStatus::Unspecified) as i32,
+        repo: row.try_get("repo")?,
+        base: row.try_get("base")?,
+        base_commit: row.try_get("base_commit")?,
+        description: row.try_get("description")?,
+        agent: Some(agent.into()),
+        priority: row.try_get("priority")?,
+        subtasks: Vec::new(),
+        result_branch: opt(row.try_get("result_branch")?),
+        result_commit: opt(row.try_get("result_commit")?),
+        conflicts: conflicts
+            .into_iter()
+            .map(|c| Conflict { subtask: c.subtask, files: c.files })
+            .collect(),
+        error: opt(row.try_get("error")?),
+        created_at: Some(to_proto(row.try_get("created_at")?)),
+        started_at: row.try_get::<Option<DateTime<Utc>>, _>("started_at")?.map(to_proto),
+        finished_at: row.try_get::<Option<DateTime<Utc>>, _>("finished_at")?.map(to_proto),
+    })
+}
+
+fn subtask_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Subtask> {
+    let status: String = row.try_get("status")?;
+    let agent: AgentJson = parse_json(row.try_get("agent_json")?);
+    let stats: Option<StatsJson> = row
+        .try_get::<Option<String>, _>("stats_json")?
+        .and_then(|s| serde_json::from_str(&s).ok());
+    Ok(Subtask {
+        name: row.try_get("name")?,
+        prompt: row.try_get("prompt")?,
+        depends_on: parse_json(row.try_get("depends_on_json")?),
+        agent: Some(agent.into()),
+        status: SubtaskStatus::from_label(&status).unwrap_or(SubtaskStatus::Unspecified) as i32,
+        branch: row.try_get("branch")?,
+        commit: opt(row.try_get("commit_sha")?),
+        start_commit: opt(row.try_get("start_commit")?),
+        worker_id: opt(row.try_get("worker_id")?),
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        error: opt(row.try_get("error")?),
+        started_at: row.try_get::<Option<DateTime<Utc>>, _>("started_at")?.map(to_proto),
+        finished_at: row.try_get::<Option<DateTime<Utc>>, _>("finished_at")?.map(to_proto),
+        stats: stats.map(|s| DiffStats {
+            files_changed: s.files_changed,
+            insertions: s.insertions,
+            deletions: s.deletions,
+            files: s.files,
+        }),
+        merged: row.try_get::<i64, _>("merged")? != 0,
+        exit_code: row.try_get::<Option<i64>, _>("exit_code")?.unwrap_or_default() as i32,
+    })
+}
+
+fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Event> {
+    let channel: String = row.try_get("channel")?;
+    let data: String = row.try_get("data")?;
+    Ok(Event {
+        id: row.try_get("id")?,
+        channel: channel.parse().map_err(anyhow::Error::msg)?,
+        kind: row.try_get("kind")?,
+        task_id: row.try_get("task_id")?,
+        subtask: row.try_get("subtask")?,
+        worker_id: row.try_get("worker_id")?,
+        at: row.try_get("at")?,
+        data: serde_json::from_str(&data).context("decoding event data")?,
+    })
+}

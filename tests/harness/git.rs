@@ -1,0 +1,79 @@
+//! Real git repositories for tests, driven with the `git` command line the
+//! way a user would inspect them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub struct GitRepo {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+impl GitRepo {
+    /// A repository on branch `main` with one commit holding `files`.
+    pub fn with_files(files: &[(&str, &str)]) -> GitRepo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("repo");
+        std::fs::create_dir(&path).unwrap();
+        let repo = GitRepo { _dir: dir, path };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.git(&["config", "user.email", "dev@example.com"]);
+        repo.git(&["config", "user.name", "Dev"]);
+        for (name, content) in files {
+            std::fs::write(repo.path.join(name), content).unwrap();
+        }
+        repo.git(&["add", "-A"]);
+        repo.git(&["commit", "-q", "-m", "initial"]);
+        repo
+    }
+
+    pub fn path_str(&self) -> &str {
+        self.path.to_str().expect("utf-8 path")
+    }
+
+    /// Runs git in the repository; panics with its stderr on failure.
+    pub fn git(&self, args: &[&str]) -> String {
+        git_in(&self.path, args)
+    }
+
+    pub fn rev_parse(&self, rev: &str) -> String {
+        self.git(&["rev-parse", rev]).trim().to_owned()
+    }
+
+    /// A file's content at a revision, or None if it is not there.
+    pub fn show(&self, rev: &str, file: &str) -> Option<String> {
+        let out = Command::new("git")
+            .args(["show", &format!("{rev}:{file}")])
+            .current_dir(&self.path)
+            .output()
+            .expect("git show");
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    pub fn branches(&self) -> Vec<String> {
+        self.git(&["for-each-ref", "--format=%(refname:short)", "refs/heads"])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Paths of the worktrees git knows about, besides the main one.
+    pub fn worktrees(&self) -> Vec<String> {
+        self.git(&["worktree", "list", "--porcelain"])
+            .lines()
+            .filter_map(|l| l.strip_prefix("worktree "))
+            .filter(|p| Path::new(p) != self.path)
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+pub fn git_in(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").args(args).current_dir(dir).output().expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

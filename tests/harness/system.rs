@@ -1,0 +1,179 @@
+//! A whole AIDA system for one test: redis-server, aggregator, orchestrator,
+//! gateway and N workers, each a real process of its own on free ports.
+
+use std::process::Command;
+
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::process::{Proc, bin};
+use crate::{RedisServer, eventually, free_port};
+
+pub struct System {
+    /// The gateway's base URL, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    pub orchestrator_addr: String,
+    pub aggregator_addr: String,
+    pub redis: RedisServer,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+    // Dropped before `dir`, so logs are still there when they are printed.
+    procs: Vec<Proc>,
+}
+
+impl System {
+    /// Starts everything and waits until the gateway is healthy and
+    /// `workers` workers are connected.
+    pub async fn start(workers: usize) -> System {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let redis = RedisServer::start(dir.path()).await;
+        let (orch_port, agg_port, gw_port) = (free_port(), free_port(), free_port());
+        let orchestrator_addr = format!("127.0.0.1:{orch_port}");
+        let aggregator_addr = format!("127.0.0.1:{agg_port}");
+        let url = format!("http://127.0.0.1:{gw_port}");
+        let mut procs = Vec::new();
+
+        let mut cmd = Command::new(bin("aida-aggregator"));
+        cmd.env("AGGREGATOR_LISTEN_ADDR", &aggregator_addr);
+        procs.push(Proc::spawn("aggregator", cmd, dir.path()));
+
+        let mut cmd = Command::new(bin("aida-orchestrator"));
+        cmd.env("ORCHESTRATOR_LISTEN_ADDR", &orchestrator_addr)
+            .env("DATABASE_URL", format!("sqlite://{}/aida.db", dir.path().display()))
+            .env("AGGREGATOR_ADDR", format!("http://{aggregator_addr}"))
+            .env("REDIS_URL", &redis.url);
+        procs.push(Proc::spawn("orchestrator", cmd, dir.path()));
+
+        let mut cmd = Command::new(bin("aida-gateway"));
+        cmd.env("GATEWAY_LISTEN_ADDR", format!("127.0.0.1:{gw_port}"))
+            .env("ORCHESTRATOR_ADDR", &orchestrator_addr);
+        procs.push(Proc::spawn("gateway", cmd, dir.path()));
+
+        let mut system = System {
+            url,
+            orchestrator_addr,
+            aggregator_addr,
+            redis,
+            http: reqwest::Client::new(),
+            dir,
+            procs,
+        };
+        for i in 1..=workers {
+            system.add_worker(&format!("worker-{i}"));
+        }
+        system.wait_healthy().await;
+        system.wait_workers(workers).await;
+        system
+    }
+
+    /// Starts one more worker process with the given id.
+    pub fn add_worker(&mut self, worker_id: &str) {
+        let mut cmd = Command::new(bin("aida-worker"));
+        cmd.env("WORKER_ID", worker_id)
+            .env("ORCHESTRATOR_ADDR", &self.orchestrator_addr)
+            .env("WORKER_LISTEN_ADDR", "127.0.0.1:0")
+            .env("WORKTREE_ROOT", self.dir.path().join("worktrees").join(worker_id));
+        self.procs.push(Proc::spawn(worker_id, cmd, self.dir.path()));
+    }
+
+    pub async fn wait_healthy(&self) {
+        eventually("the gateway to report the orchestrator healthy", || async {
+            let resp = self.http.get(format!("{}/api/health", self.url)).send().await.ok()?;
+            resp.status().is_success().then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until `n` workers are connected (idle or busy).
+    pub async fn wait_workers(&self, n: usize) -> Value {
+        eventually(&format!("{n} workers to connect"), || async {
+            let workers = self.get("/api/workers").await.ok()?;
+            let connected = workers
+                .as_array()?
+                .iter()
+                .filter(|w| w["state"] != "offline")
+                .count();
+            (connected >= n).then_some(workers)
+        })
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, String> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("GET {path}: {}", resp.status()));
+        }
+        resp.json().await.map_err(|e| e.to_string())
+    }
+
+    /// POSTs JSON and returns the status and the JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a task and returns its id; panics unless the API says 201.
+    pub async fn create_task(&self, body: &Value) -> String {
+        let (status, task) = self.post("/api/tasks", body).await;
+        assert_eq!(status, 201, "creating the task failed: {task}");
+        task["id"].as_str().expect("task id").to_owned()
+    }
+
+    /// Waits for a task to reach a final status and returns it.
+    pub async fn wait_finished(&self, task_id: &str) -> Value {
+        eventually(&format!("task {task_id} to finish"), || async {
+            let task = self.get(&format!("/api/tasks/{task_id}")).await.ok()?;
+            let status = task["status"].as_str()?;
+            ["succeeded", "conflicted", "failed", "cancelled"]
+                .contains(&status)
+                .then_some(task)
+        })
+        .await
+    }
+
+    /// Reads the SSE stream `path` until the server ends it; returns the
+    /// SSE ids and the events' JSON.
+    pub async fn read_sse(&self, path: &str) -> Vec<(String, Value)> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .expect("SSE request");
+        assert_eq!(resp.status().as_u16(), 200, "SSE status");
+        let mut stream = eventsource_stream::EventStream::new(resp.bytes_stream());
+        let mut events = Vec::new();
+        let read = async {
+            while let Some(item) = stream.next().await {
+                let ev = item.expect("SSE event");
+                let data: Value = serde_json::from_str(&ev.data).expect("SSE data is JSON");
+                events.push((ev.id, data));
+            }
+        };
+        tokio::time::timeout(crate::DEADLINE, read).await.expect("SSE stream did not end");
+        events
+    }
+
+    /// The pid of a process started by this system, by name.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs.iter().find(|p| p.name == name).map(Proc::pid)
+    }
+}
+
+/// The `command` agent of a task body: argv run directly by the worker.
+pub fn sh_agent(script: &str) -> Value {
+    serde_json::json!({ "kind": "command", "command": ["sh", "-c", script] })
+}
