@@ -1,0 +1,60 @@
+//! Starts runs in the background for both entry points (the gRPC service and
+//! the orchestrator session), enforcing one run at a time and letting
+//! shutdown wait for runs to clean up.
+
+use std::sync::Arc;
+
+use aida_proto::common::{LogLine, RunResult, SubtaskRun};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+
+use crate::executor::{self, ExecContext};
+use crate::state::{CurrentRun, WorkerState};
+
+/// Log lines buffered between the agent and whoever forwards them.
+const LOG_BUFFER: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub struct Runner {
+    pub state: Arc<WorkerState>,
+    pub ctx: Arc<ExecContext>,
+    /// Every run and every task forwarding a run's output; shutdown waits
+    /// for them.
+    pub tracker: TaskTracker,
+}
+
+/// A run started in the background.
+pub struct StartedRun {
+    /// Closes once the run has finished.
+    pub logs: mpsc::Receiver<LogLine>,
+    pub result: JoinHandle<RunResult>,
+}
+
+impl Runner {
+    /// Starts `run` unless another run is in progress (returned instead).
+    pub fn start(&self, run: SubtaskRun) -> Result<StartedRun, CurrentRun> {
+        let slot = self.state.try_start(&run)?;
+        let (tx, rx) = mpsc::channel(LOG_BUFFER);
+        let ctx = Arc::clone(&self.ctx);
+        let result = self.tracker.spawn(async move {
+            let cancel = slot.cancel.clone();
+            let result = executor::run_subtask(run, &ctx, tx, cancel).await;
+            drop(slot);
+            result
+        });
+        Ok(StartedRun { logs: rx, result })
+    }
+
+    /// Finishes a started run's result, turning a panicked run into a failure.
+    pub async fn finish(result: JoinHandle<RunResult>) -> RunResult {
+        result.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "subtask run panicked");
+            RunResult {
+                success: false,
+                error: "worker run failed unexpectedly".into(),
+                ..Default::default()
+            }
+        })
+    }
+}

@@ -1,0 +1,259 @@
+//! The worker's session with the orchestrator: register, receive commands
+//! on the RegisterWorker stream, run assignments, report their logs and
+//! results. Reconnects forever (backoff capped at 2 s) until shutdown; a run
+//! in progress carries on across reconnects.
+
+use std::time::Duration;
+
+use aida_proto::common::{LogLine, RunResult, SubtaskRun};
+use aida_proto::orchestrator::orchestrator_client::OrchestratorClient;
+use aida_proto::orchestrator::{
+    CompleteTaskRequest, RegisterWorkerRequest, ReportLogRequest, WorkerCommand, worker_command,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::agent;
+use crate::runner::{Runner, StartedRun};
+
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Log lines are sent in batches: at most this many per ReportLog ...
+const LOG_BATCH_LINES: usize = 64;
+/// ... and at least this often while lines are waiting.
+const LOG_FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Unary calls to the orchestrator give up after this long.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const COMPLETE_ATTEMPTS: u32 = 5;
+
+/// Who this worker is, as told to the orchestrator.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub worker_id: String,
+    /// The worker's own gRPC address.
+    pub address: String,
+    pub hostname: String,
+}
+
+/// Runs the session until `shutdown` is cancelled. `channel` is lazy: it
+/// connects (and reconnects) on demand.
+pub async fn run(
+    channel: Channel,
+    registration: Registration,
+    runner: Runner,
+    shutdown: CancellationToken,
+) {
+    let client = OrchestratorClient::new(channel);
+    let mut backoff = BACKOFF_START;
+    loop {
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            outcome = session(client.clone(), &registration, &runner, &mut backoff) => outcome,
+        };
+        runner.state.set_connected(false);
+        match outcome {
+            Ok(()) => tracing::info!("orchestrator closed the session, reconnecting"),
+            // Loud on the first failure, quiet while the orchestrator stays down.
+            Err(status) if backoff == BACKOFF_START => tracing::warn!(
+                code = ?status.code(),
+                error = %status.message(),
+                "orchestrator session failed, reconnecting"
+            ),
+            Err(status) => tracing::debug!(
+                code = ?status.code(),
+                error = %status.message(),
+                retry_in_ms = backoff.as_millis() as u64,
+                "orchestrator still unreachable"
+            ),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+    runner.state.set_connected(false);
+    tracing::info!("orchestrator session stopped");
+}
+
+/// One registration: returns when the command stream ends or fails.
+async fn session(
+    mut client: OrchestratorClient<Channel>,
+    registration: &Registration,
+    runner: &Runner,
+    backoff: &mut Duration,
+) -> Result<(), tonic::Status> {
+    let request = RegisterWorkerRequest {
+        worker_id: registration.worker_id.clone(),
+        address: registration.address.clone(),
+        agent_kinds: agent::KINDS.iter().map(|k| k.to_string()).collect(),
+        hostname: registration.hostname.clone(),
+    };
+    let mut commands = client.register_worker(request).await?.into_inner();
+    runner.state.set_connected(true);
+    *backoff = BACKOFF_START;
+    tracing::info!(worker_id = %registration.worker_id, "registered with the orchestrator");
+    while let Some(command) = commands.message().await? {
+        handle(command, &client, &registration.worker_id, runner);
+    }
+    Ok(())
+}
+
+fn handle(
+    command: WorkerCommand,
+    client: &OrchestratorClient<Channel>,
+    worker_id: &str,
+    runner: &Runner,
+) {
+    match command.command {
+        Some(worker_command::Command::Assign(assignment)) => {
+            let Some(run) = assignment.run else {
+                tracing::warn!("assignment without a run, ignored");
+                return;
+            };
+            let reporter = Reporter {
+                client: client.clone(),
+                worker_id: worker_id.to_owned(),
+                task_id: run.task_id.clone(),
+                subtask: run.subtask.clone(),
+                attempt: run.attempt,
+            };
+            tracing::info!(task_id = %run.task_id, subtask = %run.subtask, attempt = run.attempt, "assignment received");
+            start_assignment(run, reporter, runner);
+        }
+        Some(worker_command::Command::Cancel(cancel)) => {
+            let cancelled =
+                runner
+                    .state
+                    .cancel_matching(&cancel.task_id, &cancel.subtask, cancel.attempt);
+            tracing::info!(task_id = %cancel.task_id, subtask = %cancel.subtask, attempt = cancel.attempt, cancelled, "cancel received");
+        }
+        None => tracing::debug!("empty worker command, ignored"),
+    }
+}
+
+fn start_assignment(run: SubtaskRun, reporter: Reporter, runner: &Runner) {
+    match runner.start(run) {
+        Ok(started) => {
+            runner.tracker.spawn(reporter.follow(started));
+        }
+        Err(busy) => {
+            tracing::warn!(busy_with = %busy.subtask, "assignment while busy, refused");
+            runner.tracker.spawn(async move {
+                let result = RunResult {
+                    success: false,
+                    error: "worker busy".into(),
+                    ..Default::default()
+                };
+                reporter.complete(result).await;
+            });
+        }
+    }
+}
+
+/// Sends one run's logs and result to the orchestrator.
+struct Reporter {
+    client: OrchestratorClient<Channel>,
+    worker_id: String,
+    task_id: String,
+    subtask: String,
+    attempt: u32,
+}
+
+impl Reporter {
+    async fn follow(self, started: StartedRun) {
+        let StartedRun { mut logs, result } = started;
+        let mut batch = Vec::new();
+        let mut tick = tokio::time::interval(LOG_FLUSH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                line = logs.recv() => match line {
+                    Some(line) => {
+                        batch.push(line);
+                        if batch.len() >= LOG_BATCH_LINES {
+                            self.report_logs(&mut batch).await;
+                        }
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => self.report_logs(&mut batch).await,
+            }
+        }
+        self.report_logs(&mut batch).await;
+        let result = Runner::finish(result).await;
+        self.complete(result).await;
+    }
+
+    /// Best effort: a lost log batch is not worth holding up the run.
+    async fn report_logs(&self, batch: &mut Vec<LogLine>) {
+        if batch.is_empty() {
+            return;
+        }
+        let request = ReportLogRequest {
+            worker_id: self.worker_id.clone(),
+            task_id: self.task_id.clone(),
+            subtask: self.subtask.clone(),
+            attempt: self.attempt,
+            lines: std::mem::take(batch),
+        };
+        let mut client = self.client.clone();
+        match tokio::time::timeout(CALL_TIMEOUT, client.report_log(request)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(status)) => {
+                tracing::debug!(error = %status.message(), "cannot report log lines, dropped")
+            }
+            Err(_) => tracing::debug!("reporting log lines timed out, dropped"),
+        }
+    }
+
+    /// Retries transport failures a few times; an answer (accepted or not)
+    /// ends it.
+    async fn complete(&self, result: RunResult) {
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1..=COMPLETE_ATTEMPTS {
+            let request = CompleteTaskRequest {
+                worker_id: self.worker_id.clone(),
+                task_id: self.task_id.clone(),
+                subtask: self.subtask.clone(),
+                attempt: self.attempt,
+                result: Some(result.clone()),
+            };
+            let mut client = self.client.clone();
+            let error = match tokio::time::timeout(CALL_TIMEOUT, client.complete_task(request))
+                .await
+            {
+                Ok(Ok(answer)) => {
+                    let answer = answer.into_inner();
+                    tracing::info!(
+                        task_id = %self.task_id,
+                        subtask = %self.subtask,
+                        accepted = answer.accepted,
+                        reason = %answer.reason,
+                        "result reported"
+                    );
+                    return;
+                }
+                Ok(Err(status)) if !is_transient(&status) => {
+                    tracing::warn!(code = ?status.code(), error = %status.message(), "orchestrator refused the result");
+                    return;
+                }
+                Ok(Err(status)) => status.message().to_owned(),
+                Err(_) => "timed out".to_owned(),
+            };
+            tracing::warn!(attempt, error = %error, "cannot report result, retrying");
+            if attempt < COMPLETE_ATTEMPTS {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(BACKOFF_MAX);
+            }
+        }
+        tracing::error!(task_id = %self.task_id, subtask = %self.subtask, "giving up reporting a result");
+    }
+}
+
+fn is_transient(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded
+    )
+}

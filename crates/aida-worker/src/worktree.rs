@@ -1,0 +1,408 @@
+//! The git side of a run: computes the start commit (base plus dependency
+//! commits), points the subtask's branch at it, adds a worktree on that
+//! branch, commits what the agent left and removes the worktree again.
+//!
+//! It touches the subtask's branch, the objects database and the
+//! repository's worktree metadata; never the base branch, the main working
+//! tree or its index. Everything here is blocking: callers run it on
+//! `spawn_blocking`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use aida_proto::common::SubtaskRun;
+use git2::{
+    Commit, ErrorCode, IndexAddOption, Oid, Repository, Signature, WorktreeAddOptions,
+    WorktreePruneOptions,
+};
+use nix::fcntl::{Flock, FlockArg};
+
+/// Metadata of another worktree is only pruned once it is this old, so a
+/// worktree that a concurrent worker is creating right now is left alone.
+const STALE_METADATA_AGE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorktreeError {
+    #[error("cannot open repository {repo}: {source}")]
+    OpenRepo { repo: String, source: git2::Error },
+    #[error("cannot resolve {what} {rev:?} to a commit: {source}")]
+    Resolve {
+        what: String,
+        rev: String,
+        source: git2::Error,
+    },
+    #[error("dependency {dependency} conflicts with the work it is merged onto in: {}", files.join(", "))]
+    DependencyConflict {
+        dependency: String,
+        files: Vec<String>,
+    },
+    #[error("branch {0:?} is not a valid branch name")]
+    InvalidBranch(String),
+    #[error("branch {0} is checked out in the main working tree; it cannot be reset")]
+    BranchIsHead(String),
+    #[error("{what}: {source}")]
+    Git { what: String, source: git2::Error },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// Held while a worktree is added or removed. libgit2 reads every worktree's
+/// metadata when adding one and mistakes a half-written entry of another
+/// worker's worktree for "branch already checked out"; workers sharing a
+/// repository therefore take turns through this file lock, across processes.
+fn lock_metadata(repo: &Repository) -> Result<Flock<std::fs::File>, WorktreeError> {
+    let path = repo.commondir().join("aida-worktrees.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io(format!("opening {}", path.display())))?;
+    Flock::lock(file, FlockArg::LockExclusive)
+        .map_err(|(_, errno)| io(format!("locking {}", path.display()))(errno.into()))
+}
+
+fn git(what: impl Into<String>) -> impl FnOnce(git2::Error) -> WorktreeError {
+    let what = what.into();
+    move |source| WorktreeError::Git { what, source }
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> WorktreeError {
+    let what = what.into();
+    move |source| WorktreeError::Io { what, source }
+}
+
+/// Runs a git operation again when another process holds a lock it needs:
+/// workers on one host share the repository's refs and worktree metadata.
+fn retry_locked<T>(mut op: impl FnMut() -> Result<T, git2::Error>) -> Result<T, git2::Error> {
+    let mut delay = Duration::from_millis(20);
+    for _ in 0..6 {
+        match op() {
+            Err(e) if e.code() == ErrorCode::Locked => {
+                tracing::debug!(error = %e, "git lock busy, retrying");
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+    op()
+}
+
+/// Who commits: the worker, with a fixed address so commits are easy to spot.
+fn signature(worker_id: &str) -> Result<Signature<'static>, WorktreeError> {
+    Signature::now(&format!("AIDA worker {worker_id}"), "worker@aida.local")
+        .map_err(git("building the commit signature"))
+}
+
+/// A worktree ready for the agent.
+#[derive(Debug, Clone)]
+pub struct PreparedWorktree {
+    /// The repository the worktree belongs to.
+    pub repo: PathBuf,
+    /// Name of the worktree's metadata under `.git/worktrees/`.
+    pub name: String,
+    pub path: PathBuf,
+    /// The subtask's branch (without `refs/heads/`), checked out here.
+    pub branch: String,
+    /// Base commit plus merged dependencies: what the agent starts from.
+    pub start_commit: Oid,
+}
+
+/// The worktree's metadata name, unique per task, subtask and attempt so
+/// that retries never collide with a leftover of an earlier attempt.
+pub fn worktree_name(run: &SubtaskRun) -> String {
+    format!("{}-{}-{}", run.task_id, run.subtask, run.attempt)
+}
+
+/// Computes the start commit, resets `branch` to it and adds a worktree for
+/// it under `root`.
+pub fn prepare(
+    run: &SubtaskRun,
+    branch: &str,
+    root: &Path,
+    worker_id: &str,
+) -> Result<PreparedWorktree, WorktreeError> {
+    let repo = Repository::open(&run.repo).map_err(|source| WorktreeError::OpenRepo {
+        repo: run.repo.clone(),
+        source,
+    })?;
+    let refname = format!("refs/heads/{branch}");
+    if !git2::Reference::is_valid_name(&refname) {
+        return Err(WorktreeError::InvalidBranch(branch.to_owned()));
+    }
+    let start = start_commit(&repo, run, worker_id)?;
+
+    let name = worktree_name(run);
+    let path = root.join(&name);
+    std::fs::create_dir_all(root)
+        .map_err(io(format!("creating worktree root {}", root.display())))?;
+    // libgit2 creates `.git/worktrees` exclusively; two workers adding their
+    // first worktree at once would race on it.
+    std::fs::create_dir_all(repo.commondir().join("worktrees"))
+        .map_err(io("creating the repository's worktrees directory"))?;
+    let _lock = lock_metadata(&repo)?;
+    clear_leftovers(&repo, &name, &path, &refname)?;
+
+    if repo
+        .head()
+        .ok()
+        .and_then(|h| h.name().map(str::to_owned))
+        .is_some_and(|h| h == refname)
+    {
+        return Err(WorktreeError::BranchIsHead(branch.to_owned()));
+    }
+    let reference = retry_locked(|| {
+        repo.reference(
+            &refname,
+            start,
+            true,
+            &format!("aida: start {} attempt {}", run.subtask, run.attempt),
+        )
+    })
+    .map_err(git(format!("pointing branch {branch} at the start commit")))?;
+
+    let mut opts = WorktreeAddOptions::new();
+    // Locked for as long as the run lasts, so neither another worker's
+    // stale-metadata sweep nor a user's `git worktree prune` removes it.
+    opts.lock(true).reference(Some(&reference));
+    retry_locked(|| repo.worktree(&name, &path, Some(&opts)))
+        .map_err(git(format!("adding worktree {}", path.display())))?;
+
+    Ok(PreparedWorktree {
+        repo: PathBuf::from(&run.repo),
+        name,
+        path,
+        branch: branch.to_owned(),
+        start_commit: start,
+    })
+}
+
+/// The base commit with every dependency commit merged in, in order.
+fn start_commit(
+    repo: &Repository,
+    run: &SubtaskRun,
+    worker_id: &str,
+) -> Result<Oid, WorktreeError> {
+    let mut start = resolve(repo, "base commit", &run.base_commit)?;
+    for dep in &run.dependencies {
+        let rev = if dep.commit.is_empty() {
+            &dep.branch
+        } else {
+            &dep.commit
+        };
+        let dep_commit = resolve(repo, &format!("dependency {}", dep.subtask), rev)?;
+        if dep_commit == start
+            || repo
+                .graph_descendant_of(start, dep_commit)
+                .map_err(git("comparing commits"))?
+        {
+            continue; // already contained
+        }
+        if repo
+            .graph_descendant_of(dep_commit, start)
+            .map_err(git("comparing commits"))?
+        {
+            start = dep_commit; // fast-forward
+            continue;
+        }
+        start = merge(repo, start, dep_commit, &dep.subtask, worker_id)?;
+    }
+    Ok(start)
+}
+
+fn resolve(repo: &Repository, what: &str, rev: &str) -> Result<Oid, WorktreeError> {
+    let resolve_err = |source| WorktreeError::Resolve {
+        what: what.to_owned(),
+        rev: rev.to_owned(),
+        source,
+    };
+    repo.revparse_single(rev)
+        .and_then(|o| o.peel_to_commit())
+        .map(|c| c.id())
+        .map_err(resolve_err)
+}
+
+/// Merges `theirs` into `ours` in memory and records a merge commit that no
+/// ref points to yet.
+fn merge(
+    repo: &Repository,
+    ours: Oid,
+    theirs: Oid,
+    dependency: &str,
+    worker_id: &str,
+) -> Result<Oid, WorktreeError> {
+    let ours_c = repo.find_commit(ours).map_err(git("reading a commit"))?;
+    let theirs_c = repo.find_commit(theirs).map_err(git("reading a commit"))?;
+    let mut index = repo
+        .merge_commits(&ours_c, &theirs_c, None)
+        .map_err(git(format!("merging dependency {dependency}")))?;
+    if index.has_conflicts() {
+        let mut files: Vec<String> = index
+            .conflicts()
+            .map_err(git("listing conflicts"))?
+            .filter_map(Result::ok)
+            .filter_map(|c| c.our.or(c.their).or(c.ancestor))
+            .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+            .collect();
+        files.sort();
+        files.dedup();
+        return Err(WorktreeError::DependencyConflict {
+            dependency: dependency.to_owned(),
+            files,
+        });
+    }
+    let tree_id = index
+        .write_tree_to(repo)
+        .map_err(git("writing the merged tree"))?;
+    let tree = repo.find_tree(tree_id).map_err(git("reading a tree"))?;
+    let sig = signature(worker_id)?;
+    repo.commit(
+        None,
+        &sig,
+        &sig,
+        &format!("aida: merge dependency {dependency}"),
+        &tree,
+        &[&ours_c, &theirs_c],
+    )
+    .map_err(git(format!(
+        "committing the merge of dependency {dependency}"
+    )))
+}
+
+/// Removes what an earlier run may have left: a worktree with our name,
+/// worktrees that still hold our branch (an earlier attempt of this subtask
+/// on a worker that died), and metadata of worktrees whose directory is gone.
+fn clear_leftovers(
+    repo: &Repository,
+    name: &str,
+    path: &Path,
+    refname: &str,
+) -> Result<(), WorktreeError> {
+    let names = repo.worktrees().map_err(git("listing worktrees"))?;
+    for other in names.iter().flatten() {
+        let meta = repo.commondir().join("worktrees").join(other);
+        let old = std::fs::metadata(&meta)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age > STALE_METADATA_AGE);
+        let Ok(wt) = repo.find_worktree(other) else {
+            // Half-written metadata (a crash mid-add) blocks every later
+            // add, see `lock_metadata`.
+            if old {
+                tracing::warn!(worktree = other, "removing broken worktree metadata");
+                let _ = std::fs::remove_dir_all(&meta);
+            }
+            continue;
+        };
+        let holds_branch = std::fs::read_to_string(meta.join("HEAD"))
+            .is_ok_and(|head| head.trim() == format!("ref: {refname}"));
+        if other == name || holds_branch {
+            tracing::warn!(worktree = other, "removing a leftover worktree");
+            remove_worktree(&wt)?;
+            continue;
+        }
+        if old && wt.validate().is_err() && wt.is_prunable(None).unwrap_or(false) {
+            tracing::info!(worktree = other, "pruning stale worktree metadata");
+            let _ = retry_locked(|| wt.prune(None));
+        }
+    }
+    if path.exists() {
+        std::fs::remove_dir_all(path).map_err(io(format!(
+            "removing stale worktree directory {}",
+            path.display()
+        )))?;
+    }
+    Ok(())
+}
+
+/// Deletes a worktree's directory and its metadata; the branch stays.
+fn remove_worktree(wt: &git2::Worktree) -> Result<(), WorktreeError> {
+    let dir = wt.path().to_path_buf();
+    let mut opts = WorktreePruneOptions::new();
+    opts.valid(true).locked(true).working_tree(true);
+    retry_locked(|| wt.prune(Some(&mut opts)))
+        .map_err(git(format!("removing worktree {}", dir.display())))?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .map_err(io(format!("removing worktree directory {}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// What [`commit_changes`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    /// Head of the branch after the run.
+    pub head: Oid,
+    /// Whether the worker made a commit (false when nothing was left over).
+    pub created: bool,
+}
+
+/// Stages everything in the worktree (deletions and untracked files too,
+/// .gitignore respected) and commits it on the branch if anything changed.
+/// Commits the agent made itself stay; the leftovers go on top.
+pub fn commit_changes(
+    wt: &PreparedWorktree,
+    subtask: &str,
+    prompt: &str,
+    worker_id: &str,
+) -> Result<Committed, WorktreeError> {
+    let repo = Repository::open(&wt.path).map_err(|source| WorktreeError::OpenRepo {
+        repo: wt.path.display().to_string(),
+        source,
+    })?;
+    let mut index = repo.index().map_err(git("opening the worktree index"))?;
+    index
+        .add_all(["*"], IndexAddOption::DEFAULT, None)
+        .map_err(git("staging the agent's changes"))?;
+    index
+        .update_all(["*"], None)
+        .map_err(git("staging the agent's deletions"))?;
+    retry_locked(|| index.write()).map_err(git("writing the worktree index"))?;
+    let tree_id = index.write_tree().map_err(git("writing the tree"))?;
+
+    let branch_ref = format!("refs/heads/{}", wt.branch);
+    let head: Commit<'_> = repo
+        .find_reference(&branch_ref)
+        .and_then(|r| r.peel_to_commit())
+        .map_err(git(format!("reading branch {}", wt.branch)))?;
+    if head.tree_id() == tree_id {
+        return Ok(Committed {
+            head: head.id(),
+            created: false,
+        });
+    }
+    let tree = repo.find_tree(tree_id).map_err(git("reading a tree"))?;
+    let sig = signature(worker_id)?;
+    let first_line = prompt.lines().next().unwrap_or("").trim();
+    let message = format!("aida: {subtask}\n\n{first_line}\n");
+    let oid =
+        retry_locked(|| repo.commit(Some(&branch_ref), &sig, &sig, &message, &tree, &[&head]))
+            .map_err(git(format!("committing on branch {}", wt.branch)))?;
+    Ok(Committed {
+        head: oid,
+        created: true,
+    })
+}
+
+/// Removes the worktree directory and its metadata; the branch stays.
+pub fn remove(wt: &PreparedWorktree) -> Result<(), WorktreeError> {
+    let repo = Repository::open(&wt.repo).map_err(|source| WorktreeError::OpenRepo {
+        repo: wt.repo.display().to_string(),
+        source,
+    })?;
+    let _lock = lock_metadata(&repo)?;
+    match repo.find_worktree(&wt.name) {
+        Ok(found) => remove_worktree(&found),
+        Err(_) if wt.path.exists() => std::fs::remove_dir_all(&wt.path).map_err(io(format!(
+            "removing worktree directory {}",
+            wt.path.display()
+        ))),
+        Err(_) => Ok(()),
+    }
+}

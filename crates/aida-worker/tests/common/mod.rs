@@ -1,0 +1,128 @@
+//! Test helpers: real git repositories in temp directories and subtask runs
+//! whose agent is a real process.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use aida_core::ids::TaskId;
+use aida_proto::common::{AgentSpec, DependencyCommit, LogLine, RunResult, SubtaskRun};
+use aida_worker::ExecContext;
+use git2::{Oid, Repository, Signature};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestRepo {
+    pub dir: tempfile::TempDir,
+    pub base: Oid,
+}
+
+impl TestRepo {
+    /// A repository with one commit on `main` (README.md).
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(dir.path()).unwrap();
+        std::fs::write(dir.path().join("README.md"), "hello\n").unwrap();
+        let mut index = repo.index().unwrap();
+        index.add_path(Path::new("README.md")).unwrap();
+        index.write().unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = Signature::now("test", "test@example.com").unwrap();
+        let base = repo
+            .commit(Some("refs/heads/main"), &sig, &sig, "initial", &tree, &[])
+            .unwrap();
+        repo.set_head("refs/heads/main").unwrap();
+        Self { dir, base }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn repo(&self) -> Repository {
+        Repository::open(self.path()).unwrap()
+    }
+
+    pub fn main_head(&self) -> Oid {
+        self.repo().refname_to_id("refs/heads/main").unwrap()
+    }
+
+    /// The content of `file` in `commit`, if it has it.
+    pub fn file_at(&self, commit: &str, file: &str) -> Option<String> {
+        let repo = self.repo();
+        let commit = repo.find_commit(Oid::from_str(commit).unwrap()).unwrap();
+        let entry = commit.tree().unwrap().get_path(Path::new(file)).ok()?;
+        let blob = repo.find_blob(entry.id()).unwrap();
+        Some(String::from_utf8_lossy(blob.content()).into_owned())
+    }
+
+    pub fn run(&self, subtask: &str, argv: &[&str]) -> SubtaskRun {
+        let task_id = TaskId::new();
+        SubtaskRun {
+            task_id: task_id.to_string(),
+            subtask: subtask.into(),
+            attempt: 1,
+            repo: self.path().display().to_string(),
+            base_commit: self.base.to_string(),
+            branch: format!("aida/{task_id}/{subtask}"),
+            dependencies: vec![],
+            prompt: format!("do {subtask}\nmore details"),
+            agent: Some(command(argv)),
+        }
+    }
+}
+
+pub fn command(argv: &[&str]) -> AgentSpec {
+    AgentSpec {
+        kind: "command".into(),
+        command: argv.iter().map(|s| s.to_string()).collect(),
+        options: Default::default(),
+    }
+}
+
+pub fn dependency(run: &SubtaskRun, result: &RunResult) -> DependencyCommit {
+    DependencyCommit {
+        subtask: run.subtask.clone(),
+        branch: result.branch.clone(),
+        commit: result.commit.clone(),
+    }
+}
+
+pub struct Ctx {
+    pub root: tempfile::TempDir,
+    pub ctx: ExecContext,
+}
+
+impl Ctx {
+    pub fn new() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let ctx = ExecContext {
+            worker_id: "test-worker".into(),
+            worktree_root: root.path().join("worktrees"),
+        };
+        Self { root, ctx }
+    }
+
+    pub fn worktree_dir(&self, run: &SubtaskRun) -> PathBuf {
+        self.ctx
+            .worktree_root
+            .join(aida_worker::worktree::worktree_name(run))
+    }
+
+    /// Runs `run` to its end and returns its result and every log line.
+    pub async fn execute(&self, run: SubtaskRun) -> (RunResult, Vec<LogLine>) {
+        let (tx, mut rx) = mpsc::channel(16);
+        let ctx = self.ctx.clone();
+        let handle = tokio::spawn(async move {
+            aida_worker::run_subtask(run, &ctx, tx, CancellationToken::new()).await
+        });
+        let mut lines = Vec::new();
+        while let Some(line) = rx.recv().await {
+            lines.push(line);
+        }
+        (handle.await.unwrap(), lines)
+    }
+}
+
+pub fn has_line(lines: &[LogLine], stream: &str, text: &str) -> bool {
+    lines.iter().any(|l| l.stream == stream && l.line == text)
+}
