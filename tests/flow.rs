@@ -21,7 +21,9 @@ async fn subscribe_all(redis_url: &str) -> Arc<Mutex<Vec<(String, Value)>>> {
         while let Some(msg) = messages.next().await {
             let payload: String = msg.get_payload().unwrap();
             let event: Value = serde_json::from_str(&payload).expect("redis payload is JSON");
-            sink.lock().unwrap().push((msg.get_channel_name().to_owned(), event));
+            sink.lock()
+                .unwrap()
+                .push((msg.get_channel_name().to_owned(), event));
         }
     });
     seen
@@ -36,7 +38,10 @@ async fn four_subtasks_run_on_two_workers_merge_and_report_a_conflict() {
     system.add_worker("worker-2");
     system.wait_workers(2).await;
 
-    let repo = GitRepo::with_files(&[("README.md", "demo\n"), ("shared.txt", "line1\nline2\nline3\n")]);
+    let repo = GitRepo::with_files(&[
+        ("README.md", "demo\n"),
+        ("shared.txt", "line1\nline2\nline3\n"),
+    ]);
     let base_before = repo.rev_parse("main");
 
     let body = json!({
@@ -68,33 +73,62 @@ async fn four_subtasks_run_on_two_workers_merge_and_report_a_conflict() {
     let subtasks = task["subtasks"].as_array().unwrap();
     for st in subtasks {
         assert_eq!(st["status"], "succeeded", "subtask {st:#}");
-        assert!(st["commit"].is_string() && st["worker"].is_string(), "{st:#}");
-        assert_eq!(st["branch"], format!("aida/{task_id}/{}", st["name"].as_str().unwrap()));
+        assert!(
+            st["commit"].is_string() && st["worker"].is_string(),
+            "{st:#}"
+        );
+        assert_eq!(
+            st["branch"],
+            format!("aida/{task_id}/{}", st["name"].as_str().unwrap())
+        );
     }
     let by_name = |n: &str| subtasks.iter().find(|s| s["name"] == n).unwrap().clone();
     assert_eq!(by_name("api")["merged"], true);
     assert_eq!(by_name("client")["merged"], true);
     assert_eq!(by_name("rename")["merged"], false);
-    assert_eq!(task["conflicts"], json!([{"subtask": "rename", "files": ["shared.txt"]}]));
+    assert_eq!(
+        task["conflicts"],
+        json!([{"subtask": "rename", "files": ["shared.txt"]}])
+    );
     assert_eq!(by_name("api")["stats"]["files"], json!(["api.txt"]));
 
     // Both workers did work.
-    let workers: BTreeSet<&str> = subtasks.iter().map(|s| s["worker"].as_str().unwrap()).collect();
+    let workers: BTreeSet<&str> = subtasks
+        .iter()
+        .map(|s| s["worker"].as_str().unwrap())
+        .collect();
     assert_eq!(workers, BTreeSet::from(["worker-1", "worker-2"]));
 
     // The merged branch holds the clean work; the conflicting one is left out.
     let result = format!("aida/{task_id}/result");
     assert_eq!(task["result_branch"], result);
-    assert_eq!(task["result_commit"].as_str().unwrap(), repo.rev_parse(&result));
+    assert_eq!(
+        task["result_commit"].as_str().unwrap(),
+        repo.rev_parse(&result)
+    );
     assert_eq!(repo.show(&result, "api.txt").as_deref(), Some("api v1\n"));
-    assert_eq!(repo.show(&result, "client.txt").as_deref(), Some("api v1\nclient\n"));
-    assert_eq!(repo.show(&result, "shared.txt").as_deref(), Some("line1\nline2 styled\nline3\n"));
+    assert_eq!(
+        repo.show(&result, "client.txt").as_deref(),
+        Some("api v1\nclient\n")
+    );
+    assert_eq!(
+        repo.show(&result, "shared.txt").as_deref(),
+        Some("line1\nline2 styled\nline3\n")
+    );
     // The dependent subtask saw its dependency's work on its own branch.
-    assert_eq!(repo.show(&format!("aida/{task_id}/client"), "api.txt").as_deref(), Some("api v1\n"));
+    assert_eq!(
+        repo.show(&format!("aida/{task_id}/client"), "api.txt")
+            .as_deref(),
+        Some("api v1\n")
+    );
     // The base branch never changes; worktrees are gone, branches stay.
     assert_eq!(repo.rev_parse("main"), base_before);
     assert_eq!(repo.show("main", "api.txt"), None);
-    assert!(repo.worktrees().is_empty(), "worktrees left: {:?}", repo.worktrees());
+    assert!(
+        repo.worktrees().is_empty(),
+        "worktrees left: {:?}",
+        repo.worktrees()
+    );
     for name in ["api", "style", "client", "rename"] {
         assert!(repo.branches().contains(&format!("aida/{task_id}/{name}")));
     }
@@ -124,29 +158,52 @@ async fn four_subtasks_run_on_two_workers_merge_and_report_a_conflict() {
     assert!(report.to_string().contains("shared.txt"));
 
     // Stored history, SSE and Redis carry the same story.
-    let stored = system.get(&format!("/api/tasks/{task_id}/events")).await.unwrap();
-    let stored = stored.as_array().unwrap();
-    let sse = system.read_sse(&format!("/api/events?task={task_id}")).await;
+    let stored = system
+        .get(&format!("/api/tasks/{task_id}/events"))
+        .await
+        .unwrap();
+    let stored = stored["events"].as_array().unwrap();
+    let sse = system
+        .read_sse(&format!("/api/events?task={task_id}"))
+        .await;
     let sse_ids: Vec<i64> = sse.iter().map(|(id, _)| id.parse().unwrap()).collect();
     let stored_ids: Vec<i64> = stored.iter().map(|e| e["id"].as_i64().unwrap()).collect();
-    assert_eq!(sse_ids, stored_ids, "SSE replays the stored history in order");
+    assert_eq!(
+        sse_ids, stored_ids,
+        "SSE replays the stored history in order"
+    );
     assert!(sse_ids.windows(2).all(|w| w[0] < w[1]));
     let last = &sse.last().unwrap().1;
-    assert_eq!((last["kind"].as_str(), last["data"]["status"].as_str()), (Some("task.status"), Some("conflicted")));
+    assert_eq!(
+        (last["kind"].as_str(), last["data"]["status"].as_str()),
+        (Some("task.status"), Some("conflicted"))
+    );
 
     let kinds: HashSet<&str> = stored.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    for k in ["task.created", "task.status", "subtask.status", "log.line", "task.merged"] {
+    for k in [
+        "task.created",
+        "task.status",
+        "subtask.status",
+        "log.line",
+        "task.merged",
+    ] {
         assert!(kinds.contains(k), "no {k} event in {kinds:?}");
     }
     assert!(
-        stored.iter().any(|e| e["kind"] == "log.line" && e["data"]["line"] == "working on api: write the api"),
+        stored.iter().any(
+            |e| e["kind"] == "log.line" && e["data"]["line"] == "working on api: write the api"
+        ),
         "the agent's output (with its prompt from stdin) is in the log events"
     );
 
     let published = eventually("the task's final event on redis", || async {
         let seen = redis_events.lock().unwrap().clone();
         seen.iter()
-            .any(|(_, e)| e["task_id"] == task_id.as_str() && e["kind"] == "task.status" && e["data"]["status"] == "conflicted")
+            .any(|(_, e)| {
+                e["task_id"] == task_id.as_str()
+                    && e["kind"] == "task.status"
+                    && e["data"]["status"] == "conflicted"
+            })
             .then_some(seen)
     })
     .await;
@@ -166,11 +223,14 @@ async fn four_subtasks_run_on_two_workers_merge_and_report_a_conflict() {
         .filter(|(_, e)| e["task_id"] == task_id.as_str())
         .map(|(_, e)| e["id"].as_i64().unwrap())
         .collect();
-    assert_eq!(on_redis, stored_ids, "every stored event of the task reached redis, in order");
+    assert_eq!(
+        on_redis, stored_ids,
+        "every stored event of the task reached redis, in order"
+    );
 
     // The workers' view.
     let workers = system.get("/api/workers").await.unwrap();
-    for w in workers.as_array().unwrap() {
+    for w in workers["workers"].as_array().unwrap() {
         assert!(w["completed"].as_u64().unwrap() >= 1, "{w:#}");
         assert_eq!(w["state"], "idle");
     }
@@ -192,19 +252,44 @@ async fn a_failing_subtask_fails_the_task_and_cancels_its_dependents() {
     let task_id = system.create_task(&body).await;
     let task = system.wait_finished(&task_id).await;
     assert_eq!(task["status"], "failed", "{task:#}");
-    let st = |n: &str| task["subtasks"].as_array().unwrap().iter().find(|s| s["name"] == n).unwrap().clone();
+    let st = |n: &str| {
+        task["subtasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == n)
+            .unwrap()
+            .clone()
+    };
     assert_eq!(st("good")["status"], "succeeded");
     assert_eq!(st("bad")["status"], "failed");
     assert_eq!(st("bad")["exit_code"], 3);
-    assert!(st("bad")["error"].as_str().unwrap().contains('3'), "{:#}", st("bad"));
+    assert!(
+        st("bad")["error"].as_str().unwrap().contains('3'),
+        "{:#}",
+        st("bad")
+    );
     assert_eq!(st("after-bad")["status"], "cancelled");
     assert_eq!(st("after-bad")["attempts"], 0);
     assert!(task["error"].as_str().unwrap().contains("bad"));
     // The good work is still merged.
-    assert_eq!(repo.show(&format!("aida/{task_id}/result"), "ok.txt").as_deref(), Some("ok\n"));
+    assert_eq!(
+        repo.show(&format!("aida/{task_id}/result"), "ok.txt")
+            .as_deref(),
+        Some("ok\n")
+    );
     // The failing agent's stderr is in the log.
-    let events = system.get(&format!("/api/tasks/{task_id}/events")).await.unwrap();
-    assert!(events.as_array().unwrap().iter().any(|e| e["data"]["line"] == "boom" && e["data"]["stream"] == "stderr"));
+    let events = system
+        .get(&format!("/api/tasks/{task_id}/events"))
+        .await
+        .unwrap();
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["data"]["line"] == "boom" && e["data"]["stream"] == "stderr")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +304,12 @@ async fn a_description_without_subtasks_is_split_by_its_list_and_cancel_stops_ag
     });
     let task_id = system.create_task(&body).await;
     let task = system.get(&format!("/api/tasks/{task_id}")).await.unwrap();
-    let names: Vec<&str> = task["subtasks"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = task["subtasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["add-login", "add-logout"]);
 
     eventually("the first subtask to run", || async {
@@ -227,7 +317,9 @@ async fn a_description_without_subtasks_is_split_by_its_list_and_cancel_stops_ag
         (t["subtasks"][0]["status"] == "running").then_some(())
     })
     .await;
-    let (status, cancelled) = system.post(&format!("/api/tasks/{task_id}/cancel"), &json!({})).await;
+    let (status, cancelled) = system
+        .post(&format!("/api/tasks/{task_id}/cancel"), &json!({}))
+        .await;
     assert_eq!(status, 200, "{cancelled}");
     assert_eq!(cancelled["status"], "cancelled");
     let task = system.wait_finished(&task_id).await;
@@ -248,7 +340,7 @@ async fn a_description_without_subtasks_is_split_by_its_list_and_cancel_stops_ag
     .await;
     eventually("the worker to be idle again", || async {
         let w = system.get("/api/workers").await.ok()?;
-        (w[0]["state"] == "idle").then_some(())
+        (w["workers"][0]["state"] == "idle").then_some(())
     })
     .await;
 }

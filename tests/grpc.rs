@@ -22,14 +22,26 @@ fn assert_lists_and_serves(addr: &str, service: &str) {
     let listed = grpcurl(&["-plaintext", addr, "list"]);
     let services: Vec<&str> = listed.lines().collect();
     for expected in [service, "grpc.health.v1.Health"] {
-        assert!(services.contains(&expected), "{addr}: {expected} missing from {services:?}");
+        assert!(
+            services.contains(&expected),
+            "{addr}: {expected} missing from {services:?}"
+        );
     }
     let described = grpcurl(&["-plaintext", addr, "describe", service]);
-    assert!(described.contains(&format!("service {}", service.rsplit('.').next().unwrap())), "{described}");
+    assert!(
+        described.contains(&format!("service {}", service.rsplit('.').next().unwrap())),
+        "{described}"
+    );
 
     for name in ["", service] {
         let body = format!(r#"{{"service": "{name}"}}"#);
-        let health = grpcurl(&["-plaintext", "-d", &body, addr, "grpc.health.v1.Health/Check"]);
+        let health = grpcurl(&[
+            "-plaintext",
+            "-d",
+            &body,
+            addr,
+            "grpc.health.v1.Health/Check",
+        ]);
         assert!(health.contains("\"SERVING\""), "{addr} {name:?}: {health}");
     }
 }
@@ -42,21 +54,37 @@ async fn grpcurl_lists_describes_and_health_checks_every_service() {
 
     // The worker listens on a port it chose and told the orchestrator.
     let workers = system.get("/api/workers").await.unwrap();
-    let address = workers[0]["address"].as_str().expect("worker address").to_owned();
+    let address = workers["workers"][0]["address"]
+        .as_str()
+        .expect("worker address")
+        .to_owned();
     assert_lists_and_serves(&address, "aida.worker.Worker");
     let status = grpcurl(&["-plaintext", &address, "aida.worker.Worker/GetStatus"]);
     assert!(status.contains("\"workerId\": \"worker-1\""), "{status}");
 
     // The orchestrator's own view of the workers, over gRPC.
-    let listed = grpcurl(&["-plaintext", &system.orchestrator_addr, "aida.orchestrator.Orchestrator/ListWorkers"]);
+    let listed = grpcurl(&[
+        "-plaintext",
+        &system.orchestrator_addr,
+        "aida.orchestrator.Orchestrator/ListWorkers",
+    ]);
     assert!(listed.contains("worker-1"), "{listed}");
 
     // Bad input over gRPC gets a status with a message, not a crash.
     let out = Command::new("grpcurl")
-        .args(["-plaintext", "-d", r#"{"taskId": "nope"}"#, &system.orchestrator_addr, "aida.orchestrator.Orchestrator/GetTask"])
+        .args([
+            "-plaintext",
+            "-d",
+            r#"{"taskId": "nope"}"#,
+            &system.orchestrator_addr,
+            "aida.orchestrator.Orchestrator/GetTask",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("InvalidArgument") && err.contains("nope"), "{err}");
+    assert!(
+        err.contains("InvalidArgument") && err.contains("nope"),
+        "{err}"
+    );
 }

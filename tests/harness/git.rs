@@ -47,7 +47,9 @@ impl GitRepo {
             .current_dir(&self.path)
             .output()
             .expect("git show");
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     pub fn branches(&self) -> Vec<String> {
@@ -69,7 +71,11 @@ impl GitRepo {
 }
 
 pub fn git_in(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git").args(args).current_dir(dir).output().expect("git");
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git");
     assert!(
         out.status.success(),
         "git {args:?} failed: {}",

@@ -15,7 +15,16 @@ impl RedisServer {
     pub async fn start(log_dir: &Path) -> RedisServer {
         let port = crate::free_port();
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"]);
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
         let proc = Proc::spawn("redis-server", cmd, log_dir);
         let url = format!("redis://127.0.0.1:{port}");
         let client = redis::Client::open(url.as_str()).expect("redis url");
@@ -28,6 +37,10 @@ impl RedisServer {
             }
         })
         .await;
-        RedisServer { url, port, _proc: proc }
+        RedisServer {
+            url,
+            port,
+            _proc: proc,
+        }
     }
 }

@@ -14,11 +14,12 @@ pub struct System {
     pub url: String,
     pub orchestrator_addr: String,
     pub aggregator_addr: String,
+    // Fields drop in order: the processes (printing their logs if the test
+    // failed) before `dir` holding those logs.
+    procs: Vec<Proc>,
     pub redis: RedisServer,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
-    // Dropped before `dir`, so logs are still there when they are printed.
-    procs: Vec<Proc>,
 }
 
 impl System {
@@ -39,7 +40,10 @@ impl System {
 
         let mut cmd = Command::new(bin("aida-orchestrator"));
         cmd.env("ORCHESTRATOR_LISTEN_ADDR", &orchestrator_addr)
-            .env("DATABASE_URL", format!("sqlite://{}/aida.db", dir.path().display()))
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}/aida.db", dir.path().display()),
+            )
             .env("AGGREGATOR_ADDR", format!("http://{aggregator_addr}"))
             .env("REDIS_URL", &redis.url);
         procs.push(Proc::spawn("orchestrator", cmd, dir.path()));
@@ -72,13 +76,22 @@ impl System {
         cmd.env("WORKER_ID", worker_id)
             .env("ORCHESTRATOR_ADDR", &self.orchestrator_addr)
             .env("WORKER_LISTEN_ADDR", "127.0.0.1:0")
-            .env("WORKTREE_ROOT", self.dir.path().join("worktrees").join(worker_id));
-        self.procs.push(Proc::spawn(worker_id, cmd, self.dir.path()));
+            .env(
+                "WORKTREE_ROOT",
+                self.dir.path().join("worktrees").join(worker_id),
+            );
+        self.procs
+            .push(Proc::spawn(worker_id, cmd, self.dir.path()));
     }
 
     pub async fn wait_healthy(&self) {
         eventually("the gateway to report the orchestrator healthy", || async {
-            let resp = self.http.get(format!("{}/api/health", self.url)).send().await.ok()?;
+            let resp = self
+                .http
+                .get(format!("{}/api/health", self.url))
+                .send()
+                .await
+                .ok()?;
             resp.status().is_success().then_some(())
         })
         .await;
@@ -88,7 +101,7 @@ impl System {
     pub async fn wait_workers(&self, n: usize) -> Value {
         eventually(&format!("{n} workers to connect"), || async {
             let workers = self.get("/api/workers").await.ok()?;
-            let connected = workers
+            let connected = workers["workers"]
                 .as_array()?
                 .iter()
                 .filter(|w| w["state"] != "offline")
@@ -163,7 +176,9 @@ impl System {
                 events.push((ev.id, data));
             }
         };
-        tokio::time::timeout(crate::DEADLINE, read).await.expect("SSE stream did not end");
+        tokio::time::timeout(crate::DEADLINE, read)
+            .await
+            .expect("SSE stream did not end");
         events
     }
 

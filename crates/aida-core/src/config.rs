@@ -20,7 +20,9 @@ pub fn from_env_with<T: Serialize + DeserializeOwned>(defaults: T) -> anyhow::Re
         _ => Vec::new(),
     };
     Figment::from(Serialized::defaults(defaults))
-        .merge(Env::raw().filter(move |k| keys.iter().any(|key| k.as_str().eq_ignore_ascii_case(key))))
+        .merge(
+            Env::raw().filter(move |k| keys.iter().any(|key| k.as_str().eq_ignore_ascii_case(key))),
+        )
         .extract()
         .map_err(|e| anyhow::anyhow!("invalid configuration in the environment: {e}"))
 }
@@ -54,7 +56,10 @@ mod tests {
 
     #[test]
     fn redis_url_prefers_url_then_addr() {
-        assert_eq!(redis_url(Some("redis://a:1"), Some("b:2")).as_deref(), Some("redis://a:1"));
+        assert_eq!(
+            redis_url(Some("redis://a:1"), Some("b:2")).as_deref(),
+            Some("redis://a:1")
+        );
         assert_eq!(redis_url(None, Some("b:2")).as_deref(), Some("redis://b:2"));
         assert_eq!(redis_url(Some(""), None), None);
     }

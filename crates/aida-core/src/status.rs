@@ -41,7 +41,10 @@ impl StatusLabel for TaskStatus {
     fn is_terminal(self) -> bool {
         matches!(
             self,
-            TaskStatus::Succeeded | TaskStatus::Conflicted | TaskStatus::Failed | TaskStatus::Cancelled
+            TaskStatus::Succeeded
+                | TaskStatus::Conflicted
+                | TaskStatus::Failed
+                | TaskStatus::Cancelled
         )
     }
 }
@@ -79,12 +82,16 @@ impl StatusLabel for SubtaskStatus {
 
 /// Label of a raw proto enum value, `"unspecified"` for unknown numbers.
 pub fn task_label(raw: i32) -> &'static str {
-    TaskStatus::try_from(raw).unwrap_or(TaskStatus::Unspecified).label()
+    TaskStatus::try_from(raw)
+        .unwrap_or(TaskStatus::Unspecified)
+        .label()
 }
 
 /// Label of a raw proto enum value, `"unspecified"` for unknown numbers.
 pub fn subtask_label(raw: i32) -> &'static str {
-    SubtaskStatus::try_from(raw).unwrap_or(SubtaskStatus::Unspecified).label()
+    SubtaskStatus::try_from(raw)
+        .unwrap_or(SubtaskStatus::Unspecified)
+        .label()
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ pub fn to_proto(at: DateTime<Utc>) -> Timestamp {
 }
 
 pub fn from_proto(ts: &Timestamp) -> Option<DateTime<Utc>> {
-    Utc.timestamp_opt(ts.seconds, ts.nanos.max(0) as u32).single()
+    Utc.timestamp_opt(ts.seconds, ts.nanos.max(0) as u32)
+        .single()
 }
 
 pub fn now_proto() -> Timestamp {

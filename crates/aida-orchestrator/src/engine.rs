@@ -61,7 +61,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(store: Store, events: EventLog, aggregator: AggregatorClient<GrpcChannel>, settings: Settings) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        events: EventLog,
+        aggregator: AggregatorClient<GrpcChannel>,
+        settings: Settings,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             events,
@@ -89,7 +94,12 @@ impl Engine {
             .ok_or_else(|| OrchestratorError::task_not_found(&task_id))
     }
 
-    pub(crate) async fn task_status_event(&self, task_id: &str, status: TaskStatus, error: Option<&str>) -> Result<()> {
+    pub(crate) async fn task_status_event(
+        &self,
+        task_id: &str,
+        status: TaskStatus,
+        error: Option<&str>,
+    ) -> Result<()> {
         self.events
             .record(NewEvent {
                 channel: Channel::Task,
@@ -103,7 +113,12 @@ impl Engine {
         Ok(())
     }
 
-    pub(crate) fn subtask_status_event(task_id: &str, subtask: &str, status: SubtaskStatus, data: serde_json::Value) -> NewEvent {
+    pub(crate) fn subtask_status_event(
+        task_id: &str,
+        subtask: &str,
+        status: SubtaskStatus,
+        data: serde_json::Value,
+    ) -> NewEvent {
         let mut data = data;
         if let Some(map) = data.as_object_mut() {
             map.insert("status".into(), json!(status.label()));
@@ -113,7 +128,10 @@ impl Engine {
             kind: kind::SUBTASK_STATUS,
             task_id: Some(task_id.to_owned()),
             subtask: Some(subtask.to_owned()),
-            worker_id: data.get("worker").and_then(|w| w.as_str()).map(str::to_owned),
+            worker_id: data
+                .get("worker")
+                .and_then(|w| w.as_str())
+                .map(str::to_owned),
             data,
         }
     }

@@ -31,7 +31,12 @@ pub struct EventLog {
 impl EventLog {
     pub fn new(store: Store) -> Self {
         let (live, _) = broadcast::channel(LIVE_BUFFER);
-        Self { store, live, order: Arc::new(Mutex::new(())), outbox: Arc::new(Notify::new()) }
+        Self {
+            store,
+            live,
+            order: Arc::new(Mutex::new(())),
+            outbox: Arc::new(Notify::new()),
+        }
     }
 
     pub async fn record(&self, event: NewEvent) -> Result<Event> {
@@ -108,7 +113,8 @@ impl EventLog {
         let mut conn = pool.get().await?;
         let mut pipe = redis::pipe();
         for e in &batch {
-            pipe.publish(e.channel.redis_channel(), serde_json::to_string(e)?).ignore();
+            pipe.publish(e.channel.redis_channel(), serde_json::to_string(e)?)
+                .ignore();
         }
         pipe.query_async::<()>(&mut conn).await?;
         self.store.mark_published(last).await?;

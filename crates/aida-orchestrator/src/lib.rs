@@ -63,21 +63,34 @@ impl Default for Config {
 }
 
 /// Serves the orchestrator on `listener` until `shutdown` resolves.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let store = store::Store::connect(&config.database_url).await?;
     let events = events::EventLog::new(store.clone());
-    let aggregator_channel = tonic::transport::Endpoint::from_shared(aida_core::config::grpc_endpoint(&config.aggregator_addr))
-        .with_context(|| format!("invalid AGGREGATOR_ADDR {:?}", config.aggregator_addr))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
+    let aggregator_channel = tonic::transport::Endpoint::from_shared(
+        aida_core::config::grpc_endpoint(&config.aggregator_addr),
+    )
+    .with_context(|| format!("invalid AGGREGATOR_ADDR {:?}", config.aggregator_addr))?
+    .connect_timeout(Duration::from_secs(5))
+    .connect_lazy();
     let settings = engine::Settings {
         worker_lost_after: Duration::from_secs(config.worker_lost_after_secs),
         aggregator_timeout: Duration::from_secs(config.aggregator_timeout_secs),
     };
-    let engine = Engine::new(store, events.clone(), AggregatorClient::new(aggregator_channel), settings);
+    let engine = Engine::new(
+        store,
+        events.clone(),
+        AggregatorClient::new(aggregator_channel),
+        settings,
+    );
     let stop = CancellationToken::new();
 
-    if let Some(url) = aida_core::config::redis_url(config.redis_url.as_deref(), config.redis_addr.as_deref()) {
+    if let Some(url) =
+        aida_core::config::redis_url(config.redis_url.as_deref(), config.redis_addr.as_deref())
+    {
         let pool = deadpool_redis::Config::from_url(url.clone())
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .with_context(|| format!("invalid Redis URL {url:?}"))?;
@@ -91,7 +104,11 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
     tokio::spawn(std::sync::Arc::clone(&engine).run_dispatcher(stop.clone()));
 
     let grpc = aida_core::grpc::router(aida_core::proto::service_names::ORCHESTRATOR).await?;
-    let router = grpc.router.add_service(OrchestratorServer::new(service::OrchestratorService::new(engine)));
+    let router =
+        grpc.router
+            .add_service(OrchestratorServer::new(service::OrchestratorService::new(
+                engine,
+            )));
     tracing::info!(addr = %listener.local_addr()?, "orchestrator listening");
     let stopper = stop.clone();
     let result = aida_core::grpc::serve(router, listener, async move {

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use aida_core::event::{Channel, kind};
 use aida_core::ids::TaskId;
 use aida_core::proto::aggregator::{CollectRequest, MergeItem, MergeRequest, ReportRequest};
-use aida_core::proto::common::{Conflict, DiffStats, Report, RunResult, SubtaskStatus, Task, TaskStatus};
+use aida_core::proto::common::{
+    Conflict, DiffStats, Report, RunResult, SubtaskStatus, Task, TaskStatus,
+};
 use aida_core::proto::orchestrator::CreateTaskRequest;
 use aida_core::status::StatusLabel;
 use anyhow::Context;
@@ -60,13 +62,22 @@ impl Engine {
         attempt: u32,
         result: RunResult,
     ) -> Result<std::result::Result<(), String>> {
-        let key = RunKey { task_id: task_id.to_owned(), subtask: subtask.to_owned(), attempt };
+        let key = RunKey {
+            task_id: task_id.to_owned(),
+            subtask: subtask.to_owned(),
+            attempt,
+        };
         self.release_worker(worker_id, &key).await?;
         let task = self.task(task_id).await?;
         let Some(st) = task.subtasks.iter().find(|s| s.name == subtask) else {
-            return Err(OrchestratorError::NotFound(format!("task {task_id} has no subtask {subtask:?}")));
+            return Err(OrchestratorError::NotFound(format!(
+                "task {task_id} has no subtask {subtask:?}"
+            )));
         };
-        if status_of(st) != SubtaskStatus::Running || st.worker_id != worker_id || st.attempts != attempt {
+        if status_of(st) != SubtaskStatus::Running
+            || st.worker_id != worker_id
+            || st.attempts != attempt
+        {
             return Ok(Err(format!(
                 "subtask {subtask:?} of task {task_id} is not running attempt {attempt} on worker {worker_id} (it is {}, attempt {} on {:?})",
                 status_of(st).label(),
@@ -80,24 +91,42 @@ impl Engine {
             None
         };
         let outcome = SubtaskOutcome {
-            status: Some(if result.success { SubtaskStatus::Succeeded } else { SubtaskStatus::Failed }),
+            status: Some(if result.success {
+                SubtaskStatus::Succeeded
+            } else {
+                SubtaskStatus::Failed
+            }),
             commit: result.commit,
             start_commit: result.start_commit,
-            error: if result.success { String::new() } else { non_empty_or(result.error, "the agent failed") },
+            error: if result.success {
+                String::new()
+            } else {
+                non_empty_or(result.error, "the agent failed")
+            },
             exit_code: result.exit_code,
             summary: result.summary,
             stats,
         };
-        if self.finish_attempt(worker_id, task_id, subtask, attempt, outcome).await? {
+        if self
+            .finish_attempt(worker_id, task_id, subtask, attempt, outcome)
+            .await?
+        {
             Ok(Ok(()))
         } else {
-            Ok(Err(format!("subtask {subtask:?} of task {task_id} changed meanwhile; result not applied")))
+            Ok(Err(format!(
+                "subtask {subtask:?} of task {task_id} changed meanwhile; result not applied"
+            )))
         }
     }
 
     /// Measures a subtask's change. Best effort: the stats are for the
     /// report, and a missing aggregator must not lose the result itself.
-    async fn collect_stats(&self, task: &Task, subtask: &str, result: &RunResult) -> Option<DiffStats> {
+    async fn collect_stats(
+        &self,
+        task: &Task,
+        subtask: &str,
+        result: &RunResult,
+    ) -> Option<DiffStats> {
         let mut client = self.aggregator.clone();
         let request = tonic::Request::new(CollectRequest {
             repo: task.repo.clone(),
@@ -106,7 +135,12 @@ impl Engine {
             start_commit: result.start_commit.clone(),
             commit: result.commit.clone(),
         });
-        match tokio::time::timeout(self.settings.aggregator_timeout, client.collect_result(request)).await {
+        match tokio::time::timeout(
+            self.settings.aggregator_timeout,
+            client.collect_result(request),
+        )
+        .await
+        {
             Ok(Ok(resp)) => resp.into_inner().stats,
             Ok(Err(status)) => {
                 tracing::warn!(task_id = %task.id, subtask, error = %status.message(), "aggregator could not measure subtask");
@@ -130,7 +164,11 @@ impl Engine {
         outcome: SubtaskOutcome,
     ) -> Result<bool> {
         let now = Utc::now();
-        if !self.store.finish_subtask(task_id, subtask, worker_id, attempt, &outcome, now).await? {
+        if !self
+            .store
+            .finish_subtask(task_id, subtask, worker_id, attempt, &outcome, now)
+            .await?
+        {
             return Ok(false);
         }
         self.store.count_completed(worker_id).await?;
@@ -147,7 +185,13 @@ impl Engine {
                 "exit_code": outcome.exit_code,
             }),
         )];
-        tracing::info!(task_id, subtask, worker_id, status = status.label(), "subtask finished");
+        tracing::info!(
+            task_id,
+            subtask,
+            worker_id,
+            status = status.label(),
+            "subtask finished"
+        );
         if status != SubtaskStatus::Succeeded {
             let task = self.task(task_id).await?;
             let dependents = dependents_of(&task, subtask);
@@ -155,10 +199,21 @@ impl Engine {
                 let reason = format!("dependency {subtask:?} did not succeed");
                 let cancelled = self
                     .store
-                    .end_unfinished_subtasks(task_id, Some(&dependents), SubtaskStatus::Cancelled, &reason, now)
+                    .end_unfinished_subtasks(
+                        task_id,
+                        Some(&dependents),
+                        SubtaskStatus::Cancelled,
+                        &reason,
+                        now,
+                    )
                     .await?;
                 for name in cancelled {
-                    events.push(Self::subtask_status_event(task_id, &name, SubtaskStatus::Cancelled, json!({ "error": reason })));
+                    events.push(Self::subtask_status_event(
+                        task_id,
+                        &name,
+                        SubtaskStatus::Cancelled,
+                        json!({ "error": reason }),
+                    ));
                 }
             }
         }
@@ -177,12 +232,19 @@ impl Engine {
         }
         let moved = self
             .store
-            .transition_task(task_id, &[TaskStatus::Queued, TaskStatus::Running], TaskStatus::Merging, None, Utc::now())
+            .transition_task(
+                task_id,
+                &[TaskStatus::Queued, TaskStatus::Running],
+                TaskStatus::Merging,
+                None,
+                Utc::now(),
+            )
             .await?;
         if !moved {
             return Ok(());
         }
-        self.task_status_event(task_id, TaskStatus::Merging, None).await?;
+        self.task_status_event(task_id, TaskStatus::Merging, None)
+            .await?;
         self.spawn_merge(task_id.to_owned());
         Ok(())
     }
@@ -195,10 +257,18 @@ impl Engine {
                 let reason = "internal error while merging; see the orchestrator's log";
                 if let Ok(true) = engine
                     .store
-                    .transition_task(&task_id, &[TaskStatus::Merging], TaskStatus::Failed, Some(reason), Utc::now())
+                    .transition_task(
+                        &task_id,
+                        &[TaskStatus::Merging],
+                        TaskStatus::Failed,
+                        Some(reason),
+                        Utc::now(),
+                    )
                     .await
                 {
-                    let _ = engine.task_status_event(&task_id, TaskStatus::Failed, Some(reason)).await;
+                    let _ = engine
+                        .task_status_event(&task_id, TaskStatus::Failed, Some(reason))
+                        .await;
                 }
             }
         });
@@ -217,7 +287,11 @@ impl Engine {
             .into_iter()
             .map(|i| &task.subtasks[i])
             .filter(|s| status_of(s) == SubtaskStatus::Succeeded && !s.commit.is_empty())
-            .map(|s| MergeItem { subtask: s.name.clone(), branch: s.branch.clone(), commit: s.commit.clone() })
+            .map(|s| MergeItem {
+                subtask: s.name.clone(),
+                branch: s.branch.clone(),
+                commit: s.commit.clone(),
+            })
             .collect();
         let mut client = self.aggregator.clone();
         let request = tonic::Request::new(MergeRequest {
@@ -226,7 +300,12 @@ impl Engine {
             base_commit: task.base_commit.clone(),
             items,
         });
-        let merged = match tokio::time::timeout(self.settings.aggregator_timeout, client.merge_results(request)).await {
+        let merged = match tokio::time::timeout(
+            self.settings.aggregator_timeout,
+            client.merge_results(request),
+        )
+        .await
+        {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
             Ok(Err(status)) => Err(format!("merge failed: {}", status.message())),
             Err(_) => Err("merge failed: the aggregator did not answer in time".to_owned()),
@@ -235,15 +314,30 @@ impl Engine {
         let (final_status, error) = match merged {
             Err(reason) => (TaskStatus::Failed, Some(reason)),
             Ok(resp) => {
-                let merged_names: Vec<String> =
-                    resp.outcomes.iter().filter(|o| o.merged).map(|o| o.subtask.clone()).collect();
+                let merged_names: Vec<String> = resp
+                    .outcomes
+                    .iter()
+                    .filter(|o| o.merged)
+                    .map(|o| o.subtask.clone())
+                    .collect();
                 let conflicts: Vec<Conflict> = resp
                     .outcomes
                     .iter()
                     .filter(|o| !o.merged)
-                    .map(|o| Conflict { subtask: o.subtask.clone(), files: o.conflict_files.clone() })
+                    .map(|o| Conflict {
+                        subtask: o.subtask.clone(),
+                        files: o.conflict_files.clone(),
+                    })
                     .collect();
-                self.store.record_merge(task_id, &resp.branch, &resp.commit, &merged_names, &conflicts).await?;
+                self.store
+                    .record_merge(
+                        task_id,
+                        &resp.branch,
+                        &resp.commit,
+                        &merged_names,
+                        &conflicts,
+                    )
+                    .await?;
                 self.events
                     .record(NewEvent {
                         channel: Channel::Task,
@@ -273,10 +367,17 @@ impl Engine {
         self.write_report(&task).await;
         if self
             .store
-            .transition_task(task_id, &[TaskStatus::Merging], final_status, error.as_deref(), Utc::now())
+            .transition_task(
+                task_id,
+                &[TaskStatus::Merging],
+                final_status,
+                error.as_deref(),
+                Utc::now(),
+            )
             .await?
         {
-            self.task_status_event(task_id, final_status, error.as_deref()).await?;
+            self.task_status_event(task_id, final_status, error.as_deref())
+                .await?;
             tracing::info!(task_id, status = final_status.label(), "task finished");
         }
         Ok(())
@@ -284,18 +385,34 @@ impl Engine {
 
     async fn generate_report(&self, task: &Task) -> Result<Report> {
         let mut client = self.aggregator.clone();
-        let request = tonic::Request::new(ReportRequest { task: Some(task.clone()) });
-        match tokio::time::timeout(self.settings.aggregator_timeout, client.generate_report(request)).await {
+        let request = tonic::Request::new(ReportRequest {
+            task: Some(task.clone()),
+        });
+        match tokio::time::timeout(
+            self.settings.aggregator_timeout,
+            client.generate_report(request),
+        )
+        .await
+        {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
-            Ok(Err(status)) => Err(OrchestratorError::Unavailable(format!("the aggregator could not write the report: {}", status.message()))),
-            Err(_) => Err(OrchestratorError::Unavailable("the aggregator did not answer in time".into())),
+            Ok(Err(status)) => Err(OrchestratorError::Unavailable(format!(
+                "the aggregator could not write the report: {}",
+                status.message()
+            ))),
+            Err(_) => Err(OrchestratorError::Unavailable(
+                "the aggregator did not answer in time".into(),
+            )),
         }
     }
 
     async fn write_report(&self, task: &Task) {
         match self.generate_report(task).await {
             Ok(report) => {
-                if let Err(e) = self.store.record_report(&task.id, &report.markdown, &report.json).await {
+                if let Err(e) = self
+                    .store
+                    .record_report(&task.id, &report.markdown, &report.json)
+                    .await
+                {
                     tracing::error!(task_id = %task.id, error = ?e, "cannot store report");
                 }
             }
@@ -307,7 +424,11 @@ impl Engine {
     /// The stored report of a finished task, or a fresh one.
     pub async fn report(&self, task_id: &str) -> Result<Report> {
         if let Some((markdown, json)) = self.store.report(task_id).await? {
-            return Ok(Report { task_id: task_id.to_owned(), markdown, json });
+            return Ok(Report {
+                task_id: task_id.to_owned(),
+                markdown,
+                json,
+            });
         }
         let task = self.task(task_id).await?;
         self.generate_report(&task).await
@@ -332,13 +453,29 @@ impl Engine {
         let reason = "cancelled by request";
         if !self
             .store
-            .transition_task(task_id, &[TaskStatus::Queued, TaskStatus::Running], TaskStatus::Cancelled, Some(reason), now)
+            .transition_task(
+                task_id,
+                &[TaskStatus::Queued, TaskStatus::Running],
+                TaskStatus::Cancelled,
+                Some(reason),
+                now,
+            )
             .await?
         {
-            return Err(OrchestratorError::FailedPrecondition(format!("task {task_id} changed meanwhile; try again")));
+            return Err(OrchestratorError::FailedPrecondition(format!(
+                "task {task_id} changed meanwhile; try again"
+            )));
         }
-        for st in task.subtasks.iter().filter(|s| status_of(s) == SubtaskStatus::Running) {
-            let key = RunKey { task_id: task_id.to_owned(), subtask: st.name.clone(), attempt: st.attempts };
+        for st in task
+            .subtasks
+            .iter()
+            .filter(|s| status_of(s) == SubtaskStatus::Running)
+        {
+            let key = RunKey {
+                task_id: task_id.to_owned(),
+                subtask: st.name.clone(),
+                attempt: st.attempts,
+            };
             self.send_cancel(&st.worker_id, &key).await;
         }
         let ended = self
@@ -347,12 +484,20 @@ impl Engine {
             .await?;
         let events = ended
             .iter()
-            .map(|name| Self::subtask_status_event(task_id, name, SubtaskStatus::Cancelled, json!({ "error": reason })))
+            .map(|name| {
+                Self::subtask_status_event(
+                    task_id,
+                    name,
+                    SubtaskStatus::Cancelled,
+                    json!({ "error": reason }),
+                )
+            })
             .collect();
         self.events.record_all(events).await?;
         let task = self.task(task_id).await?;
         self.write_report(&task).await;
-        self.task_status_event(task_id, TaskStatus::Cancelled, Some(reason)).await?;
+        self.task_status_event(task_id, TaskStatus::Cancelled, Some(reason))
+            .await?;
         tracing::info!(task_id, "task cancelled");
         Ok(task)
     }
@@ -372,7 +517,11 @@ impl Engine {
 }
 
 fn non_empty_or(s: String, fallback: &str) -> String {
-    if s.trim().is_empty() { fallback.to_owned() } else { s }
+    if s.trim().is_empty() {
+        fallback.to_owned()
+    } else {
+        s
+    }
 }
 
 /// Every subtask that depends on `name`, directly or not.
@@ -386,7 +535,11 @@ fn dependents_of(task: &Task, name: &str) -> Vec<String> {
             }
         }
     }
-    task.subtasks.iter().filter(|s| found.contains(&s.name)).map(|s| s.name.clone()).collect()
+    task.subtasks
+        .iter()
+        .filter(|s| found.contains(&s.name))
+        .map(|s| s.name.clone())
+        .collect()
 }
 
 /// The final status of a merged task and the reason when it is not a
@@ -399,7 +552,10 @@ fn final_verdict(task: &Task) -> (TaskStatus, Option<String>) {
         .map(|s| s.name.as_str())
         .collect();
     if !failed.is_empty() {
-        return (TaskStatus::Failed, Some(format!("subtasks failed: {}", failed.join(", "))));
+        return (
+            TaskStatus::Failed,
+            Some(format!("subtasks failed: {}", failed.join(", "))),
+        );
     }
     if !task.conflicts.is_empty() {
         let detail: Vec<String> = task
@@ -407,7 +563,10 @@ fn final_verdict(task: &Task) -> (TaskStatus, Option<String>) {
             .iter()
             .map(|c| format!("{} ({})", c.subtask, c.files.join(", ")))
             .collect();
-        return (TaskStatus::Conflicted, Some(format!("merge conflicts: {}", detail.join("; "))));
+        return (
+            TaskStatus::Conflicted,
+            Some(format!("merge conflicts: {}", detail.join("; "))),
+        );
     }
     (TaskStatus::Succeeded, None)
 }

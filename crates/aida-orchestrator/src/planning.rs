@@ -31,13 +31,19 @@ pub fn plan(req: CreateTaskRequest, id: TaskId) -> Result<NewTask> {
         )));
     }
 
-    let task_agent = req.agent.clone().filter(|a| !a.kind.is_empty() || !a.command.is_empty());
+    let task_agent = req
+        .agent
+        .clone()
+        .filter(|a| !a.kind.is_empty() || !a.command.is_empty());
     let mut names = HashSet::new();
     let mut subtasks = Vec::with_capacity(specs.len());
     for spec in &specs {
         let name = SubtaskName::parse(&spec.name)?;
         if !names.insert(spec.name.clone()) {
-            return Err(OrchestratorError::invalid(format!("duplicate subtask name {:?}", spec.name)));
+            return Err(OrchestratorError::invalid(format!(
+                "duplicate subtask name {:?}",
+                spec.name
+            )));
         }
         let agent = spec
             .agent
@@ -45,7 +51,10 @@ pub fn plan(req: CreateTaskRequest, id: TaskId) -> Result<NewTask> {
             .filter(|a| !a.kind.is_empty() || !a.command.is_empty())
             .or_else(|| task_agent.clone())
             .ok_or_else(|| {
-                OrchestratorError::invalid(format!("subtask {:?} has no agent: set \"agent\" on the task or the subtask", spec.name))
+                OrchestratorError::invalid(format!(
+                    "subtask {:?} has no agent: set \"agent\" on the task or the subtask",
+                    spec.name
+                ))
             })?;
         subtasks.push(NewSubtask {
             branch: id.subtask_branch(&name),
@@ -71,7 +80,11 @@ pub fn plan(req: CreateTaskRequest, id: TaskId) -> Result<NewTask> {
 }
 
 fn check_agent(agent: AgentSpec, subtask: &str) -> Result<AgentJson> {
-    let kind = if agent.kind.is_empty() { "command".to_owned() } else { agent.kind.clone() };
+    let kind = if agent.kind.is_empty() {
+        "command".to_owned()
+    } else {
+        agent.kind.clone()
+    };
     if !KNOWN_AGENT_KINDS.contains(&kind.as_str()) {
         return Err(OrchestratorError::invalid(format!(
             "subtask {subtask:?}: unknown agent kind {kind:?} (known: {})",
@@ -83,7 +96,11 @@ fn check_agent(agent: AgentSpec, subtask: &str) -> Result<AgentJson> {
             "subtask {subtask:?}: a \"command\" agent needs \"command\": [\"program\", \"arg\", ...]"
         )));
     }
-    Ok(AgentJson { kind, command: agent.command, options: agent.options })
+    Ok(AgentJson {
+        kind,
+        command: agent.command,
+        options: agent.options,
+    })
 }
 
 fn check_dependencies(subtasks: &[NewSubtask]) -> Result<()> {
@@ -92,7 +109,10 @@ fn check_dependencies(subtasks: &[NewSubtask]) -> Result<()> {
         let mut seen = HashSet::new();
         for dep in &s.depends_on {
             if dep == &s.name {
-                return Err(OrchestratorError::invalid(format!("subtask {:?} depends on itself", s.name)));
+                return Err(OrchestratorError::invalid(format!(
+                    "subtask {:?} depends on itself",
+                    s.name
+                )));
             }
             if !known.contains(dep.as_str()) {
                 return Err(OrchestratorError::invalid(format!(
@@ -108,7 +128,10 @@ fn check_dependencies(subtasks: &[NewSubtask]) -> Result<()> {
             }
         }
     }
-    let graph: Vec<(&str, &[String])> = subtasks.iter().map(|s| (s.name.as_str(), s.depends_on.as_slice())).collect();
+    let graph: Vec<(&str, &[String])> = subtasks
+        .iter()
+        .map(|s| (s.name.as_str(), s.depends_on.as_slice()))
+        .collect();
     let order = topological_order(&graph);
     if order.len() < subtasks.len() {
         let in_order: HashSet<usize> = order.into_iter().collect();
@@ -128,10 +151,18 @@ fn check_dependencies(subtasks: &[NewSubtask]) -> Result<()> {
 /// comes after its dependencies, ties kept in input order. Nodes on a cycle
 /// (or depending on one) are left out.
 pub fn topological_order(nodes: &[(&str, &[String])]) -> Vec<usize> {
-    let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, (n, _))| (*n, i)).collect();
+    let index: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _))| (*n, i))
+        .collect();
     let mut remaining: Vec<usize> = nodes
         .iter()
-        .map(|(_, deps)| deps.iter().filter(|d| index.contains_key(d.as_str())).count())
+        .map(|(_, deps)| {
+            deps.iter()
+                .filter(|d| index.contains_key(d.as_str()))
+                .count()
+        })
         .collect();
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
     for (i, (_, deps)) in nodes.iter().enumerate() {
@@ -217,7 +248,10 @@ fn list_item(line: &str) -> Option<&str> {
 /// `-`, at most 40 bytes.
 fn slug(text: &str) -> String {
     let mut out = String::new();
-    for word in text.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty()) {
+    for word in text
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
         if out.len() + word.len() + 1 > 40 {
             break;
         }
@@ -232,7 +266,9 @@ fn slug(text: &str) -> String {
 /// Opens the repository and resolves the base branch to a commit.
 fn resolve_repo(repo: &str, base: &str) -> Result<(String, String, String)> {
     if repo.trim().is_empty() {
-        return Err(OrchestratorError::invalid("\"repo\" is required: the path of a local git repository"));
+        return Err(OrchestratorError::invalid(
+            "\"repo\" is required: the path of a local git repository",
+        ));
     }
     let path = std::path::Path::new(repo);
     if !path.is_absolute() {
@@ -259,7 +295,9 @@ fn resolve_repo(repo: &str, base: &str) -> Result<(String, String, String)> {
     };
     let branch = git
         .find_branch(&base, git2::BranchType::Local)
-        .map_err(|_| OrchestratorError::invalid(format!("base branch {base:?} does not exist in {repo:?}")))?;
+        .map_err(|_| {
+            OrchestratorError::invalid(format!("base branch {base:?} does not exist in {repo:?}"))
+        })?;
     let commit = branch
         .get()
         .peel_to_commit()
@@ -284,7 +322,11 @@ mod tests {
         CreateTaskRequest {
             repo: repo.into(),
             description: "d".into(),
-            agent: Some(AgentSpec { kind: "command".into(), command: vec!["true".into()], ..Default::default() }),
+            agent: Some(AgentSpec {
+                kind: "command".into(),
+                command: vec!["true".into()],
+                ..Default::default()
+            }),
             subtasks,
             ..Default::default()
         }
@@ -296,7 +338,8 @@ mod tests {
         let sig = git2::Signature::now("t", "t@example.com").unwrap();
         let tree = repo.treebuilder(None).unwrap().write().unwrap();
         let tree = repo.find_tree(tree).unwrap();
-        repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[]).unwrap();
+        repo.commit(Some("HEAD"), &sig, &sig, "init", &tree, &[])
+            .unwrap();
         dir
     }
 
@@ -311,10 +354,21 @@ mod tests {
     fn rejects_bad_graphs_with_the_names() {
         let dir = repo_with_commit();
         let repo = dir.path().to_str().unwrap();
-        assert!(err(request(repo, vec![spec("a", &["nope"])])).contains("unknown subtask \"nope\""));
-        assert!(err(request(repo, vec![spec("a", &[]), spec("a", &[])])).contains("duplicate subtask name \"a\""));
-        let cycle = err(request(repo, vec![spec("a", &["b"]), spec("b", &["a"]), spec("c", &[])]));
-        assert!(cycle.ends_with("dependency cycle among subtasks: a, b"), "{cycle}");
+        assert!(
+            err(request(repo, vec![spec("a", &["nope"])])).contains("unknown subtask \"nope\"")
+        );
+        assert!(
+            err(request(repo, vec![spec("a", &[]), spec("a", &[])]))
+                .contains("duplicate subtask name \"a\"")
+        );
+        let cycle = err(request(
+            repo,
+            vec![spec("a", &["b"]), spec("b", &["a"]), spec("c", &[])],
+        ));
+        assert!(
+            cycle.ends_with("dependency cycle among subtasks: a, b"),
+            "{cycle}"
+        );
         assert!(err(request(repo, vec![spec("bad/name", &[])])).contains("bad/name"));
         assert!(err(request(repo, vec![spec("a", &["a"])])).contains("depends on itself"));
     }
@@ -322,7 +376,10 @@ mod tests {
     #[test]
     fn rejects_bad_repositories_and_bases() {
         let plain = tempfile::tempdir().unwrap();
-        let msg = err(request(plain.path().to_str().unwrap(), vec![spec("a", &[])]));
+        let msg = err(request(
+            plain.path().to_str().unwrap(),
+            vec![spec("a", &[])],
+        ));
         assert!(msg.contains("is not a git repository"), "{msg}");
         let dir = repo_with_commit();
         let mut req = request(dir.path().to_str().unwrap(), vec![spec("a", &[])]);
@@ -335,7 +392,11 @@ mod tests {
     fn resolves_the_head_branch_and_builds_branch_names() {
         let dir = repo_with_commit();
         let id = TaskId::new();
-        let task = plan(request(dir.path().to_str().unwrap(), vec![spec("api", &[])]), id).unwrap();
+        let task = plan(
+            request(dir.path().to_str().unwrap(), vec![spec("api", &[])]),
+            id,
+        )
+        .unwrap();
         let repo = git2::Repository::open(dir.path()).unwrap();
         let head = repo.head().unwrap();
         assert_eq!(task.base, head.shorthand().unwrap());
@@ -345,7 +406,10 @@ mod tests {
 
     #[test]
     fn splits_markdown_lists_into_subtasks() {
-        let specs = split_description("Build the app:\n- Add login API\n* [ ] Write UI\n1. Add login API\n").unwrap();
+        let specs = split_description(
+            "Build the app:\n- Add login API\n* [ ] Write UI\n1. Add login API\n",
+        )
+        .unwrap();
         let names: Vec<_> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["add-login-api", "write-ui", "step-3"]);
         assert!(specs[1].prompt.starts_with("Write UI"));
@@ -359,7 +423,11 @@ mod tests {
     fn topological_order_keeps_input_order_for_ties() {
         let deps_c = vec!["a".to_string()];
         let none: Vec<String> = vec![];
-        let nodes = [("c", deps_c.as_slice()), ("a", none.as_slice()), ("b", none.as_slice())];
+        let nodes = [
+            ("c", deps_c.as_slice()),
+            ("a", none.as_slice()),
+            ("b", none.as_slice()),
+        ];
         assert_eq!(topological_order(&nodes), vec![1, 0, 2]);
     }
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use aida_core::event::{Channel, kind};
 use aida_core::proto::common::{DependencyCommit, SubtaskRun, SubtaskStatus, Task, TaskStatus};
-use aida_core::proto::orchestrator::{Assignment, CancelSubtask, RegisterWorkerRequest, WorkerCommand, worker_command};
+use aida_core::proto::orchestrator::{
+    Assignment, CancelSubtask, RegisterWorkerRequest, WorkerCommand, worker_command,
+};
 use chrono::Utc;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -41,18 +43,33 @@ impl Engine {
             .await?
             .into_iter()
             .next()
-            .map(|(task_id, subtask, attempt)| RunKey { task_id, subtask, attempt });
+            .map(|(task_id, subtask, attempt)| RunKey {
+                task_id,
+                subtask,
+                attempt,
+            });
         let busy = current.is_some();
         let now = Utc::now();
         self.store
-            .upsert_worker(&worker_id, &req.address, &req.agent_kinds, &req.hostname, now)
+            .upsert_worker(
+                &worker_id,
+                &req.address,
+                &req.agent_kinds,
+                &req.hostname,
+                now,
+            )
             .await?;
         if busy {
             self.store.set_worker_state(&worker_id, "busy", now).await?;
         }
         self.workers.lock().await.insert(
             worker_id.clone(),
-            ConnectedWorker { connection, agent_kinds: req.agent_kinds.clone(), commands: tx.clone(), current },
+            ConnectedWorker {
+                connection,
+                agent_kinds: req.agent_kinds.clone(),
+                commands: tx.clone(),
+                current,
+            },
         );
         self.events
             .record(NewEvent {
@@ -88,7 +105,9 @@ impl Engine {
                 _ => return Ok(()),
             }
         }
-        self.store.set_worker_state(worker_id, "offline", Utc::now()).await?;
+        self.store
+            .set_worker_state(worker_id, "offline", Utc::now())
+            .await?;
         self.events
             .record(NewEvent {
                 channel: Channel::Worker,
@@ -130,7 +149,10 @@ impl Engine {
                     exit_code: -1,
                     ..Default::default()
                 };
-                if let Err(e) = engine.finish_attempt(&worker_id, &task_id, &subtask, attempt, outcome).await {
+                if let Err(e) = engine
+                    .finish_attempt(&worker_id, &task_id, &subtask, attempt, outcome)
+                    .await
+                {
                     tracing::error!(worker_id, task_id, subtask, error = ?e, "cannot fail a lost worker's subtask");
                 }
             }
@@ -161,7 +183,10 @@ impl Engine {
         for task in self.store.schedulable_tasks().await? {
             for index in ready_subtasks(&task) {
                 let kind = agent_kind(&task, index);
-                let Some(pos) = idle.iter().position(|(_, kinds)| kinds.iter().any(|k| k == kind)) else {
+                let Some(pos) = idle
+                    .iter()
+                    .position(|(_, kinds)| kinds.iter().any(|k| k == kind))
+                else {
                     continue;
                 };
                 let (worker_id, _) = idle.remove(pos);
@@ -191,14 +216,21 @@ impl Engine {
 
     /// Assigns one ready subtask now to a given idle worker (the
     /// `AssignTask` RPC), ahead of the dispatch loop.
-    pub async fn assign_now(self: &Arc<Self>, task_id: &str, subtask: &str, worker_id: &str) -> Result<Assignment> {
+    pub async fn assign_now(
+        self: &Arc<Self>,
+        task_id: &str,
+        subtask: &str,
+        worker_id: &str,
+    ) -> Result<Assignment> {
         let _pass = self.dispatch_lock.lock().await;
         let task = self.task(task_id).await?;
         let index = task
             .subtasks
             .iter()
             .position(|s| s.name == subtask)
-            .ok_or_else(|| OrchestratorError::NotFound(format!("task {task_id} has no subtask {subtask:?}")))?;
+            .ok_or_else(|| {
+                OrchestratorError::NotFound(format!("task {task_id} has no subtask {subtask:?}"))
+            })?;
         if !ready_subtasks(&task).contains(&index) {
             return Err(OrchestratorError::FailedPrecondition(format!(
                 "subtask {subtask:?} is not ready: it must be pending with every dependency succeeded"
@@ -206,11 +238,15 @@ impl Engine {
         }
         {
             let workers = self.workers.lock().await;
-            let w = workers
-                .get(worker_id)
-                .ok_or_else(|| OrchestratorError::FailedPrecondition(format!("worker {worker_id:?} is not connected")))?;
+            let w = workers.get(worker_id).ok_or_else(|| {
+                OrchestratorError::FailedPrecondition(format!(
+                    "worker {worker_id:?} is not connected"
+                ))
+            })?;
             if w.current.is_some() {
-                return Err(OrchestratorError::FailedPrecondition(format!("worker {worker_id:?} is busy")));
+                return Err(OrchestratorError::FailedPrecondition(format!(
+                    "worker {worker_id:?} is busy"
+                )));
             }
             if !w.agent_kinds.iter().any(|k| k == agent_kind(&task, index)) {
                 return Err(OrchestratorError::FailedPrecondition(format!(
@@ -224,7 +260,10 @@ impl Engine {
                 "subtask {subtask:?} could not be handed to worker {worker_id:?}"
             )));
         }
-        Ok(Assignment { worker_id: worker_id.to_owned(), run: Some(subtask_run(&task, index, task.subtasks[index].attempts + 1)) })
+        Ok(Assignment {
+            worker_id: worker_id.to_owned(),
+            run: Some(subtask_run(&task, index, task.subtasks[index].attempts + 1)),
+        })
     }
 
     /// Marks the subtask running and sends it to the worker. False when the
@@ -233,10 +272,18 @@ impl Engine {
         let st = &task.subtasks[index];
         let attempt = st.attempts + 1;
         let now = Utc::now();
-        if !self.store.start_subtask(&task.id, &st.name, worker_id, attempt, now).await? {
+        if !self
+            .store
+            .start_subtask(&task.id, &st.name, worker_id, attempt, now)
+            .await?
+        {
             return Ok(false);
         }
-        let key = RunKey { task_id: task.id.clone(), subtask: st.name.clone(), attempt };
+        let key = RunKey {
+            task_id: task.id.clone(),
+            subtask: st.name.clone(),
+            attempt,
+        };
         let command = WorkerCommand {
             command: Some(worker_command::Command::Assign(Assignment {
                 worker_id: worker_id.to_owned(),
@@ -254,17 +301,26 @@ impl Engine {
             }
         };
         if !sent {
-            self.store.unstart_subtask(&task.id, &st.name, attempt).await?;
+            self.store
+                .unstart_subtask(&task.id, &st.name, attempt)
+                .await?;
             return Ok(false);
         }
         self.store.set_worker_state(worker_id, "busy", now).await?;
         if task_status_of(task) == TaskStatus::Queued
             && self
                 .store
-                .transition_task(&task.id, &[TaskStatus::Queued], TaskStatus::Running, None, now)
+                .transition_task(
+                    &task.id,
+                    &[TaskStatus::Queued],
+                    TaskStatus::Running,
+                    None,
+                    now,
+                )
                 .await?
         {
-            self.task_status_event(&task.id, TaskStatus::Running, None).await?;
+            self.task_status_event(&task.id, TaskStatus::Running, None)
+                .await?;
         }
         self.events
             .record(Self::subtask_status_event(
@@ -291,7 +347,9 @@ impl Engine {
             }
         };
         if released {
-            self.store.set_worker_state(worker_id, "idle", Utc::now()).await?;
+            self.store
+                .set_worker_state(worker_id, "idle", Utc::now())
+                .await?;
             self.wake.notify_one();
         }
         Ok(())
@@ -328,18 +386,30 @@ impl Engine {
 
 /// Pending subtasks whose dependencies all succeeded, in request order.
 fn ready_subtasks(task: &Task) -> Vec<usize> {
-    let status: HashMap<&str, SubtaskStatus> = task.subtasks.iter().map(|s| (s.name.as_str(), status_of(s))).collect();
+    let status: HashMap<&str, SubtaskStatus> = task
+        .subtasks
+        .iter()
+        .map(|s| (s.name.as_str(), status_of(s)))
+        .collect();
     task.subtasks
         .iter()
         .enumerate()
         .filter(|(_, s)| status_of(s) == SubtaskStatus::Pending)
-        .filter(|(_, s)| s.depends_on.iter().all(|d| status.get(d.as_str()) == Some(&SubtaskStatus::Succeeded)))
+        .filter(|(_, s)| {
+            s.depends_on
+                .iter()
+                .all(|d| status.get(d.as_str()) == Some(&SubtaskStatus::Succeeded))
+        })
         .map(|(i, _)| i)
         .collect()
 }
 
 fn agent_kind(task: &Task, index: usize) -> &str {
-    task.subtasks[index].agent.as_ref().map(|a| a.kind.as_str()).unwrap_or("command")
+    task.subtasks[index]
+        .agent
+        .as_ref()
+        .map(|a| a.kind.as_str())
+        .unwrap_or("command")
 }
 
 /// What a worker needs to run subtask `index`: its dependencies' commits
@@ -350,7 +420,11 @@ fn subtask_run(task: &Task, index: usize, attempt: u32) -> SubtaskRun {
         .into_iter()
         .map(|i| &task.subtasks[i])
         .filter(|d| st.depends_on.contains(&d.name))
-        .map(|d| DependencyCommit { subtask: d.name.clone(), branch: d.branch.clone(), commit: d.commit.clone() })
+        .map(|d| DependencyCommit {
+            subtask: d.name.clone(),
+            branch: d.branch.clone(),
+            commit: d.commit.clone(),
+        })
         .collect();
     SubtaskRun {
         task_id: task.id.clone(),

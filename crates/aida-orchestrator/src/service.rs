@@ -8,10 +8,11 @@ use aida_core::ids::TaskId;
 use aida_core::proto::common::{Report, Task};
 use aida_core::proto::orchestrator::orchestrator_server::Orchestrator;
 use aida_core::proto::orchestrator::{
-    Assignment, AssignTaskRequest, CancelTaskRequest, CompleteTaskRequest, CreateTaskRequest, GetReportRequest,
-    GetTaskRequest, ListEventsRequest, ListEventsResponse, ListTasksRequest, ListTasksResponse, ListWorkersRequest,
-    ListWorkersResponse, ProgressRequest, ProgressUpdate, RegisterWorkerRequest, ReportLogRequest, ReportLogResponse,
-    TaskResult, WorkerCommand, WorkerInfo,
+    AssignTaskRequest, Assignment, CancelTaskRequest, CompleteTaskRequest, CreateTaskRequest,
+    GetReportRequest, GetTaskRequest, ListEventsRequest, ListEventsResponse, ListTasksRequest,
+    ListTasksResponse, ListWorkersRequest, ListWorkersResponse, ProgressRequest, ProgressUpdate,
+    RegisterWorkerRequest, ReportLogRequest, ReportLogResponse, TaskResult, WorkerCommand,
+    WorkerInfo,
 };
 use aida_core::time::to_proto;
 use futures::Stream;
@@ -40,17 +41,28 @@ impl OrchestratorService {
 }
 
 fn task_id(raw: &str) -> Result<String, Status> {
-    Ok(TaskId::parse(raw).map_err(OrchestratorError::from)?.to_string())
+    Ok(TaskId::parse(raw)
+        .map_err(OrchestratorError::from)?
+        .to_string())
 }
 
 fn limit(raw: u32, default: u32) -> u32 {
-    if raw == 0 { default } else { raw.min(MAX_LIST_LIMIT) }
+    if raw == 0 {
+        default
+    } else {
+        raw.min(MAX_LIST_LIMIT)
+    }
 }
 
 #[tonic::async_trait]
 impl Orchestrator for OrchestratorService {
-    async fn create_task(&self, request: Request<CreateTaskRequest>) -> Result<Response<Task>, Status> {
-        Ok(Response::new(self.engine.create_task(request.into_inner()).await?))
+    async fn create_task(
+        &self,
+        request: Request<CreateTaskRequest>,
+    ) -> Result<Response<Task>, Status> {
+        Ok(Response::new(
+            self.engine.create_task(request.into_inner()).await?,
+        ))
     }
 
     async fn get_task(&self, request: Request<GetTaskRequest>) -> Result<Response<Task>, Status> {
@@ -58,23 +70,35 @@ impl Orchestrator for OrchestratorService {
         Ok(Response::new(self.engine.task(&id).await?))
     }
 
-    async fn list_tasks(&self, request: Request<ListTasksRequest>) -> Result<Response<ListTasksResponse>, Status> {
+    async fn list_tasks(
+        &self,
+        request: Request<ListTasksRequest>,
+    ) -> Result<Response<ListTasksResponse>, Status> {
         let limit = limit(request.get_ref().limit, DEFAULT_LIST_LIMIT);
         let tasks = self.engine.store().list_tasks(limit).await?;
         Ok(Response::new(ListTasksResponse { tasks }))
     }
 
-    async fn cancel_task(&self, request: Request<CancelTaskRequest>) -> Result<Response<Task>, Status> {
+    async fn cancel_task(
+        &self,
+        request: Request<CancelTaskRequest>,
+    ) -> Result<Response<Task>, Status> {
         let id = task_id(&request.get_ref().task_id)?;
         Ok(Response::new(self.engine.cancel_task(&id).await?))
     }
 
-    async fn get_report(&self, request: Request<GetReportRequest>) -> Result<Response<Report>, Status> {
+    async fn get_report(
+        &self,
+        request: Request<GetReportRequest>,
+    ) -> Result<Response<Report>, Status> {
         let id = task_id(&request.get_ref().task_id)?;
         Ok(Response::new(self.engine.report(&id).await?))
     }
 
-    async fn list_events(&self, request: Request<ListEventsRequest>) -> Result<Response<ListEventsResponse>, Status> {
+    async fn list_events(
+        &self,
+        request: Request<ListEventsRequest>,
+    ) -> Result<Response<ListEventsResponse>, Status> {
         let req = request.into_inner();
         let id = task_id(&req.task_id)?;
         // A task that does not exist is a 404, not an empty history.
@@ -82,14 +106,23 @@ impl Orchestrator for OrchestratorService {
         let events = self
             .engine
             .store()
-            .events_after(Some(&id), req.after_event_id, limit(req.limit, HISTORY_PAGE))
+            .events_after(
+                Some(&id),
+                req.after_event_id,
+                limit(req.limit, HISTORY_PAGE),
+            )
             .await?;
-        Ok(Response::new(ListEventsResponse { events: events.into_iter().map(Into::into).collect() }))
+        Ok(Response::new(ListEventsResponse {
+            events: events.into_iter().map(Into::into).collect(),
+        }))
     }
 
     type GetProgressStream = BoxStream<ProgressUpdate>;
 
-    async fn get_progress(&self, request: Request<ProgressRequest>) -> Result<Response<Self::GetProgressStream>, Status> {
+    async fn get_progress(
+        &self,
+        request: Request<ProgressRequest>,
+    ) -> Result<Response<Self::GetProgressStream>, Status> {
         let req = request.into_inner();
         let task = if req.task_id.is_empty() {
             None
@@ -99,11 +132,19 @@ impl Orchestrator for OrchestratorService {
             Some(id)
         };
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(follow(Arc::clone(&self.engine), task, req.after_event_id, tx));
+        tokio::spawn(follow(
+            Arc::clone(&self.engine),
+            task,
+            req.after_event_id,
+            tx,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn list_workers(&self, _: Request<ListWorkersRequest>) -> Result<Response<ListWorkersResponse>, Status> {
+    async fn list_workers(
+        &self,
+        _: Request<ListWorkersRequest>,
+    ) -> Result<Response<ListWorkersResponse>, Status> {
         let connected = self.engine.connected_workers().await;
         let workers = self
             .engine
@@ -122,7 +163,10 @@ impl Orchestrator for OrchestratorService {
                     address: w.address,
                     agent_kinds: w.agent_kinds,
                     state: state.to_owned(),
-                    task_id: current.as_ref().map(|r| r.task_id.clone()).unwrap_or_default(),
+                    task_id: current
+                        .as_ref()
+                        .map(|r| r.task_id.clone())
+                        .unwrap_or_default(),
                     subtask: current.map(|r| r.subtask).unwrap_or_default(),
                     completed: w.completed,
                     connected_at: Some(to_proto(w.connected_at)),
@@ -143,13 +187,23 @@ impl Orchestrator for OrchestratorService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn assign_task(&self, request: Request<AssignTaskRequest>) -> Result<Response<Assignment>, Status> {
+    async fn assign_task(
+        &self,
+        request: Request<AssignTaskRequest>,
+    ) -> Result<Response<Assignment>, Status> {
         let req = request.into_inner();
         let id = task_id(&req.task_id)?;
-        Ok(Response::new(self.engine.assign_now(&id, &req.subtask, &req.worker_id).await?))
+        Ok(Response::new(
+            self.engine
+                .assign_now(&id, &req.subtask, &req.worker_id)
+                .await?,
+        ))
     }
 
-    async fn report_log(&self, request: Request<ReportLogRequest>) -> Result<Response<ReportLogResponse>, Status> {
+    async fn report_log(
+        &self,
+        request: Request<ReportLogRequest>,
+    ) -> Result<Response<ReportLogResponse>, Status> {
         let req = request.into_inner();
         let id = task_id(&req.task_id)?;
         let events = req
@@ -168,7 +222,10 @@ impl Orchestrator for OrchestratorService {
         Ok(Response::new(ReportLogResponse {}))
     }
 
-    async fn complete_task(&self, request: Request<CompleteTaskRequest>) -> Result<Response<TaskResult>, Status> {
+    async fn complete_task(
+        &self,
+        request: Request<CompleteTaskRequest>,
+    ) -> Result<Response<TaskResult>, Status> {
         let req = request.into_inner();
         let id = task_id(&req.task_id)?;
         let result = req
@@ -179,10 +236,16 @@ impl Orchestrator for OrchestratorService {
             .complete(&req.worker_id, &id, &req.subtask, req.attempt, result)
             .await?;
         Ok(Response::new(match verdict {
-            Ok(()) => TaskResult { accepted: true, reason: String::new() },
+            Ok(()) => TaskResult {
+                accepted: true,
+                reason: String::new(),
+            },
             Err(reason) => {
                 tracing::warn!(task_id = %id, subtask = %req.subtask, worker_id = %req.worker_id, reason, "result refused");
-                TaskResult { accepted: false, reason }
+                TaskResult {
+                    accepted: false,
+                    reason,
+                }
             }
         }))
     }
@@ -190,13 +253,23 @@ impl Orchestrator for OrchestratorService {
 
 /// Sends stored events after `after`, then live ones, without gaps or
 /// repeats; with a task, stops after the event that ends it.
-async fn follow(engine: Arc<Engine>, task: Option<String>, mut after: i64, tx: mpsc::Sender<Result<ProgressUpdate, Status>>) {
+async fn follow(
+    engine: Arc<Engine>,
+    task: Option<String>,
+    mut after: i64,
+    tx: mpsc::Sender<Result<ProgressUpdate, Status>>,
+) {
     // Subscribe first: whatever is stored after this point also arrives live.
     let mut live = engine.events().subscribe();
     loop {
         // Catch up from the database (at start, and after falling behind).
         loop {
-            let page = match engine.events().store().events_after(task.as_deref(), after, HISTORY_PAGE).await {
+            let page = match engine
+                .events()
+                .store()
+                .events_after(task.as_deref(), after, HISTORY_PAGE)
+                .await
+            {
                 Ok(page) => page,
                 Err(e) => {
                     let _ = tx.send(Err(Status::from(e))).await;
@@ -207,7 +280,14 @@ async fn follow(engine: Arc<Engine>, task: Option<String>, mut after: i64, tx: m
             for event in page {
                 after = event.id;
                 let ends = task.is_some() && event.ends_task();
-                if tx.send(Ok(ProgressUpdate { event: Some(event.into()) })).await.is_err() || ends {
+                if tx
+                    .send(Ok(ProgressUpdate {
+                        event: Some(event.into()),
+                    }))
+                    .await
+                    .is_err()
+                    || ends
+                {
                     return;
                 }
             }
@@ -223,7 +303,14 @@ async fn follow(engine: Arc<Engine>, task: Option<String>, mut after: i64, tx: m
                     }
                     after = event.id;
                     let ends = task.is_some() && event.ends_task();
-                    if tx.send(Ok(ProgressUpdate { event: Some(event.into()) })).await.is_err() || ends {
+                    if tx
+                        .send(Ok(ProgressUpdate {
+                            event: Some(event.into()),
+                        }))
+                        .await
+                        .is_err()
+                        || ends
+                    {
                         return;
                     }
                 }

@@ -55,13 +55,21 @@ pub struct AgentJson {
 
 impl From<AgentSpec> for AgentJson {
     fn from(a: AgentSpec) -> Self {
-        Self { kind: a.kind, command: a.command, options: a.options }
+        Self {
+            kind: a.kind,
+            command: a.command,
+            options: a.options,
+        }
     }
 }
 
 impl From<AgentJson> for AgentSpec {
     fn from(a: AgentJson) -> Self {
-        Self { kind: a.kind, command: a.command, options: a.options }
+        Self {
+            kind: a.kind,
+            command: a.command,
+            options: a.options,
+        }
     }
 }
 
@@ -119,7 +127,8 @@ pub struct Store {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned + Default>(raw: Option<String>) -> T {
-    raw.and_then(|r| serde_json::from_str(&r).ok()).unwrap_or_default()
+    raw.and_then(|r| serde_json::from_str(&r).ok())
+        .unwrap_or_default()
 }
 
 fn opt(s: Option<String>) -> String {
@@ -212,10 +221,11 @@ impl Store {
 
     /// Newest first.
     pub async fn list_tasks(&self, limit: u32) -> Result<Vec<Task>> {
-        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM tasks ORDER BY created_at DESC, id DESC LIMIT $1")
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM tasks ORDER BY created_at DESC, id DESC LIMIT $1")
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
         self.tasks_by_ids(&ids).await
     }
 
@@ -232,10 +242,12 @@ impl Store {
 
     /// Ids of tasks in a given status.
     pub async fn task_ids_with_status(&self, status: TaskStatus) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar("SELECT id FROM tasks WHERE status = $1 ORDER BY created_at")
-            .bind(status.label())
-            .fetch_all(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT id FROM tasks WHERE status = $1 ORDER BY created_at")
+                .bind(status.label())
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     async fn tasks_by_ids(&self, ids: &[String]) -> Result<Vec<Task>> {
@@ -374,7 +386,10 @@ impl Store {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<String>> {
-        let names_json = names.map(serde_json::to_string).transpose().context("encoding names")?;
+        let names_json = names
+            .map(serde_json::to_string)
+            .transpose()
+            .context("encoding names")?;
         let changed: Vec<String> = sqlx::query_scalar(
             "UPDATE subtasks SET status = $1, error = $2, finished_at = $3
              WHERE task_id = $4 AND status IN ('pending', 'running')
@@ -400,7 +415,13 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("task_id")?, r.try_get("name")?, r.try_get::<i64, _>("attempts")? as u32)))
+            .map(|r| {
+                Ok((
+                    r.try_get("task_id")?,
+                    r.try_get("name")?,
+                    r.try_get::<i64, _>("attempts")? as u32,
+                ))
+            })
             .collect()
     }
 
@@ -423,7 +444,10 @@ impl Store {
     ) -> Result<()> {
         let conflicts: Vec<ConflictJson> = conflicts
             .iter()
-            .map(|c| ConflictJson { subtask: c.subtask.clone(), files: c.files.clone() })
+            .map(|c| ConflictJson {
+                subtask: c.subtask.clone(),
+                files: c.files.clone(),
+            })
             .collect();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -472,7 +496,11 @@ impl Store {
 
     // --- events ---
 
-    pub async fn insert_events(&self, events: &[NewEvent], now: DateTime<Utc>) -> Result<Vec<Event>> {
+    pub async fn insert_events(
+        &self,
+        events: &[NewEvent],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Event>> {
         let mut tx = self.pool.begin().await?;
         let mut stored = Vec::with_capacity(events.len());
         for e in events {
@@ -505,7 +533,12 @@ impl Store {
     }
 
     /// Events after `after_id`, oldest first, of one task or of all.
-    pub async fn events_after(&self, task_id: Option<&str>, after_id: i64, limit: u32) -> Result<Vec<Event>> {
+    pub async fn events_after(
+        &self,
+        task_id: Option<&str>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>> {
         let rows = sqlx::query(
             "SELECT * FROM events WHERE id > $1 AND ($2 IS NULL OR task_id = $2) ORDER BY id LIMIT $3",
         )
@@ -561,7 +594,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_worker_state(&self, worker_id: &str, state: &str, now: DateTime<Utc>) -> Result<()> {
+    pub async fn set_worker_state(
+        &self,
+        worker_id: &str,
+        state: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         sqlx::query("UPDATE workers SET state = $1, last_seen_at = $2 WHERE worker_id = $3")
             .bind(state)
             .bind(now)
@@ -617,12 +655,19 @@ fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Task> {
         result_commit: opt(row.try_get("result_commit")?),
         conflicts: conflicts
             .into_iter()
-            .map(|c| Conflict { subtask: c.subtask, files: c.files })
+            .map(|c| Conflict {
+                subtask: c.subtask,
+                files: c.files,
+            })
             .collect(),
         error: opt(row.try_get("error")?),
         created_at: Some(to_proto(row.try_get("created_at")?)),
-        started_at: row.try_get::<Option<DateTime<Utc>>, _>("started_at")?.map(to_proto),
-        finished_at: row.try_get::<Option<DateTime<Utc>>, _>("finished_at")?.map(to_proto),
+        started_at: row
+            .try_get::<Option<DateTime<Utc>>, _>("started_at")?
+            .map(to_proto),
+        finished_at: row
+            .try_get::<Option<DateTime<Utc>>, _>("finished_at")?
+            .map(to_proto),
     })
 }
 
@@ -644,8 +689,12 @@ fn subtask_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Subtask> {
         worker_id: opt(row.try_get("worker_id")?),
         attempts: row.try_get::<i64, _>("attempts")? as u32,
         error: opt(row.try_get("error")?),
-        started_at: row.try_get::<Option<DateTime<Utc>>, _>("started_at")?.map(to_proto),
-        finished_at: row.try_get::<Option<DateTime<Utc>>, _>("finished_at")?.map(to_proto),
+        started_at: row
+            .try_get::<Option<DateTime<Utc>>, _>("started_at")?
+            .map(to_proto),
+        finished_at: row
+            .try_get::<Option<DateTime<Utc>>, _>("finished_at")?
+            .map(to_proto),
         stats: stats.map(|s| DiffStats {
             files_changed: s.files_changed,
             insertions: s.insertions,
@@ -653,7 +702,9 @@ fn subtask_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Subtask> {
             files: s.files,
         }),
         merged: row.try_get::<i64, _>("merged")? != 0,
-        exit_code: row.try_get::<Option<i64>, _>("exit_code")?.unwrap_or_default() as i32,
+        exit_code: row
+            .try_get::<Option<i64>, _>("exit_code")?
+            .unwrap_or_default() as i32,
     })
 }
 
@@ -670,4 +721,151 @@ fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Event> {
         at: row.try_get("at")?,
         data: serde_json::from_str(&data).context("decoding event data")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store_with_task() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::connect(&format!("sqlite://{}/t.db", dir.path().display()))
+            .await
+            .unwrap();
+        let agent = AgentJson {
+            kind: "command".into(),
+            command: vec!["true".into()],
+            ..Default::default()
+        };
+        let task = NewTask {
+            id: "t1".into(),
+            repo: "/r".into(),
+            base: "main".into(),
+            base_commit: "abc".into(),
+            description: "d".into(),
+            agent: agent.clone(),
+            priority: 0,
+            subtasks: vec![NewSubtask {
+                name: "a".into(),
+                prompt: "p".into(),
+                depends_on: vec![],
+                agent,
+                branch: "aida/t1/a".into(),
+            }],
+        };
+        store.insert_task(&task, Utc::now()).await.unwrap();
+        (dir, store)
+    }
+
+    fn succeeded() -> SubtaskOutcome {
+        SubtaskOutcome {
+            status: Some(SubtaskStatus::Succeeded),
+            commit: "c1".into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_current_attempt_on_its_worker_can_finish_a_subtask() {
+        let (_dir, store) = store_with_task().await;
+        let now = Utc::now();
+        assert!(store.start_subtask("t1", "a", "w1", 1, now).await.unwrap());
+        // Already running: a second start loses.
+        assert!(!store.start_subtask("t1", "a", "w2", 1, now).await.unwrap());
+        // Wrong worker, wrong attempt: refused.
+        assert!(
+            !store
+                .finish_subtask("t1", "a", "w2", 1, &succeeded(), now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .finish_subtask("t1", "a", "w1", 2, &succeeded(), now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .finish_subtask("t1", "a", "w1", 1, &succeeded(), now)
+                .await
+                .unwrap()
+        );
+        // Once finished, a repeated report changes nothing.
+        assert!(
+            !store
+                .finish_subtask("t1", "a", "w1", 1, &SubtaskOutcome::default(), now)
+                .await
+                .unwrap()
+        );
+        let task = store.get_task("t1").await.unwrap().unwrap();
+        assert_eq!(task.subtasks[0].status, SubtaskStatus::Succeeded as i32);
+        assert_eq!(task.subtasks[0].commit, "c1");
+        assert_eq!(task.subtasks[0].attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn task_transitions_are_guarded_and_stamp_times() {
+        let (_dir, store) = store_with_task().await;
+        let now = Utc::now();
+        assert!(
+            !store
+                .transition_task("t1", &[TaskStatus::Running], TaskStatus::Merging, None, now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .transition_task("t1", &[TaskStatus::Queued], TaskStatus::Running, None, now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .transition_task(
+                    "t1",
+                    &[TaskStatus::Running],
+                    TaskStatus::Failed,
+                    Some("boom"),
+                    now
+                )
+                .await
+                .unwrap()
+        );
+        let task = store.get_task("t1").await.unwrap().unwrap();
+        assert_eq!(task.status, TaskStatus::Failed as i32);
+        assert_eq!(task.error, "boom");
+        assert!(task.started_at.is_some() && task.finished_at.is_some());
+    }
+
+    #[tokio::test]
+    async fn events_keep_their_order_and_outbox_state() {
+        let (_dir, store) = store_with_task().await;
+        let new = |kind| NewEvent {
+            channel: Channel::Task,
+            kind,
+            task_id: Some("t1".into()),
+            subtask: None,
+            worker_id: None,
+            data: serde_json::json!({}),
+        };
+        let stored = store
+            .insert_events(&[new("task.created"), new("task.status")], Utc::now())
+            .await
+            .unwrap();
+        assert!(stored[0].id < stored[1].id);
+        assert_eq!(
+            store
+                .events_after(Some("t1"), stored[0].id, 10)
+                .await
+                .unwrap(),
+            vec![stored[1].clone()]
+        );
+        assert_eq!(store.unpublished_events(10).await.unwrap().len(), 2);
+        store.mark_published(stored[0].id).await.unwrap();
+        assert_eq!(
+            store.unpublished_events(10).await.unwrap(),
+            vec![stored[1].clone()]
+        );
+    }
 }

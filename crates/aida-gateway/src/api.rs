@@ -1,0 +1,659 @@
+//! The REST API's JSON documents, shared with the `aida` CLI: request bodies
+//! the gateway accepts, responses it returns, and their conversions from and
+//! to the orchestrator's proto messages. Empty proto strings become absent
+//! fields, statuses become lowercase words and timestamps RFC 3339.
+
+use std::collections::BTreeMap;
+
+use aida_core::status::StatusLabel;
+use aida_proto::common as pb;
+use aida_proto::orchestrator as orch;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+pub use aida_core::event::Event;
+
+/// How a subtask's agent is run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSpec {
+    /// `command` runs `command` directly; `claude-code`, `gemini-cli` and
+    /// `codex-cli` are adapters configured through `options`.
+    #[schema(example = "command")]
+    pub kind: String,
+    /// The argv of a `command` agent, executed without a shell.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Adapter settings (model, permission_mode, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+/// One subtask of a new task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubtaskSpec {
+    /// Becomes the branch component `aida/<task>/<name>`.
+    #[schema(example = "api")]
+    pub name: String,
+    pub prompt: String,
+    /// Names of subtasks whose work this one starts from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Overrides the task's agent for this subtask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentSpec>,
+}
+
+/// The body of `POST /api/tasks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    /// Path of a local git repository, as the orchestrator and workers see it.
+    #[schema(example = "/srv/repos/shop")]
+    pub repo: String,
+    /// Branch to start from; the repository's HEAD branch when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// What to do. Required when `subtasks` is absent: it is then split into
+    /// subtasks (one per markdown list item).
+    #[serde(default)]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentSpec>,
+    /// When empty, the orchestrator splits `description` itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subtasks: Vec<SubtaskSpec>,
+    /// Higher runs first.
+    #[serde(default)]
+    pub priority: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Queued,
+    Running,
+    Merging,
+    Succeeded,
+    Conflicted,
+    Failed,
+    Cancelled,
+    /// Only seen if the orchestrator sent a status this gateway does not know.
+    Unspecified,
+}
+
+impl TaskStatus {
+    /// A status the task never leaves.
+    pub fn is_terminal(self) -> bool {
+        self.proto().is_terminal()
+    }
+
+    pub fn label(self) -> &'static str {
+        self.proto().label()
+    }
+
+    fn proto(self) -> pb::TaskStatus {
+        match self {
+            TaskStatus::Queued => pb::TaskStatus::Queued,
+            TaskStatus::Running => pb::TaskStatus::Running,
+            TaskStatus::Merging => pb::TaskStatus::Merging,
+            TaskStatus::Succeeded => pb::TaskStatus::Succeeded,
+            TaskStatus::Conflicted => pb::TaskStatus::Conflicted,
+            TaskStatus::Failed => pb::TaskStatus::Failed,
+            TaskStatus::Cancelled => pb::TaskStatus::Cancelled,
+            TaskStatus::Unspecified => pb::TaskStatus::Unspecified,
+        }
+    }
+
+    fn from_proto(raw: i32) -> Self {
+        match pb::TaskStatus::try_from(raw).unwrap_or(pb::TaskStatus::Unspecified) {
+            pb::TaskStatus::Queued => TaskStatus::Queued,
+            pb::TaskStatus::Running => TaskStatus::Running,
+            pb::TaskStatus::Merging => TaskStatus::Merging,
+            pb::TaskStatus::Succeeded => TaskStatus::Succeeded,
+            pb::TaskStatus::Conflicted => TaskStatus::Conflicted,
+            pb::TaskStatus::Failed => TaskStatus::Failed,
+            pb::TaskStatus::Cancelled => TaskStatus::Cancelled,
+            pb::TaskStatus::Unspecified => TaskStatus::Unspecified,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SubtaskStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// Only seen if the orchestrator sent a status this gateway does not know.
+    Unspecified,
+}
+
+impl SubtaskStatus {
+    pub fn label(self) -> &'static str {
+        self.proto().label()
+    }
+
+    fn proto(self) -> pb::SubtaskStatus {
+        match self {
+            SubtaskStatus::Pending => pb::SubtaskStatus::Pending,
+            SubtaskStatus::Running => pb::SubtaskStatus::Running,
+            SubtaskStatus::Succeeded => pb::SubtaskStatus::Succeeded,
+            SubtaskStatus::Failed => pb::SubtaskStatus::Failed,
+            SubtaskStatus::Cancelled => pb::SubtaskStatus::Cancelled,
+            SubtaskStatus::Unspecified => pb::SubtaskStatus::Unspecified,
+        }
+    }
+
+    fn from_proto(raw: i32) -> Self {
+        match pb::SubtaskStatus::try_from(raw).unwrap_or(pb::SubtaskStatus::Unspecified) {
+            pb::SubtaskStatus::Pending => SubtaskStatus::Pending,
+            pb::SubtaskStatus::Running => SubtaskStatus::Running,
+            pb::SubtaskStatus::Succeeded => SubtaskStatus::Succeeded,
+            pb::SubtaskStatus::Failed => SubtaskStatus::Failed,
+            pb::SubtaskStatus::Cancelled => SubtaskStatus::Cancelled,
+            pb::SubtaskStatus::Unspecified => SubtaskStatus::Unspecified,
+        }
+    }
+}
+
+/// What a subtask changed relative to the commit it started from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DiffStats {
+    pub files_changed: u32,
+    pub insertions: u32,
+    pub deletions: u32,
+    #[serde(default)]
+    pub files: Vec<String>,
+}
+
+/// Files a subtask's branch conflicted on while merging.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Conflict {
+    pub subtask: String,
+    #[serde(default)]
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Subtask {
+    pub name: String,
+    pub prompt: String,
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentSpec>,
+    pub status: SubtaskStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Head of `branch` once the subtask finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Commit the worktree started from (base plus merged dependencies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_commit: Option<String>,
+    /// The worker running or last running it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The agent's exit code, once the subtask finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `finished_at - started_at`, once both are known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<DiffStats>,
+    /// True once the aggregator merged this subtask into the result branch.
+    #[serde(default)]
+    pub merged: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Task {
+    #[schema(example = "0190f3c2-7f4e-7c2a-9b1e-4a7d2c9e8f10")]
+    pub id: String,
+    pub status: TaskStatus,
+    pub repo: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The base branch's commit when the task was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentSpec>,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub subtasks: Vec<Subtask>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_commit: Option<String>,
+    #[serde(default)]
+    pub conflicts: Vec<Conflict>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TaskList {
+    /// Newest first.
+    pub tasks: Vec<Task>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Worker {
+    pub worker_id: String,
+    /// The worker's own gRPC service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub agent_kinds: Vec<String>,
+    /// `idle`, `busy` or `offline`.
+    #[schema(example = "idle")]
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtask: Option<String>,
+    /// Subtask runs this worker finished.
+    #[serde(default)]
+    pub completed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerList {
+    pub workers: Vec<Worker>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EventList {
+    /// Oldest first.
+    #[schema(value_type = Vec<EventDoc>)]
+    pub events: Vec<Event>,
+}
+
+/// `aida_core::event::Event` as the OpenAPI document describes it; that
+/// crate does not depend on utoipa, so its shape is restated here.
+#[derive(ToSchema)]
+#[schema(as = Event)]
+#[allow(dead_code)]
+pub(crate) struct EventDoc {
+    /// Increasing; the SSE `id`.
+    id: i64,
+    /// `task`, `worker` or `log`.
+    channel: String,
+    /// For example `task.status`, `subtask.status`, `log.line`.
+    kind: String,
+    task_id: Option<String>,
+    subtask: Option<String>,
+    worker_id: Option<String>,
+    at: DateTime<Utc>,
+    /// Kind-specific fields.
+    #[schema(value_type = Object)]
+    data: serde_json::Value,
+}
+
+/// `GET /api/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `degraded`.
+    pub status: String,
+    /// The orchestrator's gRPC health: `serving`, `not_serving`,
+    /// `unreachable`, ...
+    pub orchestrator: String,
+}
+
+/// Every error response: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// `invalid_argument`, `not_found`, `already_exists`,
+    /// `failed_precondition`, `unavailable`, `deadline_exceeded`, `internal`.
+    pub code: String,
+    pub message: String,
+}
+
+/// Query of `GET /api/tasks`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListTasksQuery {
+    /// At most this many tasks, newest first; 50 when absent.
+    pub limit: Option<u32>,
+}
+
+/// Query of `GET /api/tasks/{id}/events`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListEventsQuery {
+    /// Only events with a larger id.
+    pub after: Option<i64>,
+    /// At most this many events; 1000 when absent.
+    pub limit: Option<u32>,
+}
+
+/// Query of `GET /api/events`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ProgressQuery {
+    /// Follow only this task; the stream then ends when the task finished.
+    pub task: Option<String>,
+    /// Only events with a larger id; the `Last-Event-ID` header wins.
+    pub after: Option<i64>,
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn timestamp(ts: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    ts.as_ref().and_then(aida_core::time::from_proto)
+}
+
+impl From<pb::AgentSpec> for AgentSpec {
+    fn from(a: pb::AgentSpec) -> Self {
+        AgentSpec {
+            kind: a.kind,
+            command: a.command,
+            options: a.options.into_iter().collect(),
+        }
+    }
+}
+
+impl From<AgentSpec> for pb::AgentSpec {
+    fn from(a: AgentSpec) -> Self {
+        pb::AgentSpec {
+            kind: a.kind,
+            command: a.command,
+            options: a.options.into_iter().collect(),
+        }
+    }
+}
+
+impl From<SubtaskSpec> for orch::SubtaskSpec {
+    fn from(s: SubtaskSpec) -> Self {
+        orch::SubtaskSpec {
+            name: s.name,
+            prompt: s.prompt,
+            depends_on: s.depends_on,
+            agent: s.agent.map(Into::into),
+        }
+    }
+}
+
+impl From<CreateTask> for orch::CreateTaskRequest {
+    fn from(t: CreateTask) -> Self {
+        orch::CreateTaskRequest {
+            repo: t.repo,
+            base: t.base.unwrap_or_default(),
+            description: t.description,
+            agent: t.agent.map(Into::into),
+            subtasks: t.subtasks.into_iter().map(Into::into).collect(),
+            priority: t.priority,
+        }
+    }
+}
+
+impl From<pb::DiffStats> for DiffStats {
+    fn from(s: pb::DiffStats) -> Self {
+        DiffStats {
+            files_changed: s.files_changed,
+            insertions: s.insertions,
+            deletions: s.deletions,
+            files: s.files,
+        }
+    }
+}
+
+impl From<pb::Conflict> for Conflict {
+    fn from(c: pb::Conflict) -> Self {
+        Conflict {
+            subtask: c.subtask,
+            files: c.files,
+        }
+    }
+}
+
+impl From<pb::Subtask> for Subtask {
+    fn from(s: pb::Subtask) -> Self {
+        let started_at = timestamp(s.started_at);
+        let finished_at = timestamp(s.finished_at);
+        let duration_ms = match (started_at, finished_at) {
+            (Some(start), Some(end)) => Some((end - start).num_milliseconds()),
+            _ => None,
+        };
+        Subtask {
+            status: SubtaskStatus::from_proto(s.status),
+            name: s.name,
+            prompt: s.prompt,
+            depends_on: s.depends_on,
+            agent: s.agent.map(Into::into),
+            branch: non_empty(s.branch),
+            commit: non_empty(s.commit),
+            start_commit: non_empty(s.start_commit),
+            worker: non_empty(s.worker_id),
+            attempts: s.attempts,
+            error: non_empty(s.error),
+            // Proto3 cannot tell "exited 0" from "has not exited": only a
+            // finished subtask has an exit code.
+            exit_code: finished_at.map(|_| s.exit_code),
+            started_at,
+            finished_at,
+            duration_ms,
+            stats: s.stats.map(Into::into),
+            merged: s.merged,
+        }
+    }
+}
+
+impl From<pb::Task> for Task {
+    fn from(t: pb::Task) -> Self {
+        Task {
+            id: t.id,
+            status: TaskStatus::from_proto(t.status),
+            repo: t.repo,
+            base: non_empty(t.base),
+            base_commit: non_empty(t.base_commit),
+            description: non_empty(t.description),
+            agent: t.agent.map(Into::into),
+            priority: t.priority,
+            subtasks: t.subtasks.into_iter().map(Into::into).collect(),
+            result_branch: non_empty(t.result_branch),
+            result_commit: non_empty(t.result_commit),
+            conflicts: t.conflicts.into_iter().map(Into::into).collect(),
+            error: non_empty(t.error),
+            created_at: timestamp(t.created_at),
+            started_at: timestamp(t.started_at),
+            finished_at: timestamp(t.finished_at),
+        }
+    }
+}
+
+impl From<orch::WorkerInfo> for Worker {
+    fn from(w: orch::WorkerInfo) -> Self {
+        Worker {
+            worker_id: w.worker_id,
+            address: non_empty(w.address),
+            agent_kinds: w.agent_kinds,
+            state: w.state,
+            task_id: non_empty(w.task_id),
+            subtask: non_empty(w.subtask),
+            completed: w.completed,
+            connected_at: timestamp(w.connected_at),
+            last_seen_at: timestamp(w.last_seen_at),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Option<prost_types::Timestamp> {
+        Some(prost_types::Timestamp { seconds, nanos: 0 })
+    }
+
+    #[test]
+    fn a_proto_task_becomes_the_documented_json() {
+        let proto = pb::Task {
+            id: "0190f3c2-7f4e-7c2a-9b1e-4a7d2c9e8f10".into(),
+            status: pb::TaskStatus::Conflicted as i32,
+            repo: "/srv/shop".into(),
+            base: "main".into(),
+            base_commit: "abc".into(),
+            description: "add an api".into(),
+            agent: Some(pb::AgentSpec {
+                kind: "command".into(),
+                command: vec!["sh".into(), "-c".into(), "true".into()],
+                options: Default::default(),
+            }),
+            priority: 2,
+            subtasks: vec![
+                pb::Subtask {
+                    name: "api".into(),
+                    prompt: "write it".into(),
+                    status: pb::SubtaskStatus::Succeeded as i32,
+                    branch: "aida/x/api".into(),
+                    commit: "def".into(),
+                    worker_id: "w1".into(),
+                    attempts: 1,
+                    started_at: at(1_700_000_000),
+                    finished_at: at(1_700_000_002),
+                    stats: Some(pb::DiffStats {
+                        files_changed: 1,
+                        insertions: 3,
+                        deletions: 0,
+                        files: vec!["src/api.rs".into()],
+                    }),
+                    merged: true,
+                    exit_code: 0,
+                    ..Default::default()
+                },
+                pb::Subtask {
+                    name: "ui".into(),
+                    prompt: "draw it".into(),
+                    depends_on: vec!["api".into()],
+                    status: pb::SubtaskStatus::Pending as i32,
+                    ..Default::default()
+                },
+            ],
+            conflicts: vec![pb::Conflict {
+                subtask: "ui".into(),
+                files: vec!["README.md".into()],
+            }],
+            created_at: at(1_699_999_999),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(Task::from(proto)).unwrap();
+        assert_eq!(json["status"], "conflicted");
+        assert_eq!(json["base"], "main");
+        assert_eq!(json["agent"]["command"][2], "true");
+        assert_eq!(json["created_at"], "2023-11-14T22:13:19Z");
+        // Empty strings and unset timestamps are absent, not "".
+        for absent in [
+            "result_branch",
+            "result_commit",
+            "error",
+            "started_at",
+            "finished_at",
+        ] {
+            assert!(
+                json.get(absent).is_none(),
+                "{absent} should be absent: {json}"
+            );
+        }
+        assert_eq!(json["conflicts"][0]["files"][0], "README.md");
+
+        let api = &json["subtasks"][0];
+        assert_eq!(api["status"], "succeeded");
+        assert_eq!(api["worker"], "w1");
+        assert_eq!(api["duration_ms"], 2000);
+        assert_eq!(api["exit_code"], 0);
+        assert_eq!(api["stats"]["insertions"], 3);
+        assert_eq!(api["merged"], true);
+        assert!(api.get("start_commit").is_none());
+
+        let ui = &json["subtasks"][1];
+        assert_eq!(ui["status"], "pending");
+        assert_eq!(ui["depends_on"][0], "api");
+        for absent in [
+            "branch",
+            "commit",
+            "worker",
+            "error",
+            "exit_code",
+            "duration_ms",
+            "stats",
+            "agent",
+        ] {
+            assert!(ui.get(absent).is_none(), "{absent} should be absent: {ui}");
+        }
+
+        // The CLI reads the JSON back into the same type.
+        let back: Task = serde_json::from_value(json).unwrap();
+        assert_eq!(back.status, TaskStatus::Conflicted);
+        assert!(back.status.is_terminal());
+        assert_eq!(back.subtasks[0].duration_ms, Some(2000));
+    }
+
+    #[test]
+    fn a_create_body_becomes_the_request_the_orchestrator_expects() {
+        let body: CreateTask = serde_json::from_str(
+            r#"{"repo": "/r", "description": "d", "agent": {"kind": "command", "command": ["true"], "options": {"model": "m"}},
+                "subtasks": [{"name": "a", "prompt": "p"}, {"name": "b", "prompt": "q", "depends_on": ["a"]}]}"#,
+        )
+        .unwrap();
+        let request = orch::CreateTaskRequest::from(body);
+        assert_eq!(request.base, "");
+        assert_eq!(request.priority, 0);
+        assert_eq!(request.agent.as_ref().unwrap().options["model"], "m");
+        assert_eq!(request.subtasks[1].depends_on, vec!["a".to_owned()]);
+        assert!(request.subtasks[0].agent.is_none());
+    }
+
+    #[test]
+    fn a_worker_without_a_task_has_no_task_fields() {
+        let json = serde_json::to_value(Worker::from(orch::WorkerInfo {
+            worker_id: "w1".into(),
+            address: "http://10.0.0.2:50052".into(),
+            agent_kinds: vec!["command".into()],
+            state: "idle".into(),
+            completed: 4,
+            connected_at: at(1_700_000_000),
+            ..Default::default()
+        }))
+        .unwrap();
+        assert_eq!(json["state"], "idle");
+        assert_eq!(json["completed"], 4);
+        assert!(json.get("task_id").is_none() && json.get("subtask").is_none());
+        assert_eq!(json["connected_at"], "2023-11-14T22:13:20Z");
+    }
+}

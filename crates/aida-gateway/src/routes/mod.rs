@@ -1,0 +1,5 @@
+//! HTTP handlers, grouped by what they are about.
+
+pub mod events;
+pub mod system;
+pub mod tasks;

@@ -1,0 +1,94 @@
+//! Endpoints about the system rather than one task: workers, health and the
+//! OpenAPI document.
+
+use std::time::Duration;
+
+use aida_proto::orchestrator as orch;
+use aida_proto::service_names;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use utoipa::OpenApi;
+
+use crate::api::{ErrorBody, Health, WorkerList};
+use crate::error::ApiError;
+use crate::openapi::ApiDoc;
+use crate::state::AppState;
+
+/// A health probe must answer even if the orchestrator hangs.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Connected and recently seen workers.
+#[utoipa::path(
+    get,
+    path = "/api/workers",
+    tag = "workers",
+    responses(
+        (status = 200, body = WorkerList),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn list_workers(State(state): State<AppState>) -> Result<Json<WorkerList>, ApiError> {
+    let response = state
+        .orchestrator()
+        .list_workers(orch::ListWorkersRequest {})
+        .await?
+        .into_inner();
+    Ok(Json(WorkerList {
+        workers: response.workers.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// 200 when the orchestrator's gRPC health check answers SERVING, else 503.
+#[utoipa::path(
+    get,
+    path = "/api/health",
+    tag = "system",
+    responses(
+        (status = 200, description = "the orchestrator is serving", body = Health),
+        (status = 503, description = "the orchestrator is not serving or unreachable", body = Health),
+    )
+)]
+pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let request = HealthCheckRequest {
+        service: service_names::ORCHESTRATOR.to_owned(),
+    };
+    let answer = tokio::time::timeout(HEALTH_TIMEOUT, state.health().check(request)).await;
+    let orchestrator = match answer {
+        Ok(Ok(response)) => match response.into_inner().status() {
+            ServingStatus::Serving => "serving",
+            ServingStatus::NotServing => "not_serving",
+            ServingStatus::ServiceUnknown => "service_unknown",
+            ServingStatus::Unknown => "unknown",
+        },
+        Ok(Err(status)) if status.code() == tonic::Code::Unavailable => "unreachable",
+        Ok(Err(status)) => {
+            tracing::warn!(code = ?status.code(), detail = %status.message(), "orchestrator health check failed");
+            "error"
+        }
+        Err(_) => "timeout",
+    };
+    let (code, status) = if orchestrator == "serving" {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "degraded")
+    };
+    let body = Health {
+        status: status.to_owned(),
+        orchestrator: orchestrator.to_owned(),
+    };
+    (code, Json(body))
+}
+
+/// This API's OpenAPI 3 document.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "system",
+    responses((status = 200, description = "the OpenAPI document", body = Object))
+)]
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

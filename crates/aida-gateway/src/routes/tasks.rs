@@ -1,0 +1,273 @@
+//! Task endpoints: create, list, show, cancel, report and stored events.
+//! Each forwards to one orchestrator call; the gateway checks only syntax.
+
+use aida_core::ids::TaskId;
+use aida_proto::orchestrator as orch;
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::api::{
+    CreateTask, ErrorBody, Event, EventList, ListEventsQuery, ListTasksQuery, Task, TaskList,
+};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The task id of a path, parsed: a malformed id never reaches the
+/// orchestrator.
+pub(crate) fn task_id(path: Result<Path<String>, PathRejection>) -> Result<TaskId, ApiError> {
+    let Path(raw) = path?;
+    Ok(TaskId::parse(&raw)?)
+}
+
+/// Creates a task; its subtasks start as workers free up.
+#[utoipa::path(
+    post,
+    path = "/api/tasks",
+    tag = "tasks",
+    request_body = CreateTask,
+    responses(
+        (status = 201, description = "the task was stored", body = Task),
+        (status = 400, description = "malformed body, or the orchestrator rejected it", body = ErrorBody),
+        (status = 503, description = "the orchestrator is unreachable", body = ErrorBody),
+    )
+)]
+pub async fn create_task(
+    State(state): State<AppState>,
+    body: Result<Json<CreateTask>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body?;
+    let task: Task = state
+        .orchestrator()
+        .create_task(orch::CreateTaskRequest::from(body))
+        .await?
+        .into_inner()
+        .into();
+    tracing::info!(task_id = %task.id, subtasks = task.subtasks.len(), "task created");
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/tasks/{}", task.id)) {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok((StatusCode::CREATED, headers, Json(task)).into_response())
+}
+
+/// The same as `POST /api/tasks`, under the name the design uses.
+#[utoipa::path(
+    post,
+    path = "/api/orchestrate",
+    tag = "tasks",
+    request_body = CreateTask,
+    responses(
+        (status = 201, description = "the task was stored", body = Task),
+        (status = 400, description = "malformed body, or the orchestrator rejected it", body = ErrorBody),
+        (status = 503, description = "the orchestrator is unreachable", body = ErrorBody),
+    )
+)]
+pub async fn orchestrate(
+    state: State<AppState>,
+    body: Result<Json<CreateTask>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    create_task(state, body).await
+}
+
+/// Lists tasks, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/tasks",
+    tag = "tasks",
+    params(ListTasksQuery),
+    responses(
+        (status = 200, body = TaskList),
+        (status = 400, body = ErrorBody),
+    )
+)]
+pub async fn list_tasks(
+    State(state): State<AppState>,
+    query: Result<Query<ListTasksQuery>, QueryRejection>,
+) -> Result<Json<TaskList>, ApiError> {
+    let Query(query) = query?;
+    let response = state
+        .orchestrator()
+        .list_tasks(orch::ListTasksRequest {
+            limit: query.limit.unwrap_or(0),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(TaskList {
+        tasks: response.tasks.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// One task with its subtasks.
+#[utoipa::path(
+    get,
+    path = "/api/tasks/{id}",
+    tag = "tasks",
+    params(("id" = String, Path, description = "task id (a UUID)")),
+    responses(
+        (status = 200, body = Task),
+        (status = 400, description = "the id is not a UUID", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn get_task(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Task>, ApiError> {
+    let id = task_id(path)?;
+    let task = state
+        .orchestrator()
+        .get_task(orch::GetTaskRequest {
+            task_id: id.to_string(),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(task.into()))
+}
+
+/// Cancels a task: running subtasks are stopped, pending ones never start.
+#[utoipa::path(
+    post,
+    path = "/api/tasks/{id}/cancel",
+    tag = "tasks",
+    params(("id" = String, Path, description = "task id (a UUID)")),
+    responses(
+        (status = 200, description = "the task as it is after cancelling", body = Task),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "the task already finished", body = ErrorBody),
+    )
+)]
+pub async fn cancel_task(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Task>, ApiError> {
+    let id = task_id(path)?;
+    let task: Task = state
+        .orchestrator()
+        .cancel_task(orch::CancelTaskRequest {
+            task_id: id.to_string(),
+        })
+        .await?
+        .into_inner()
+        .into();
+    tracing::info!(task_id = %id, status = task.status.label(), "task cancelled");
+    Ok(Json(task))
+}
+
+/// The task's report: markdown, or with `Accept: application/json` the same
+/// report as a JSON document.
+#[utoipa::path(
+    get,
+    path = "/api/tasks/{id}/report",
+    tag = "tasks",
+    params(("id" = String, Path, description = "task id (a UUID)")),
+    responses(
+        (status = 200, description = "the report", content(
+            (String = "text/markdown"),
+            (Object = "application/json"),
+        )),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn get_report(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = task_id(path)?;
+    let report = state
+        .orchestrator()
+        .get_report(orch::GetReportRequest {
+            task_id: id.to_string(),
+        })
+        .await?
+        .into_inner();
+    if wants_json(&headers) {
+        let document: serde_json::Value = serde_json::from_str(&report.json).map_err(|err| {
+            ApiError::Internal(
+                anyhow::Error::new(err).context("the orchestrator's report json is invalid"),
+            )
+        })?;
+        return Ok(Json(document).into_response());
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+        report.markdown,
+    )
+        .into_response())
+}
+
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|media| {
+            media
+                .split(';')
+                .next()
+                .is_some_and(|m| m.trim() == "application/json")
+        })
+}
+
+/// The task's stored event history, oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/tasks/{id}/events",
+    tag = "events",
+    params(("id" = String, Path, description = "task id (a UUID)"), ListEventsQuery),
+    responses(
+        (status = 200, body = EventList),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn list_events(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<ListEventsQuery>, QueryRejection>,
+) -> Result<Json<EventList>, ApiError> {
+    let id = task_id(path)?;
+    let Query(query) = query?;
+    let response = state
+        .orchestrator()
+        .list_events(orch::ListEventsRequest {
+            task_id: id.to_string(),
+            after_event_id: query.after.unwrap_or(0),
+            limit: query.limit.unwrap_or(0),
+        })
+        .await?
+        .into_inner();
+    let events = response
+        .events
+        .into_iter()
+        .map(Event::try_from)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| {
+            ApiError::Internal(err.context("the orchestrator sent an unreadable event"))
+        })?;
+    Ok(Json(EventList { events }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_json_is_recognised_among_several_types() {
+        let mut headers = HeaderMap::new();
+        assert!(!wants_json(&headers));
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("text/html, application/json;q=0.9"),
+        );
+        assert!(wants_json(&headers));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("text/markdown"));
+        assert!(!wants_json(&headers));
+    }
+}

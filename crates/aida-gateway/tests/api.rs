@@ -1,0 +1,259 @@
+//! The REST API without an orchestrator: everything the gateway answers on
+//! its own (malformed requests, health when the orchestrator is down, the
+//! OpenAPI document) and the error it gives when the orchestrator is
+//! unreachable.
+
+use aida_gateway::{AppState, Config, app};
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// An address nothing listens on: bound, then released.
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr.to_string()
+}
+
+fn state() -> AppState {
+    AppState::connect_lazy(&closed_port()).unwrap()
+}
+
+async fn send(request: Request<Body>) -> (StatusCode, Option<String>, Value) {
+    let response = app(state()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|err| {
+        panic!(
+            "body is not JSON ({err}): {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    (status, content_type, body)
+}
+
+async fn post_json(path: &str, body: &str) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let (status, content_type, body) = send(request).await;
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    (status, body)
+}
+
+async fn get(path: &str) -> (StatusCode, Value) {
+    let (status, _, body) = send(Request::get(path).body(Body::empty()).unwrap()).await;
+    (status, body)
+}
+
+fn error_message(body: &Value, code: &str) -> String {
+    assert_eq!(body["error"]["code"], code, "body: {body}");
+    body["error"]["message"]
+        .as_str()
+        .expect("a message")
+        .to_owned()
+}
+
+const VALID: &str =
+    r#"{"repo": "/tmp/r", "description": "d", "agent": {"kind": "command", "command": ["true"]}}"#;
+
+#[tokio::test]
+async fn malformed_json_is_a_400_with_a_json_error() {
+    for path in ["/api/tasks", "/api/orchestrate"] {
+        let (status, body) = post_json(path, r#"{"repo": "/tmp/r", "#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let message = error_message(&body, "invalid_argument");
+        assert!(message.contains("EOF"), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_fields_are_rejected_by_name() {
+    let (status, body) = post_json(
+        "/api/tasks",
+        r#"{"repo": "/tmp/r", "description": "d", "colour": "blue"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_message(&body, "invalid_argument").contains("unknown field `colour`"));
+
+    // Also inside a subtask.
+    let (status, body) = post_json(
+        "/api/tasks",
+        r#"{"repo": "/tmp/r", "description": "d", "subtasks": [{"name": "a", "prompt": "p", "deps": []}]}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_message(&body, "invalid_argument").contains("unknown field `deps`"));
+}
+
+#[tokio::test]
+async fn wrong_types_and_missing_fields_name_the_field() {
+    let (status, body) = post_json(
+        "/api/tasks",
+        r#"{"repo": "/tmp/r", "description": "d", "priority": "high"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = error_message(&body, "invalid_argument");
+    assert!(message.contains("priority"), "{message}");
+
+    let (status, body) = post_json("/api/tasks", r#"{"description": "d"}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_message(&body, "invalid_argument").contains("missing field `repo`"));
+}
+
+#[tokio::test]
+async fn a_body_without_json_content_type_gets_a_json_error() {
+    let request = Request::post("/api/tasks").body(Body::from(VALID)).unwrap();
+    let (status, _, body) = send(request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_message(&body, "invalid_argument").contains("Content-Type"));
+}
+
+#[tokio::test]
+async fn task_ids_that_are_not_uuids_are_a_400_naming_them() {
+    for (method, path) in [
+        (Method::GET, "/api/tasks/not-a-uuid"),
+        (Method::POST, "/api/tasks/not-a-uuid/cancel"),
+        (Method::GET, "/api/tasks/not-a-uuid/report"),
+        (Method::GET, "/api/tasks/not-a-uuid/events"),
+        (Method::GET, "/api/events?task=not-a-uuid"),
+    ] {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        let (status, _, body) = send(request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        assert!(
+            error_message(&body, "invalid_argument").contains("not-a-uuid"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_query_values_are_a_400() {
+    let (status, body) = get("/api/tasks?limit=many").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_message(&body, "invalid_argument").contains("limit"));
+
+    let request = Request::get("/api/events")
+        .header("Last-Event-ID", "yesterday")
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, body) = send(request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error_message(&body, "invalid_argument").contains("yesterday"));
+}
+
+#[tokio::test]
+async fn an_unreachable_orchestrator_is_a_503() {
+    let (status, body) = post_json("/api/tasks", VALID).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        error_message(&body, "unavailable"),
+        "orchestrator unavailable"
+    );
+
+    for path in [
+        "/api/tasks",
+        "/api/workers",
+        "/api/tasks/0190f3c2-7f4e-7c2a-9b1e-4a7d2c9e8f10",
+    ] {
+        let (status, body) = get(path).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        error_message(&body, "unavailable");
+    }
+}
+
+#[tokio::test]
+async fn health_is_degraded_when_no_orchestrator_listens() {
+    let (status, content_type, body) =
+        send(Request::get("/api/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["orchestrator"], "unreachable");
+}
+
+#[tokio::test]
+async fn openapi_lists_every_route() {
+    let (status, doc) = get("/api/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    let expected = [
+        ("/api/tasks", &["post", "get"][..]),
+        ("/api/orchestrate", &["post"]),
+        ("/api/tasks/{id}", &["get"]),
+        ("/api/tasks/{id}/cancel", &["post"]),
+        ("/api/tasks/{id}/report", &["get"]),
+        ("/api/tasks/{id}/events", &["get"]),
+        ("/api/events", &["get"]),
+        ("/api/workers", &["get"]),
+        ("/api/health", &["get"]),
+        ("/api/openapi.json", &["get"]),
+    ];
+    for (path, methods) in expected {
+        let item = paths.get(path).unwrap_or_else(|| panic!("{path} missing"));
+        for method in methods {
+            assert!(item.get(method).is_some(), "{method} {path} missing");
+        }
+    }
+    assert_eq!(paths.len(), expected.len());
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for schema in [
+        "CreateTask",
+        "Task",
+        "Subtask",
+        "TaskStatus",
+        "ErrorBody",
+        "Worker",
+        "Event",
+    ] {
+        assert!(schemas.contains_key(schema), "schema {schema} missing");
+    }
+}
+
+#[tokio::test]
+async fn run_serves_on_the_given_listener_and_stops_on_shutdown() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = Config {
+        gateway_listen_addr: addr.to_string(),
+        orchestrator_addr: closed_port(),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(aida_gateway::run(config, listener, async {
+        let _ = stopped.await;
+    }));
+
+    let response = reqwest::get(format!("http://{addr}/api/health"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let body: aida_gateway::api::Health = response.json().await.unwrap();
+    assert_eq!(body.status, "degraded");
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    assert!(
+        reqwest::get(format!("http://{addr}/api/health"))
+            .await
+            .is_err()
+    );
+}
