@@ -182,6 +182,27 @@ impl System {
         events
     }
 
+    /// Sends SIGTERM to a process of this system and waits for it to exit.
+    pub async fn terminate(&mut self, name: &str) -> std::process::ExitStatus {
+        let index = self
+            .procs
+            .iter()
+            .position(|p| p.name == name)
+            .expect("no such process");
+        let mut proc = self.procs.remove(index);
+        let sent = Command::new("kill")
+            .args(["-TERM", &proc.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM {name}");
+        let waited = tokio::task::spawn_blocking(move || (proc.child.wait().expect("wait"), proc));
+        let (status, _proc) = tokio::time::timeout(crate::DEADLINE, waited)
+            .await
+            .unwrap_or_else(|_| panic!("{name} did not exit after SIGTERM"))
+            .unwrap();
+        status
+    }
+
     /// The pid of a process started by this system, by name.
     pub fn pid(&self, name: &str) -> Option<u32> {
         self.procs.iter().find(|p| p.name == name).map(Proc::pid)

@@ -14,6 +14,7 @@ use aida_core::proto::orchestrator::WorkerCommand;
 use aida_core::status::StatusLabel;
 use serde_json::json;
 use tokio::sync::{Mutex, Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel as GrpcChannel;
 
 use crate::error::{OrchestratorError, Result};
@@ -58,6 +59,9 @@ pub struct Engine {
     pub(crate) dispatch_lock: Mutex<()>,
     pub(crate) aggregator: AggregatorClient<GrpcChannel>,
     pub(crate) settings: Settings,
+    /// Cancelled at shutdown: ends the long-lived streams (worker
+    /// registrations, progress followers) so the server can stop.
+    pub(crate) stop: CancellationToken,
 }
 
 impl Engine {
@@ -66,6 +70,7 @@ impl Engine {
         events: EventLog,
         aggregator: AggregatorClient<GrpcChannel>,
         settings: Settings,
+        stop: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -76,6 +81,7 @@ impl Engine {
             dispatch_lock: Mutex::new(()),
             aggregator,
             settings,
+            stop,
         })
     }
 

@@ -80,13 +80,14 @@ pub async fn run(
         worker_lost_after: Duration::from_secs(config.worker_lost_after_secs),
         aggregator_timeout: Duration::from_secs(config.aggregator_timeout_secs),
     };
+    let stop = CancellationToken::new();
     let engine = Engine::new(
         store,
         events.clone(),
         AggregatorClient::new(aggregator_channel),
         settings,
+        stop.clone(),
     );
-    let stop = CancellationToken::new();
 
     if let Some(url) =
         aida_core::config::redis_url(config.redis_url.as_deref(), config.redis_addr.as_deref())
@@ -113,7 +114,8 @@ pub async fn run(
     let stopper = stop.clone();
     let result = aida_core::grpc::serve(router, listener, async move {
         shutdown.await;
-        // Ends the workers' assignment streams too, so the server can stop.
+        // Ends the workers' assignment streams and progress followers too,
+        // so the server can stop.
         stopper.cancel();
     })
     .await;

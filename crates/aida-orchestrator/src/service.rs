@@ -15,7 +15,7 @@ use aida_core::proto::orchestrator::{
     WorkerInfo,
 };
 use aida_core::time::to_proto;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -37,6 +37,15 @@ pub struct OrchestratorService {
 impl OrchestratorService {
     pub fn new(engine: Arc<Engine>) -> Self {
         Self { engine }
+    }
+
+    /// A response stream that also ends at shutdown: graceful shutdown
+    /// waits for open streams, and these would otherwise never end.
+    fn until_shutdown<T: Send + 'static>(
+        &self,
+        rx: mpsc::Receiver<Result<T, Status>>,
+    ) -> BoxStream<T> {
+        Box::pin(ReceiverStream::new(rx).take_until(self.engine.stop.clone().cancelled_owned()))
     }
 }
 
@@ -138,7 +147,7 @@ impl Orchestrator for OrchestratorService {
             req.after_event_id,
             tx,
         ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(self.until_shutdown(rx)))
     }
 
     async fn list_workers(
@@ -184,7 +193,7 @@ impl Orchestrator for OrchestratorService {
         request: Request<RegisterWorkerRequest>,
     ) -> Result<Response<Self::RegisterWorkerStream>, Status> {
         let rx = self.engine.register_worker(request.into_inner()).await?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(self.until_shutdown(rx)))
     }
 
     async fn assign_task(
