@@ -15,23 +15,55 @@ use utoipa::{IntoParams, ToSchema};
 pub use aida_core::event::Event;
 
 /// How a subtask's agent is run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentSpec {
     /// `command` runs `command` directly; `claude-code`, `gemini-cli` and
-    /// `codex-cli` are adapters configured through `options`.
+    /// `codex-cli` run those CLIs headless.
     #[schema(example = "command")]
     pub kind: String,
     /// The argv of a `command` agent, executed without a shell.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
-    /// Adapter settings (model, permission_mode, ...).
+    /// The model, for adapters that choose one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// claude-code's `--permission-mode` (default `acceptEdits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permission_mode: Option<String>,
+    /// gemini-cli's `--approval-mode` (default `auto_edit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_mode: Option<String>,
+    /// claude-code's `--append-system-prompt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub append_system_prompt: Option<String>,
+    /// claude-code's `--allowedTools`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_tools: Vec<String>,
+    /// Wall-clock limit of one run in seconds; the agent's whole process
+    /// group is killed past it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u32>,
+    /// Maximum agent turns, where the CLI supports a limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_turns: Option<u32>,
+    /// Maximum spend in USD, where the CLI supports a limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_budget_usd: Option<f64>,
+    /// Further adapter settings by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub options: BTreeMap<String, String>,
 }
 
+/// Fields of [`AgentSpec`] that travel as proto `options`.
+const PERMISSION_MODE: &str = "permission_mode";
+const APPROVAL_MODE: &str = "approval_mode";
+const APPEND_SYSTEM_PROMPT: &str = "append_system_prompt";
+/// A JSON array of tool names (names may hold spaces and commas).
+const ALLOWED_TOOLS: &str = "allowed_tools";
+
 /// One subtask of a new task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubtaskSpec {
     /// Becomes the branch component `aida/<task>/<name>`.
@@ -47,7 +79,7 @@ pub struct SubtaskSpec {
 }
 
 /// The body of `POST /api/tasks`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
     /// Path of a local git repository, as the orchestrator and workers see it.
@@ -171,6 +203,37 @@ pub struct DiffStats {
     pub files: Vec<String>,
 }
 
+/// What an agent reported about its run (for a task: summed over its
+/// subtasks), where its CLI reports it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Usage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    pub turns: u32,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+}
+
+impl Usage {
+    /// None when the agent reported nothing (a `command` agent).
+    fn from_proto(u: Option<pb::AgentUsage>) -> Option<Self> {
+        let u = u?;
+        let reported = !u.session_id.is_empty()
+            || u.turns > 0
+            || u.input_tokens > 0
+            || u.output_tokens > 0
+            || u.cost_usd > 0.0;
+        reported.then(|| Usage {
+            session_id: non_empty(u.session_id),
+            turns: u.turns,
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cost_usd: u.cost_usd,
+        })
+    }
+}
+
 /// Files a subtask's branch conflicted on while merging.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Conflict {
@@ -179,7 +242,7 @@ pub struct Conflict {
     pub files: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Subtask {
     pub name: String,
     pub prompt: String,
@@ -218,9 +281,15 @@ pub struct Subtask {
     /// True once the aggregator merged this subtask into the result branch.
     #[serde(default)]
     pub merged: bool,
+    /// Session, turns, tokens and cost, where the agent's CLI reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// The agent's final message, when it reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Task {
     #[schema(example = "0190f3c2-7f4e-7c2a-9b1e-4a7d2c9e8f10")]
     pub id: String,
@@ -253,9 +322,12 @@ pub struct Task {
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// The subtasks' turns, tokens and cost, summed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TaskList {
     /// Newest first.
     pub tasks: Vec<Task>,
@@ -380,20 +452,54 @@ fn timestamp(ts: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
 
 impl From<pb::AgentSpec> for AgentSpec {
     fn from(a: pb::AgentSpec) -> Self {
+        let mut options: BTreeMap<String, String> = a.options.into_iter().collect();
+        let allowed_tools = options
+            .remove(ALLOWED_TOOLS)
+            .and_then(|raw| serde_json::from_str(&raw).ok())
+            .unwrap_or_default();
         AgentSpec {
             kind: a.kind,
             command: a.command,
-            options: a.options.into_iter().collect(),
+            model: non_empty(a.model),
+            permission_mode: options.remove(PERMISSION_MODE),
+            approval_mode: options.remove(APPROVAL_MODE),
+            append_system_prompt: options.remove(APPEND_SYSTEM_PROMPT),
+            allowed_tools,
+            timeout_secs: (a.timeout_secs > 0).then_some(a.timeout_secs),
+            max_turns: (a.max_turns > 0).then_some(a.max_turns),
+            max_budget_usd: (a.max_budget_usd > 0.0).then_some(a.max_budget_usd),
+            options,
         }
     }
 }
 
 impl From<AgentSpec> for pb::AgentSpec {
     fn from(a: AgentSpec) -> Self {
+        let mut options: std::collections::HashMap<String, String> =
+            a.options.into_iter().collect();
+        for (key, value) in [
+            (PERMISSION_MODE, a.permission_mode),
+            (APPROVAL_MODE, a.approval_mode),
+            (APPEND_SYSTEM_PROMPT, a.append_system_prompt),
+        ] {
+            if let Some(value) = value {
+                options.insert(key.to_owned(), value);
+            }
+        }
+        if !a.allowed_tools.is_empty() {
+            options.insert(
+                ALLOWED_TOOLS.to_owned(),
+                serde_json::Value::from(a.allowed_tools).to_string(),
+            );
+        }
         pb::AgentSpec {
             kind: a.kind,
             command: a.command,
-            options: a.options.into_iter().collect(),
+            options,
+            model: a.model.unwrap_or_default(),
+            timeout_secs: a.timeout_secs.unwrap_or_default(),
+            max_turns: a.max_turns.unwrap_or_default(),
+            max_budget_usd: a.max_budget_usd.unwrap_or_default(),
         }
     }
 }
@@ -470,6 +576,8 @@ impl From<pb::Subtask> for Subtask {
             duration_ms,
             stats: s.stats.map(Into::into),
             merged: s.merged,
+            usage: Usage::from_proto(s.usage),
+            summary: non_empty(s.summary),
         }
     }
 }
@@ -493,6 +601,7 @@ impl From<pb::Task> for Task {
             created_at: timestamp(t.created_at),
             started_at: timestamp(t.started_at),
             finished_at: timestamp(t.finished_at),
+            usage: Usage::from_proto(t.usage),
         }
     }
 }
@@ -533,7 +642,7 @@ mod tests {
             agent: Some(pb::AgentSpec {
                 kind: "command".into(),
                 command: vec!["sh".into(), "-c".into(), "true".into()],
-                options: Default::default(),
+                ..Default::default()
             }),
             priority: 2,
             subtasks: vec![
@@ -655,5 +764,32 @@ mod tests {
         assert_eq!(json["completed"], 4);
         assert!(json.get("task_id").is_none() && json.get("subtask").is_none());
         assert_eq!(json["connected_at"], "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn agent_settings_survive_the_trip_through_the_proto() {
+        let json = serde_json::json!({
+            "kind": "claude-code",
+            "model": "opus",
+            "permission_mode": "acceptEdits",
+            "append_system_prompt": "be brief",
+            "allowed_tools": ["Bash(git log:*)", "Edit"],
+            "timeout_secs": 600,
+            "max_turns": 12,
+            "max_budget_usd": 1.5,
+            "options": {"verbose": "true"}
+        });
+        let spec: AgentSpec = serde_json::from_value(json.clone()).unwrap();
+        let proto = pb::AgentSpec::from(spec.clone());
+        assert_eq!(proto.model, "opus");
+        assert_eq!(proto.options["permission_mode"], "acceptEdits");
+        assert_eq!(
+            (proto.timeout_secs, proto.max_turns, proto.max_budget_usd),
+            (600, 12, 1.5)
+        );
+        assert_eq!(AgentSpec::from(proto), spec);
+        assert_eq!(serde_json::to_value(&spec).unwrap(), json);
+        let unknown = serde_json::json!({"kind": "claude-code", "colour": "red"});
+        assert!(serde_json::from_value::<AgentSpec>(unknown).is_err());
     }
 }

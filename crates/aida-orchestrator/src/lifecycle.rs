@@ -106,6 +106,7 @@ impl Engine {
             exit_code: result.exit_code,
             summary: result.summary,
             stats,
+            usage: result.usage,
         };
         if self
             .finish_attempt(worker_id, task_id, subtask, attempt, outcome)

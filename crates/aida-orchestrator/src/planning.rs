@@ -14,8 +14,8 @@ use crate::error::{OrchestratorError, Result};
 use crate::store::{AgentJson, NewSubtask, NewTask};
 
 pub const MAX_SUBTASKS: usize = 100;
-/// Agent kinds a task may name today; the CLI adapters come later.
-pub const KNOWN_AGENT_KINDS: &[&str] = &["command"];
+/// Agent kinds a task may name: a plain command and the CLI adapters.
+pub const KNOWN_AGENT_KINDS: &[&str] = &["command", "claude-code", "gemini-cli", "codex-cli"];
 
 /// Validates `req` and resolves its base branch. Blocking (git2).
 pub fn plan(req: CreateTaskRequest, id: TaskId) -> Result<NewTask> {
@@ -96,11 +96,13 @@ fn check_agent(agent: AgentSpec, subtask: &str) -> Result<AgentJson> {
             "subtask {subtask:?}: a \"command\" agent needs \"command\": [\"program\", \"arg\", ...]"
         )));
     }
-    Ok(AgentJson {
-        kind,
-        command: agent.command,
-        options: agent.options,
-    })
+    if !agent.max_budget_usd.is_finite() || agent.max_budget_usd < 0.0 {
+        return Err(OrchestratorError::invalid(format!(
+            "subtask {subtask:?}: max_budget_usd must be a positive number of dollars"
+        )));
+    }
+    let agent = AgentSpec { kind, ..agent };
+    Ok(AgentJson::from(agent))
 }
 
 fn check_dependencies(subtasks: &[NewSubtask]) -> Result<()> {

@@ -9,7 +9,7 @@ use std::str::FromStr;
 
 use aida_core::event::{Channel, Event};
 use aida_core::proto::common::{
-    AgentSpec, Conflict, DiffStats, Subtask, SubtaskStatus, Task, TaskStatus,
+    AgentSpec, AgentUsage, Conflict, DiffStats, Subtask, SubtaskStatus, Task, TaskStatus,
 };
 use aida_core::status::StatusLabel;
 use aida_core::time::to_proto;
@@ -51,6 +51,22 @@ pub struct AgentJson {
     pub command: Vec<String>,
     #[serde(default, skip_serializing_if = "std::collections::HashMap::is_empty")]
     pub options: std::collections::HashMap<String, String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub model: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub timeout_secs: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_turns: u32,
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub max_budget_usd: f64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_f64(n: &f64) -> bool {
+    *n == 0.0
 }
 
 impl From<AgentSpec> for AgentJson {
@@ -59,6 +75,10 @@ impl From<AgentSpec> for AgentJson {
             kind: a.kind,
             command: a.command,
             options: a.options,
+            model: a.model,
+            timeout_secs: a.timeout_secs,
+            max_turns: a.max_turns,
+            max_budget_usd: a.max_budget_usd,
         }
     }
 }
@@ -69,8 +89,62 @@ impl From<AgentJson> for AgentSpec {
             kind: a.kind,
             command: a.command,
             options: a.options,
+            model: a.model,
+            timeout_secs: a.timeout_secs,
+            max_turns: a.max_turns,
+            max_budget_usd: a.max_budget_usd,
         }
     }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct UsageJson {
+    #[serde(default)]
+    session_id: String,
+    #[serde(default)]
+    turns: u32,
+    #[serde(default)]
+    input_tokens: u64,
+    #[serde(default)]
+    output_tokens: u64,
+    #[serde(default)]
+    cost_usd: f64,
+}
+
+impl From<&AgentUsage> for UsageJson {
+    fn from(u: &AgentUsage) -> Self {
+        Self {
+            session_id: u.session_id.clone(),
+            turns: u.turns,
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cost_usd: u.cost_usd,
+        }
+    }
+}
+
+impl From<UsageJson> for AgentUsage {
+    fn from(u: UsageJson) -> Self {
+        Self {
+            session_id: u.session_id,
+            turns: u.turns,
+            input_tokens: u.input_tokens,
+            output_tokens: u.output_tokens,
+            cost_usd: u.cost_usd,
+        }
+    }
+}
+
+/// A task's usage: its subtasks' summed.
+fn total_usage(subtasks: &[Subtask]) -> Option<AgentUsage> {
+    let mut total = AgentUsage::default();
+    for u in subtasks.iter().filter_map(|s| s.usage.as_ref()) {
+        total.turns += u.turns;
+        total.input_tokens += u.input_tokens;
+        total.output_tokens += u.output_tokens;
+        total.cost_usd += u.cost_usd;
+    }
+    (total != AgentUsage::default()).then_some(total)
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,6 +171,7 @@ pub struct SubtaskOutcome {
     pub exit_code: i32,
     pub summary: String,
     pub stats: Option<DiffStats>,
+    pub usage: Option<AgentUsage>,
 }
 
 /// An event before the database gave it an id.
@@ -208,6 +283,7 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         let mut task = task_from_row(&row)?;
         task.subtasks = self.subtasks_of(id).await?;
+        task.usage = total_usage(&task.subtasks);
         Ok(Some(task))
     }
 
@@ -354,9 +430,16 @@ impl Store {
             })
             .transpose()
             .context("encoding stats")?;
+        let usage = outcome
+            .usage
+            .as_ref()
+            .map(|u| serde_json::to_string(&UsageJson::from(u)))
+            .transpose()
+            .context("encoding usage")?;
         let result = sqlx::query(
             "UPDATE subtasks SET status = $1, commit_sha = NULLIF($2, ''), start_commit = NULLIF($3, ''),
-                 error = NULLIF($4, ''), exit_code = $5, summary = NULLIF($6, ''), stats_json = $7, finished_at = $8
+                 error = NULLIF($4, ''), exit_code = $5, summary = NULLIF($6, ''), stats_json = $7, finished_at = $8,
+                 usage_json = $13
              WHERE task_id = $9 AND name = $10 AND status = 'running' AND worker_id = $11 AND attempts = $12",
         )
         .bind(status.label())
@@ -371,6 +454,7 @@ impl Store {
         .bind(name)
         .bind(worker_id)
         .bind(attempt)
+        .bind(usage)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
@@ -668,6 +752,7 @@ fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Task> {
         finished_at: row
             .try_get::<Option<DateTime<Utc>>, _>("finished_at")?
             .map(to_proto),
+        usage: None,
     })
 }
 
@@ -705,6 +790,11 @@ fn subtask_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Subtask> {
         exit_code: row
             .try_get::<Option<i64>, _>("exit_code")?
             .unwrap_or_default() as i32,
+        usage: row
+            .try_get::<Option<String>, _>("usage_json")?
+            .and_then(|s| serde_json::from_str::<UsageJson>(&s).ok())
+            .map(Into::into),
+        summary: opt(row.try_get("summary")?),
     })
 }
 

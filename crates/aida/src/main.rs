@@ -119,7 +119,7 @@ mod tests {
                 agent: Some(AgentSpec {
                     kind: "command".into(),
                     command: vec!["sh".into(), "-c".into(), "echo hi".into()],
-                    options: Default::default(),
+                    ..Default::default()
                 }),
                 subtasks: vec![spec("a", "write x", &[]), spec("b", "use x = y", &["a"])],
                 priority: -2,

@@ -75,7 +75,7 @@ pub fn command(argv: &[&str]) -> AgentSpec {
     AgentSpec {
         kind: "command".into(),
         command: argv.iter().map(|s| s.to_string()).collect(),
-        options: Default::default(),
+        ..Default::default()
     }
 }
 

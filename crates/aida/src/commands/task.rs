@@ -149,6 +149,7 @@ impl CreateArgs {
             kind: self.agent.clone(),
             command,
             options: self.options.iter().cloned().collect::<BTreeMap<_, _>>(),
+            ..Default::default()
         };
 
         let mut subtasks: Vec<SubtaskSpec> = self
