@@ -12,7 +12,7 @@ pub mod system;
 
 pub use git::GitRepo;
 pub use redis_server::RedisServer;
-pub use system::System;
+pub use system::{Options, System};
 
 use std::time::Duration;
 

@@ -20,12 +20,47 @@ pub struct System {
     pub redis: RedisServer,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
+    worker_env: Vec<(String, String)>,
+}
+
+/// What to start, beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub workers: usize,
+    /// Extra environment of the orchestrator process.
+    pub orchestrator_env: Vec<(String, String)>,
+    /// Extra environment of every worker process.
+    pub worker_env: Vec<(String, String)>,
+}
+
+impl Options {
+    pub fn workers(workers: usize) -> Self {
+        Options {
+            workers,
+            ..Default::default()
+        }
+    }
+
+    pub fn orchestrator_env(mut self, key: &str, value: &str) -> Self {
+        self.orchestrator_env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn worker_env(mut self, key: &str, value: &str) -> Self {
+        self.worker_env.push((key.into(), value.into()));
+        self
+    }
 }
 
 impl System {
     /// Starts everything and waits until the gateway is healthy and
     /// `workers` workers are connected.
     pub async fn start(workers: usize) -> System {
+        Self::start_with(Options::workers(workers)).await
+    }
+
+    pub async fn start_with(options: Options) -> System {
+        let workers = options.workers;
         let dir = tempfile::tempdir().expect("tempdir");
         let redis = RedisServer::start(dir.path()).await;
         let (orch_port, agg_port, gw_port) = (free_port(), free_port(), free_port());
@@ -45,7 +80,8 @@ impl System {
                 format!("sqlite://{}/aida.db", dir.path().display()),
             )
             .env("AGGREGATOR_ADDR", format!("http://{aggregator_addr}"))
-            .env("REDIS_URL", &redis.url);
+            .env("REDIS_URL", &redis.url)
+            .envs(options.orchestrator_env.iter().cloned());
         procs.push(Proc::spawn("orchestrator", cmd, dir.path()));
 
         let mut cmd = Command::new(bin("aida-gateway"));
@@ -61,6 +97,7 @@ impl System {
             http: reqwest::Client::new(),
             dir,
             procs,
+            worker_env: options.worker_env,
         };
         for i in 1..=workers {
             system.add_worker(&format!("worker-{i}"));
@@ -79,7 +116,8 @@ impl System {
             .env(
                 "WORKTREE_ROOT",
                 self.dir.path().join("worktrees").join(worker_id),
-            );
+            )
+            .envs(self.worker_env.iter().cloned());
         self.procs
             .push(Proc::spawn(worker_id, cmd, self.dir.path()));
     }

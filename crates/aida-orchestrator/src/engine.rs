@@ -29,6 +29,9 @@ pub struct Settings {
     pub worker_lost_after: Duration,
     /// Deadline for each call to the aggregator.
     pub aggregator_timeout: Duration,
+    /// How long a ready subtask waits for a worker that can run its agent
+    /// kind before it fails.
+    pub agent_wait: Duration,
 }
 
 /// A subtask attempt: what a worker is running.
@@ -57,6 +60,8 @@ pub struct Engine {
     pub(crate) wake: Notify,
     /// One dispatch pass at a time, so a subtask is never handed out twice.
     pub(crate) dispatch_lock: Mutex<()>,
+    /// Ready subtasks no connected worker can run, and since when.
+    pub(crate) unrunnable: Mutex<HashMap<(String, String), std::time::Instant>>,
     pub(crate) aggregator: AggregatorClient<GrpcChannel>,
     pub(crate) settings: Settings,
     /// Cancelled at shutdown: ends the long-lived streams (worker
@@ -79,6 +84,7 @@ impl Engine {
             next_connection: AtomicU64::new(1),
             wake: Notify::new(),
             dispatch_lock: Mutex::new(()),
+            unrunnable: Mutex::new(HashMap::new()),
             aggregator,
             settings,
             stop,

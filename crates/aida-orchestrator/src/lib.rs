@@ -46,6 +46,9 @@ pub struct Config {
     pub worker_lost_after_secs: u64,
     /// `AGGREGATOR_TIMEOUT_SECS`: deadline of each aggregator call.
     pub aggregator_timeout_secs: u64,
+    /// `AGENT_WAIT_SECS`: how long a subtask waits for a connected worker
+    /// that can run its agent kind before it fails.
+    pub agent_wait_secs: u64,
 }
 
 impl Default for Config {
@@ -58,6 +61,7 @@ impl Default for Config {
             redis_addr: None,
             worker_lost_after_secs: 10,
             aggregator_timeout_secs: 120,
+            agent_wait_secs: 60,
         }
     }
 }
@@ -79,6 +83,7 @@ pub async fn run(
     let settings = engine::Settings {
         worker_lost_after: Duration::from_secs(config.worker_lost_after_secs),
         aggregator_timeout: Duration::from_secs(config.aggregator_timeout_secs),
+        agent_wait: Duration::from_secs(config.agent_wait_secs),
     };
     let stop = CancellationToken::new();
     let engine = Engine::new(

@@ -174,7 +174,7 @@ impl Engine {
         }
         self.store.count_completed(worker_id).await?;
         let status = outcome.status.unwrap_or(SubtaskStatus::Failed);
-        let mut events = vec![Self::subtask_status_event(
+        let event = Self::subtask_status_event(
             task_id,
             subtask,
             status,
@@ -185,7 +185,7 @@ impl Engine {
                 "error": (!outcome.error.is_empty()).then_some(&outcome.error),
                 "exit_code": outcome.exit_code,
             }),
-        )];
+        );
         tracing::info!(
             task_id,
             subtask,
@@ -193,6 +193,52 @@ impl Engine {
             status = status.label(),
             "subtask finished"
         );
+        self.subtask_ended(task_id, subtask, status, vec![event])
+            .await?;
+        Ok(true)
+    }
+
+    /// Fails a subtask that never started.
+    pub(crate) async fn fail_pending(
+        self: &Arc<Self>,
+        task_id: &str,
+        subtask: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let names = [subtask.to_owned()];
+        let ended = self
+            .store
+            .end_unfinished_subtasks(
+                task_id,
+                Some(&names),
+                SubtaskStatus::Failed,
+                reason,
+                Utc::now(),
+            )
+            .await?;
+        if ended.is_empty() {
+            return Ok(());
+        }
+        tracing::warn!(task_id, subtask, reason, "subtask failed before it started");
+        let event = Self::subtask_status_event(
+            task_id,
+            subtask,
+            SubtaskStatus::Failed,
+            json!({ "error": reason }),
+        );
+        self.subtask_ended(task_id, subtask, SubtaskStatus::Failed, vec![event])
+            .await
+    }
+
+    /// After a subtask ended: cancels what depended on it if it did not
+    /// succeed, records `events`, and finishes the task when nothing is left.
+    async fn subtask_ended(
+        self: &Arc<Self>,
+        task_id: &str,
+        subtask: &str,
+        status: SubtaskStatus,
+        mut events: Vec<NewEvent>,
+    ) -> Result<()> {
         if status != SubtaskStatus::Succeeded {
             let task = self.task(task_id).await?;
             let dependents = dependents_of(&task, subtask);
@@ -205,7 +251,7 @@ impl Engine {
                         Some(&dependents),
                         SubtaskStatus::Cancelled,
                         &reason,
-                        now,
+                        Utc::now(),
                     )
                     .await?;
                 for name in cancelled {
@@ -220,8 +266,7 @@ impl Engine {
         }
         self.events.record_all(events).await?;
         self.wake.notify_one();
-        self.finish_task_if_done(task_id).await?;
-        Ok(true)
+        self.finish_task_if_done(task_id).await
     }
 
     /// Moves a task whose subtasks have all ended to `merging`, and merges

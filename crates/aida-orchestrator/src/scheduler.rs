@@ -3,13 +3,15 @@
 //! dependency succeeded) to an idle worker that can run its agent, highest
 //! task priority first, first come first served within a priority.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aida_core::event::{Channel, kind};
-use aida_core::proto::common::{DependencyCommit, SubtaskRun, SubtaskStatus, Task, TaskStatus};
+use aida_core::proto::common::{
+    DependencyCommit, Subtask, SubtaskRun, SubtaskStatus, Task, TaskStatus,
+};
 use aida_core::proto::orchestrator::{
     Assignment, CancelSubtask, RegisterWorkerRequest, WorkerCommand, worker_command,
 };
@@ -176,13 +178,29 @@ impl Engine {
 
     async fn dispatch_once(self: &Arc<Self>) -> Result<()> {
         let _pass = self.dispatch_lock.lock().await;
-        let mut idle = self.idle_workers().await;
-        if idle.is_empty() {
-            return Ok(());
-        }
+        let (mut idle, runnable) = {
+            let workers = self.workers.lock().await;
+            let mut idle: Vec<(String, Vec<String>)> = workers
+                .iter()
+                .filter(|(_, w)| w.current.is_none())
+                .map(|(id, w)| (id.clone(), w.agent_kinds.clone()))
+                .collect();
+            idle.sort();
+            let runnable: HashSet<String> = workers
+                .values()
+                .flat_map(|w| w.agent_kinds.iter().cloned())
+                .collect();
+            (idle, runnable)
+        };
+        let mut waiting = HashSet::new();
         for task in self.store.schedulable_tasks().await? {
             for index in ready_subtasks(&task) {
                 let kind = agent_kind(&task, index);
+                if !runnable.contains(kind) {
+                    waiting.insert((task.id.clone(), task.subtasks[index].name.clone()));
+                    self.no_worker_for(&task, index, &runnable).await?;
+                    continue;
+                }
                 let Some(pos) = idle
                     .iter()
                     .position(|(_, kinds)| kinds.iter().any(|k| k == kind))
@@ -195,10 +213,62 @@ impl Engine {
                     // look again at who is idle.
                     idle = self.idle_workers().await;
                 }
-                if idle.is_empty() {
-                    return Ok(());
-                }
             }
+        }
+        // A subtask a worker can run again starts its wait afresh next time.
+        self.unrunnable
+            .lock()
+            .await
+            .retain(|key, _| waiting.contains(key));
+        Ok(())
+    }
+
+    /// A ready subtask whose agent kind no connected worker can run: it
+    /// says so while it waits, and fails once the wait is over, so a task
+    /// never waits forever for a worker that does not exist.
+    async fn no_worker_for(
+        self: &Arc<Self>,
+        task: &Task,
+        index: usize,
+        runnable: &HashSet<String>,
+    ) -> Result<()> {
+        let st = &task.subtasks[index];
+        let kind = agent_kind(task, index);
+        let mut kinds: Vec<&str> = runnable.iter().map(String::as_str).collect();
+        kinds.sort_unstable();
+        let reason = format!(
+            "no connected worker can run agent kind {kind:?} (connected workers run: {})",
+            if kinds.is_empty() {
+                "nothing, no worker is connected".to_owned()
+            } else {
+                kinds.join(", ")
+            }
+        );
+        let key = (task.id.clone(), st.name.clone());
+        let since = *self
+            .unrunnable
+            .lock()
+            .await
+            .entry(key)
+            .or_insert_with(Instant::now);
+        if since.elapsed() >= self.settings.agent_wait {
+            let reason = format!("{reason} for {}s", self.settings.agent_wait.as_secs());
+            self.fail_pending(&task.id, &st.name, &reason).await?;
+            return Ok(());
+        }
+        if self
+            .store
+            .note_pending(&task.id, &st.name, Some(&reason))
+            .await?
+        {
+            self.events
+                .record(Self::subtask_status_event(
+                    &task.id,
+                    &st.name,
+                    SubtaskStatus::Pending,
+                    json!({ "error": reason }),
+                ))
+                .await?;
         }
         Ok(())
     }
@@ -416,10 +486,13 @@ fn agent_kind(task: &Task, index: usize) -> &str {
 /// come in the task's dependency order, so shared ancestors merge first.
 fn subtask_run(task: &Task, index: usize, attempt: u32) -> SubtaskRun {
     let st = &task.subtasks[index];
-    let dependencies = dependency_order(task)
+    let deps: Vec<&Subtask> = dependency_order(task)
         .into_iter()
         .map(|i| &task.subtasks[i])
         .filter(|d| st.depends_on.contains(&d.name))
+        .collect();
+    let dependencies = deps
+        .iter()
         .map(|d| DependencyCommit {
             subtask: d.name.clone(),
             branch: d.branch.clone(),
@@ -434,7 +507,75 @@ fn subtask_run(task: &Task, index: usize, attempt: u32) -> SubtaskRun {
         base_commit: task.base_commit.clone(),
         branch: st.branch.clone(),
         dependencies,
-        prompt: st.prompt.clone(),
+        prompt: prompt_with_context(&st.prompt, &deps),
         agent: st.agent.clone(),
+    }
+}
+
+/// The subtask's prompt followed by what its dependencies did (their final
+/// messages and the files they changed), so the agent builds on their work
+/// knowingly rather than by rediscovering it.
+pub(crate) fn prompt_with_context(prompt: &str, deps: &[&Subtask]) -> String {
+    if deps.is_empty() {
+        return prompt.to_owned();
+    }
+    let mut out = format!(
+        "{prompt}\n\n---\nThis subtask builds on the work of other subtasks, already merged into your working tree:\n"
+    );
+    for d in deps {
+        out.push_str(&format!("\n### {}\n", d.name));
+        let summary = d.summary.trim();
+        out.push_str(&format!(
+            "Summary: {}\n",
+            if summary.is_empty() {
+                "(the agent reported no summary)"
+            } else {
+                summary
+            }
+        ));
+        match d.stats.as_ref().filter(|s| !s.files.is_empty()) {
+            Some(stats) => out.push_str(&format!("Files changed: {}\n", stats.files.join(", "))),
+            None => out.push_str("Files changed: none\n"),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use aida_core::proto::common::DiffStats;
+
+    use super::*;
+
+    #[test]
+    fn a_prompt_carries_its_dependencies_summaries_and_files() {
+        let api = Subtask {
+            name: "api".into(),
+            summary: "Added GET /users".into(),
+            stats: Some(DiffStats {
+                files: vec!["src/api.rs".into(), "README.md".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let quiet = Subtask {
+            name: "schema".into(),
+            ..Default::default()
+        };
+        let prompt = prompt_with_context("write the client", &[&api, &quiet]);
+        assert!(prompt.starts_with("write the client\n"));
+        assert!(
+            prompt.contains(
+                "### api\nSummary: Added GET /users\nFiles changed: src/api.rs, README.md\n"
+            ),
+            "{prompt}"
+        );
+        assert!(
+            prompt.contains(
+                "### schema\nSummary: (the agent reported no summary)\nFiles changed: none\n"
+            ),
+            "{prompt}"
+        );
+        assert_eq!(prompt_with_context("alone", &[]), "alone");
     }
 }

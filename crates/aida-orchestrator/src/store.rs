@@ -390,6 +390,26 @@ impl Store {
         Ok(result.rows_affected() == 1)
     }
 
+    /// Sets or clears the note a pending subtask shows while it waits (in
+    /// its `error` field). True when that changed the note.
+    pub async fn note_pending(
+        &self,
+        task_id: &str,
+        name: &str,
+        note: Option<&str>,
+    ) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE subtasks SET error = $1
+             WHERE task_id = $2 AND name = $3 AND status = 'pending' AND error IS NOT $1",
+        )
+        .bind(note)
+        .bind(task_id)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     /// Puts a subtask that could not be handed to its worker back in the queue.
     pub async fn unstart_subtask(&self, task_id: &str, name: &str, attempt: u32) -> Result<()> {
         sqlx::query(
