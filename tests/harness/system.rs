@@ -81,6 +81,7 @@ impl System {
             )
             .env("AGGREGATOR_ADDR", format!("http://{aggregator_addr}"))
             .env("REDIS_URL", &redis.url)
+            .env("PUBLIC_API_URL", &url)
             .envs(options.orchestrator_env.iter().cloned());
         procs.push(Proc::spawn("orchestrator", cmd, dir.path()));
 

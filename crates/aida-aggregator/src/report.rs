@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use aida_core::status::{subtask_label, task_label};
-use aida_proto::common::{Conflict, DiffStats, Report, Subtask, Task};
+use aida_proto::common::{AgentUsage, Conflict, ContextEntry, DiffStats, Report, Subtask, Task};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +33,28 @@ pub struct TaskReport {
     pub totals: StatsReport,
     pub subtasks: Vec<SubtaskReport>,
     pub conflicts: Vec<ConflictReport>,
+    /// The subtasks' agent usage summed, where their CLIs report it.
+    pub usage: Option<UsageReport>,
+    /// The task's shared context: the latest value of each key.
+    pub context: Vec<ContextReport>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageReport {
+    pub session_id: Option<String>,
+    pub turns: u32,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContextReport {
+    pub key: String,
+    pub value: String,
+    pub version: u32,
+    pub author: String,
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +74,9 @@ pub struct SubtaskReport {
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
     pub stats: Option<StatsReport>,
+    pub usage: Option<UsageReport>,
+    /// The agent's final message.
+    pub summary: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -108,6 +133,32 @@ pub fn document(task: &Task) -> TaskReport {
         totals,
         subtasks,
         conflicts: task.conflicts.iter().map(conflict_report).collect(),
+        usage: task.usage.as_ref().and_then(usage_report),
+        context: task.context.iter().map(context_report).collect(),
+    }
+}
+
+/// None when the agent reported nothing (a `command` agent).
+fn usage_report(u: &AgentUsage) -> Option<UsageReport> {
+    if *u == AgentUsage::default() {
+        return None;
+    }
+    Some(UsageReport {
+        session_id: non_empty(&u.session_id),
+        turns: u.turns,
+        input_tokens: u.input_tokens,
+        output_tokens: u.output_tokens,
+        cost_usd: u.cost_usd,
+    })
+}
+
+fn context_report(e: &ContextEntry) -> ContextReport {
+    ContextReport {
+        key: e.key.clone(),
+        value: e.value.clone(),
+        version: e.version,
+        author: e.author.clone(),
+        updated_at: time(e.updated_at.as_ref()),
     }
 }
 
@@ -130,6 +181,8 @@ fn subtask_report(s: &Subtask) -> SubtaskReport {
         finished_at,
         duration_ms: duration_ms(started_at, finished_at),
         stats: s.stats.as_ref().map(stats_report),
+        usage: s.usage.as_ref().and_then(usage_report),
+        summary: non_empty(&s.summary),
     }
 }
 
@@ -234,6 +287,43 @@ fn markdown(doc: &TaskReport) -> String {
         for c in &doc.conflicts {
             let files: Vec<String> = c.files.iter().map(|f| format!("`{f}`")).collect();
             let _ = writeln!(md, "- **{}**: {}", c.subtask, files.join(", "));
+        }
+    }
+
+    if let Some(u) = &doc.usage {
+        let _ = writeln!(md, "\n## Agent usage\n");
+        let _ = writeln!(
+            md,
+            "{} turns, {} input and {} output tokens, ${:.4}.",
+            u.turns, u.input_tokens, u.output_tokens, u.cost_usd
+        );
+        for s in &doc.subtasks {
+            if let Some(u) = &s.usage {
+                let session = u
+                    .session_id
+                    .as_deref()
+                    .map(|id| format!(", session `{id}`"))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    md,
+                    "- **{}**: {} turns, {} in / {} out tokens, ${:.4}{session}",
+                    s.name, u.turns, u.input_tokens, u.output_tokens, u.cost_usd
+                );
+            }
+        }
+    }
+
+    if !doc.context.is_empty() {
+        let _ = writeln!(md, "\n## Shared context\n");
+        for e in &doc.context {
+            let _ = writeln!(
+                md,
+                "- **{}** (v{}, by {}): {}",
+                e.key,
+                e.version,
+                e.author,
+                one_line(&e.value)
+            );
         }
     }
 

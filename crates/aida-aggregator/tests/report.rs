@@ -171,3 +171,70 @@ fn durations_read_naturally() {
     assert_eq!(format_duration(245_000), "4m 05s");
     assert_eq!(format_duration(3_720_000), "1h 02m");
 }
+
+#[test]
+fn usage_and_shared_context_are_reported() {
+    use aida_proto::common::{AgentUsage, ContextEntry};
+    let mut task = task();
+    task.subtasks[0].usage = Some(AgentUsage {
+        session_id: "sess-1".into(),
+        turns: 3,
+        input_tokens: 1200,
+        output_tokens: 300,
+        cost_usd: 0.0125,
+    });
+    task.subtasks[0].summary = "Added the cart API".into();
+    task.usage = Some(AgentUsage {
+        turns: 3,
+        input_tokens: 1200,
+        output_tokens: 300,
+        cost_usd: 0.0125,
+        ..Default::default()
+    });
+    task.context = vec![ContextEntry {
+        key: "api-url".into(),
+        value: "http://localhost:3000\n/cart".into(),
+        version: 2,
+        author: "api".into(),
+        updated_at: None,
+    }];
+    let report = build(&task);
+    assert!(
+        report
+            .markdown
+            .contains("## Agent usage\n\n3 turns, 1200 input and 300 output tokens, $0.0125."),
+        "{}",
+        report.markdown
+    );
+    assert!(
+        report
+            .markdown
+            .contains("- **api**: 3 turns, 1200 in / 300 out tokens, $0.0125, session `sess-1`"),
+        "{}",
+        report.markdown
+    );
+    assert!(
+        report.markdown.contains(
+            "## Shared context\n\n- **api-url** (v2, by api): http://localhost:3000 /cart"
+        ),
+        "{}",
+        report.markdown
+    );
+    let doc: TaskReport = serde_json::from_str(&report.json).unwrap();
+    assert_eq!(doc.usage.as_ref().map(|u| u.turns), Some(3));
+    assert_eq!(
+        doc.subtasks[0].summary.as_deref(),
+        Some("Added the cart API")
+    );
+    assert_eq!(
+        doc.subtasks[0]
+            .usage
+            .as_ref()
+            .and_then(|u| u.session_id.as_deref()),
+        Some("sess-1")
+    );
+    assert_eq!(doc.context[0].key, "api-url");
+    // A task without usage or context says nothing about them.
+    let plain = build(&self::task());
+    assert!(!plain.markdown.contains("Agent usage") && !plain.markdown.contains("Shared context"));
+}

@@ -72,6 +72,8 @@ pub mod kind {
     /// `data.status` is the new subtask status; also worker, attempt,
     /// branch, commit and error where known.
     pub const SUBTASK_STATUS: &str = "subtask.status";
+    /// `data`: key, version and author of a new shared-context value.
+    pub const CONTEXT_UPDATED: &str = "context.updated";
     pub const WORKER_CONNECTED: &str = "worker.connected";
     pub const WORKER_DISCONNECTED: &str = "worker.disconnected";
     /// `data.stream` and `data.line`.

@@ -234,6 +234,53 @@ impl Usage {
     }
 }
 
+/// One value of a key in a task's shared context.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ContextEntry {
+    pub key: String,
+    pub value: String,
+    /// 1 for a key's first value, then 2, 3, ...
+    pub version: u32,
+    pub author: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl From<pb::ContextEntry> for ContextEntry {
+    fn from(e: pb::ContextEntry) -> Self {
+        ContextEntry {
+            key: e.key,
+            value: e.value,
+            version: e.version,
+            author: e.author,
+            updated_at: timestamp(e.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ContextList {
+    pub context: Vec<ContextEntry>,
+}
+
+/// The body of `PUT /api/tasks/{id}/context/{key}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutContext {
+    pub value: String,
+    /// Who writes it, for the history (a subtask name, for example).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ContextHistoryQuery {
+    /// Every value instead of the latest ones.
+    #[serde(default)]
+    pub history: bool,
+}
+
 /// Files a subtask's branch conflicted on while merging.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Conflict {
@@ -325,6 +372,9 @@ pub struct Task {
     /// The subtasks' turns, tokens and cost, summed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
+    /// The shared context: the latest value of each key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<ContextEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -602,6 +652,7 @@ impl From<pb::Task> for Task {
             started_at: timestamp(t.started_at),
             finished_at: timestamp(t.finished_at),
             usage: Usage::from_proto(t.usage),
+            context: t.context.into_iter().map(Into::into).collect(),
         }
     }
 }

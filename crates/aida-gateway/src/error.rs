@@ -24,6 +24,9 @@ pub enum ApiError {
     /// task, for example).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A write that needs a token came without the right one.
+    #[error("{0}")]
+    Unauthenticated(String),
     #[error("orchestrator unavailable")]
     Unavailable,
     #[error("the orchestrator did not answer in time")]
@@ -39,6 +42,7 @@ impl ApiError {
             ApiError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::AlreadyExists(_) | ApiError::FailedPrecondition(_) => StatusCode::CONFLICT,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -51,6 +55,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::AlreadyExists(_) => "already_exists",
             ApiError::FailedPrecondition(_) => "failed_precondition",
+            ApiError::Unauthenticated(_) => "unauthenticated",
             ApiError::Unavailable => "unavailable",
             ApiError::DeadlineExceeded => "deadline_exceeded",
             ApiError::Internal(_) => "internal",
@@ -75,6 +80,7 @@ impl From<tonic::Status> for ApiError {
             tonic::Code::NotFound => ApiError::NotFound(message),
             tonic::Code::AlreadyExists => ApiError::AlreadyExists(message),
             tonic::Code::FailedPrecondition => ApiError::FailedPrecondition(message),
+            tonic::Code::Unauthenticated => ApiError::Unauthenticated(message),
             tonic::Code::Unavailable => {
                 tracing::warn!(detail = %message, "orchestrator unavailable");
                 ApiError::Unavailable

@@ -21,7 +21,7 @@ use tower_http::trace::TraceLayer;
 pub use error::ApiError;
 pub use state::AppState;
 
-use routes::{events, system, tasks};
+use routes::{context, events, system, tasks};
 
 /// Settings, from defaults overridden by environment variables named after
 /// the fields in upper case (`GATEWAY_LISTEN_ADDR`, `ORCHESTRATOR_ADDR`).
@@ -60,6 +60,11 @@ pub fn app(state: AppState) -> Router {
         .route("/api/tasks/{id}/cancel", post(tasks::cancel_task))
         .route("/api/tasks/{id}/report", get(tasks::get_report))
         .route("/api/tasks/{id}/events", get(tasks::list_events))
+        .route("/api/tasks/{id}/context", get(context::list_context))
+        .route(
+            "/api/tasks/{id}/context/{key}",
+            get(context::get_context).put(context::put_context),
+        )
         .route("/api/events", get(events::follow_events))
         .route("/api/workers", get(system::list_workers))
         .route("/api/health", get(system::health))

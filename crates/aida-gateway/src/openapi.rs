@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use crate::routes::{events, system, tasks};
+use crate::routes::{context, events, system, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,16 +19,35 @@ use crate::routes::{events, system, tasks};
         tasks::cancel_task,
         tasks::get_report,
         tasks::list_events,
+        context::list_context,
+        context::get_context,
+        context::put_context,
         events::follow_events,
         system::list_workers,
         system::health,
         system::openapi,
     ),
+    modifiers(&ContextToken),
     tags(
         (name = "tasks", description = "Create and follow tasks"),
         (name = "events", description = "Task, worker and log events"),
+        (name = "context", description = "A task's shared context, read and written by its agents"),
         (name = "workers", description = "Connected workers"),
         (name = "system", description = "Health and this document"),
     )
 )]
 pub struct ApiDoc;
+
+/// Declares the bearer token that writes a task's context.
+struct ContextToken;
+
+impl utoipa::Modify for ContextToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "context_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}

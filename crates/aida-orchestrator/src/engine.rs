@@ -32,6 +32,8 @@ pub struct Settings {
     /// How long a ready subtask waits for a worker that can run its agent
     /// kind before it fails.
     pub agent_wait: Duration,
+    /// The gateway's URL as agents reach it, without a trailing `/`.
+    pub public_api_url: String,
 }
 
 /// A subtask attempt: what a worker is running.

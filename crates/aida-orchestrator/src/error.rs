@@ -11,6 +11,9 @@ pub enum OrchestratorError {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A write that needs the task's token came without the right one.
+    #[error("{0}")]
+    Unauthenticated(String),
     /// A peer service (the aggregator) could not be reached.
     #[error("{0}")]
     Unavailable(String),
@@ -48,6 +51,7 @@ impl From<OrchestratorError> for tonic::Status {
             OrchestratorError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
             OrchestratorError::NotFound(m) => tonic::Status::not_found(m),
             OrchestratorError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
+            OrchestratorError::Unauthenticated(m) => tonic::Status::unauthenticated(m),
             OrchestratorError::Unavailable(m) => tonic::Status::unavailable(m),
             OrchestratorError::Unexpected(e) => {
                 // The detail is for operators, not for clients.

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod context;
 pub mod engine;
 pub mod error;
 pub mod events;
@@ -49,6 +50,9 @@ pub struct Config {
     /// `AGENT_WAIT_SECS`: how long a subtask waits for a connected worker
     /// that can run its agent kind before it fails.
     pub agent_wait_secs: u64,
+    /// `PUBLIC_API_URL`: the gateway's URL as agents reach it; they read
+    /// and write a task's shared context there.
+    pub public_api_url: String,
 }
 
 impl Default for Config {
@@ -62,6 +66,7 @@ impl Default for Config {
             worker_lost_after_secs: 10,
             aggregator_timeout_secs: 120,
             agent_wait_secs: 60,
+            public_api_url: "http://127.0.0.1:8080".into(),
         }
     }
 }
@@ -84,6 +89,7 @@ pub async fn run(
         worker_lost_after: Duration::from_secs(config.worker_lost_after_secs),
         aggregator_timeout: Duration::from_secs(config.aggregator_timeout_secs),
         agent_wait: Duration::from_secs(config.agent_wait_secs),
+        public_api_url: config.public_api_url.trim_end_matches('/').to_owned(),
     };
     let stop = CancellationToken::new();
     let engine = Engine::new(

@@ -69,6 +69,7 @@ pub fn plan(req: CreateTaskRequest, id: TaskId) -> Result<NewTask> {
     let (repo, base, base_commit) = resolve_repo(&req.repo, &req.base)?;
     Ok(NewTask {
         id: id.to_string(),
+        context_token: crate::context::new_token(),
         repo,
         base,
         base_commit,

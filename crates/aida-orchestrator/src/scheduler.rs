@@ -332,7 +332,14 @@ impl Engine {
         }
         Ok(Assignment {
             worker_id: worker_id.to_owned(),
-            run: Some(subtask_run(&task, index, task.subtasks[index].attempts + 1)),
+            // The agent's environment holds the task's token: only the
+            // worker gets it.
+            run: Some(subtask_run(
+                &task,
+                index,
+                task.subtasks[index].attempts + 1,
+                HashMap::new(),
+            )),
         })
     }
 
@@ -354,10 +361,11 @@ impl Engine {
             subtask: st.name.clone(),
             attempt,
         };
+        let env = self.agent_env(&task.id).await?;
         let command = WorkerCommand {
             command: Some(worker_command::Command::Assign(Assignment {
                 worker_id: worker_id.to_owned(),
-                run: Some(subtask_run(task, index, attempt)),
+                run: Some(subtask_run(task, index, attempt, env)),
             })),
         };
         let sent = {
@@ -402,6 +410,21 @@ impl Engine {
             .await?;
         tracing::info!(task_id = %task.id, subtask = %st.name, worker_id, attempt, "subtask assigned");
         Ok(true)
+    }
+
+    /// Where and how a task's agents reach its shared context.
+    async fn agent_env(&self, task_id: &str) -> Result<HashMap<String, String>> {
+        let token = self.store.context_token(task_id).await?.unwrap_or_default();
+        Ok(HashMap::from([
+            (
+                "AIDA_CONTEXT_URL".to_owned(),
+                format!(
+                    "{}/api/tasks/{task_id}/context",
+                    self.settings.public_api_url
+                ),
+            ),
+            ("AIDA_CONTEXT_TOKEN".to_owned(), token),
+        ]))
     }
 
     /// Frees the worker if it was running exactly this attempt.
@@ -484,7 +507,12 @@ fn agent_kind(task: &Task, index: usize) -> &str {
 
 /// What a worker needs to run subtask `index`: its dependencies' commits
 /// come in the task's dependency order, so shared ancestors merge first.
-fn subtask_run(task: &Task, index: usize, attempt: u32) -> SubtaskRun {
+fn subtask_run(
+    task: &Task,
+    index: usize,
+    attempt: u32,
+    env: HashMap<String, String>,
+) -> SubtaskRun {
     let st = &task.subtasks[index];
     let deps: Vec<&Subtask> = dependency_order(task)
         .into_iter()
@@ -509,6 +537,7 @@ fn subtask_run(task: &Task, index: usize, attempt: u32) -> SubtaskRun {
         dependencies,
         prompt: prompt_with_context(&st.prompt, &deps),
         agent: st.agent.clone(),
+        env,
     }
 }
 

@@ -5,14 +5,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use aida_core::ids::TaskId;
-use aida_core::proto::common::{Report, Task};
+use aida_core::proto::common::{ContextEntry, Report, Task};
 use aida_core::proto::orchestrator::orchestrator_server::Orchestrator;
 use aida_core::proto::orchestrator::{
     AssignTaskRequest, Assignment, CancelTaskRequest, CompleteTaskRequest, CreateTaskRequest,
-    GetReportRequest, GetTaskRequest, ListEventsRequest, ListEventsResponse, ListTasksRequest,
-    ListTasksResponse, ListWorkersRequest, ListWorkersResponse, ProgressRequest, ProgressUpdate,
-    RegisterWorkerRequest, ReportLogRequest, ReportLogResponse, TaskResult, WorkerCommand,
-    WorkerInfo,
+    GetContextRequest, GetReportRequest, GetTaskRequest, ListContextRequest, ListContextResponse,
+    ListEventsRequest, ListEventsResponse, ListTasksRequest, ListTasksResponse, ListWorkersRequest,
+    ListWorkersResponse, ProgressRequest, ProgressUpdate, PutContextRequest, RegisterWorkerRequest,
+    ReportLogRequest, ReportLogResponse, TaskResult, WorkerCommand, WorkerInfo,
 };
 use aida_core::time::to_proto;
 use futures::{Stream, StreamExt};
@@ -184,6 +184,39 @@ impl Orchestrator for OrchestratorService {
             })
             .collect();
         Ok(Response::new(ListWorkersResponse { workers }))
+    }
+
+    async fn list_context(
+        &self,
+        request: Request<ListContextRequest>,
+    ) -> Result<Response<ListContextResponse>, Status> {
+        let req = request.into_inner();
+        let id = task_id(&req.task_id)?;
+        let entries = self.engine.list_context(&id, req.history).await?;
+        Ok(Response::new(ListContextResponse { entries }))
+    }
+
+    async fn get_context(
+        &self,
+        request: Request<GetContextRequest>,
+    ) -> Result<Response<ListContextResponse>, Status> {
+        let req = request.into_inner();
+        let id = task_id(&req.task_id)?;
+        let entries = self.engine.get_context(&id, &req.key, req.history).await?;
+        Ok(Response::new(ListContextResponse { entries }))
+    }
+
+    async fn put_context(
+        &self,
+        request: Request<PutContextRequest>,
+    ) -> Result<Response<ContextEntry>, Status> {
+        let req = request.into_inner();
+        let id = task_id(&req.task_id)?;
+        let entry = self
+            .engine
+            .put_context(&id, &req.key, &req.value, &req.token, &req.author)
+            .await?;
+        Ok(Response::new(entry))
     }
 
     type RegisterWorkerStream = BoxStream<WorkerCommand>;

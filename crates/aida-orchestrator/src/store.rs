@@ -9,7 +9,8 @@ use std::str::FromStr;
 
 use aida_core::event::{Channel, Event};
 use aida_core::proto::common::{
-    AgentSpec, AgentUsage, Conflict, DiffStats, Subtask, SubtaskStatus, Task, TaskStatus,
+    AgentSpec, AgentUsage, Conflict, ContextEntry, DiffStats, Subtask, SubtaskStatus, Task,
+    TaskStatus,
 };
 use aida_core::status::StatusLabel;
 use aida_core::time::to_proto;
@@ -25,6 +26,8 @@ use crate::error::Result;
 #[derive(Debug, Clone)]
 pub struct NewTask {
     pub id: String,
+    /// Agents present it to write the task's shared context.
+    pub context_token: String,
     pub repo: String,
     pub base: String,
     pub base_commit: String,
@@ -241,8 +244,8 @@ impl Store {
     pub async fn insert_task(&self, task: &NewTask, now: DateTime<Utc>) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO tasks (id, status, repo, base, base_commit, description, agent_json, priority, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO tasks (id, status, repo, base, base_commit, description, agent_json, priority, created_at, context_token)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&task.id)
         .bind(TaskStatus::Queued.label())
@@ -253,6 +256,7 @@ impl Store {
         .bind(serde_json::to_string(&task.agent).context("encoding agent")?)
         .bind(task.priority)
         .bind(now)
+        .bind(&task.context_token)
         .execute(&mut *tx)
         .await?;
         for (position, s) in task.subtasks.iter().enumerate() {
@@ -284,6 +288,7 @@ impl Store {
         let mut task = task_from_row(&row)?;
         task.subtasks = self.subtasks_of(id).await?;
         task.usage = total_usage(&task.subtasks);
+        task.context = self.context(id, None, false).await?;
         Ok(Some(task))
     }
 
@@ -598,6 +603,81 @@ impl Store {
         })
     }
 
+    // --- shared context ---
+
+    pub async fn context_token(&self, task_id: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT context_token FROM tasks WHERE id = $1")
+                .bind(task_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
+    }
+
+    /// A task's context entries, of one key or all: the latest value of
+    /// each key, or with `history` every value, by key then version.
+    pub async fn context(
+        &self,
+        task_id: &str,
+        key: Option<&str>,
+        history: bool,
+    ) -> Result<Vec<ContextEntry>> {
+        let rows = sqlx::query(
+            "SELECT key, version, value, author, updated_at FROM task_context c
+             WHERE task_id = $1 AND ($2 IS NULL OR key = $2)
+               AND ($3 OR version = (SELECT MAX(version) FROM task_context m WHERE m.task_id = c.task_id AND m.key = c.key))
+             ORDER BY key, version",
+        )
+        .bind(task_id)
+        .bind(key)
+        .bind(history)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ContextEntry {
+                    key: r.try_get("key")?,
+                    version: r.try_get::<i64, _>("version")? as u32,
+                    value: r.try_get("value")?,
+                    author: r.try_get("author")?,
+                    updated_at: Some(to_proto(r.try_get("updated_at")?)),
+                })
+            })
+            .collect()
+    }
+
+    /// Adds the next value of a key and returns it.
+    pub async fn put_context(
+        &self,
+        task_id: &str,
+        key: &str,
+        value: &str,
+        author: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ContextEntry> {
+        // One statement, so two writers of a key cannot take one version.
+        let version: i64 = sqlx::query_scalar(
+            "INSERT INTO task_context (task_id, key, version, value, author, updated_at)
+             SELECT $1, $2, COALESCE(MAX(version), 0) + 1, $3, $4, $5 FROM task_context WHERE task_id = $1 AND key = $2
+             RETURNING version",
+        )
+        .bind(task_id)
+        .bind(key)
+        .bind(value)
+        .bind(author)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(ContextEntry {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            version: version as u32,
+            author: author.to_owned(),
+            updated_at: Some(to_proto(now)),
+        })
+    }
+
     // --- events ---
 
     pub async fn insert_events(
@@ -773,6 +853,7 @@ fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Task> {
             .try_get::<Option<DateTime<Utc>>, _>("finished_at")?
             .map(to_proto),
         usage: None,
+        context: Vec::new(),
     })
 }
 
@@ -849,6 +930,7 @@ mod tests {
         };
         let task = NewTask {
             id: "t1".into(),
+            context_token: "secret".into(),
             repo: "/r".into(),
             base: "main".into(),
             base_commit: "abc".into(),
