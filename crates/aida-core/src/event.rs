@@ -65,6 +65,8 @@ impl FromStr for Channel {
 /// Event kinds. The channel is implied by the kind.
 pub mod kind {
     pub const TASK_CREATED: &str = "task.created";
+    /// `data.subtasks`: the planner's subtasks (names and dependencies).
+    pub const TASK_PLANNED: &str = "task.planned";
     /// `data.status` is the new task status, `data.error` the reason if any.
     pub const TASK_STATUS: &str = "task.status";
     /// `data`: result branch and commit, merged subtasks and conflicts.

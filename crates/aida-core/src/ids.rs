@@ -86,6 +86,9 @@ impl SubtaskName {
         if raw == RESULT_BRANCH_LEAF {
             return bad("it is reserved for the task's result branch");
         }
+        if raw.starts_with('_') {
+            return bad("names starting with '_' are reserved for AIDA's own runs");
+        }
         if raw.contains('/') {
             return bad("it contains '/'");
         }

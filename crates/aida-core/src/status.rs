@@ -22,6 +22,8 @@ impl StatusLabel for TaskStatus {
             TaskStatus::Conflicted => "conflicted",
             TaskStatus::Failed => "failed",
             TaskStatus::Cancelled => "cancelled",
+            TaskStatus::Planning => "planning",
+            TaskStatus::AwaitingApproval => "awaiting_approval",
         }
     }
 
@@ -34,6 +36,8 @@ impl StatusLabel for TaskStatus {
             "conflicted" => TaskStatus::Conflicted,
             "failed" => TaskStatus::Failed,
             "cancelled" => TaskStatus::Cancelled,
+            "planning" => TaskStatus::Planning,
+            "awaiting_approval" => TaskStatus::AwaitingApproval,
             _ => return None,
         })
     }
@@ -108,6 +112,8 @@ mod tests {
             TaskStatus::Conflicted,
             TaskStatus::Failed,
             TaskStatus::Cancelled,
+            TaskStatus::Planning,
+            TaskStatus::AwaitingApproval,
         ] {
             assert_eq!(TaskStatus::from_label(s.label()), Some(s));
         }

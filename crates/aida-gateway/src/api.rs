@@ -100,6 +100,22 @@ pub struct CreateTask {
     /// Higher runs first.
     #[serde(default)]
     pub priority: i32,
+    /// Without `subtasks`: have an agent split the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanSpec>,
+}
+
+/// How an agent splits a task into subtasks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSpec {
+    /// The planner; the task's agent when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentSpec>,
+    /// `auto` (default) runs the plan at once; `manual` waits for
+    /// `POST /api/tasks/{id}/approve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approve: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -112,6 +128,11 @@ pub enum TaskStatus {
     Conflicted,
     Failed,
     Cancelled,
+    /// A planner agent is splitting the task.
+    Planning,
+    /// The plan waits for `POST /api/tasks/{id}/approve`.
+    #[serde(rename = "awaiting_approval")]
+    AwaitingApproval,
     /// Only seen if the orchestrator sent a status this gateway does not know.
     Unspecified,
 }
@@ -135,6 +156,8 @@ impl TaskStatus {
             TaskStatus::Conflicted => pb::TaskStatus::Conflicted,
             TaskStatus::Failed => pb::TaskStatus::Failed,
             TaskStatus::Cancelled => pb::TaskStatus::Cancelled,
+            TaskStatus::Planning => pb::TaskStatus::Planning,
+            TaskStatus::AwaitingApproval => pb::TaskStatus::AwaitingApproval,
             TaskStatus::Unspecified => pb::TaskStatus::Unspecified,
         }
     }
@@ -148,6 +171,8 @@ impl TaskStatus {
             pb::TaskStatus::Conflicted => TaskStatus::Conflicted,
             pb::TaskStatus::Failed => TaskStatus::Failed,
             pb::TaskStatus::Cancelled => TaskStatus::Cancelled,
+            pb::TaskStatus::Planning => TaskStatus::Planning,
+            pb::TaskStatus::AwaitingApproval => TaskStatus::AwaitingApproval,
             pb::TaskStatus::Unspecified => TaskStatus::Unspecified,
         }
     }
@@ -375,6 +400,12 @@ pub struct Task {
     /// The shared context: the latest value of each key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub context: Vec<ContextEntry>,
+    /// The planner's run, when an agent split the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planner: Option<Box<Subtask>>,
+    /// `manual` when the plan waits for approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approve: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -574,6 +605,10 @@ impl From<CreateTask> for orch::CreateTaskRequest {
             agent: t.agent.map(Into::into),
             subtasks: t.subtasks.into_iter().map(Into::into).collect(),
             priority: t.priority,
+            plan: t.plan.map(|p| orch::PlanSpec {
+                agent: p.agent.map(Into::into),
+                approve: p.approve.unwrap_or_default(),
+            }),
         }
     }
 }
@@ -653,6 +688,8 @@ impl From<pb::Task> for Task {
             finished_at: timestamp(t.finished_at),
             usage: Usage::from_proto(t.usage),
             context: t.context.into_iter().map(Into::into).collect(),
+            planner: t.planner.map(|p| Box::new(p.into())),
+            approve: non_empty(t.approve),
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::routes::{context, events, system, tasks};
         tasks::list_tasks,
         tasks::get_task,
         tasks::cancel_task,
+        tasks::approve_task,
         tasks::get_report,
         tasks::list_events,
         context::list_context,

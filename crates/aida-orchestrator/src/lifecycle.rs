@@ -20,6 +20,7 @@ use serde_json::json;
 
 use crate::engine::{Engine, RunKey, dependency_order, status_of, task_status_of};
 use crate::error::{OrchestratorError, Result};
+use crate::planning::PLANNER;
 use crate::store::{NewEvent, SubtaskOutcome};
 
 impl Engine {
@@ -69,7 +70,12 @@ impl Engine {
         };
         self.release_worker(worker_id, &key).await?;
         let task = self.task(task_id).await?;
-        let Some(st) = task.subtasks.iter().find(|s| s.name == subtask) else {
+        let Some(st) = task
+            .subtasks
+            .iter()
+            .chain(task.planner.iter())
+            .find(|s| s.name == subtask)
+        else {
             return Err(OrchestratorError::NotFound(format!(
                 "task {task_id} has no subtask {subtask:?}"
             )));
@@ -107,6 +113,7 @@ impl Engine {
             summary: result.summary,
             stats,
             usage: result.usage,
+            output: result.output,
         };
         if self
             .finish_attempt(worker_id, task_id, subtask, attempt, outcome)
@@ -239,6 +246,10 @@ impl Engine {
         status: SubtaskStatus,
         mut events: Vec<NewEvent>,
     ) -> Result<()> {
+        if subtask == PLANNER {
+            self.events.record_all(events).await?;
+            return self.planner_ended(task_id, status).await;
+        }
         if status != SubtaskStatus::Succeeded {
             let task = self.task(task_id).await?;
             let dependents = dependents_of(&task, subtask);
@@ -267,6 +278,125 @@ impl Engine {
         self.events.record_all(events).await?;
         self.wake.notify_one();
         self.finish_task_if_done(task_id).await
+    }
+
+    /// The planner's run ended: its plan becomes the task's subtasks (queued,
+    /// or waiting for approval), or the task fails with the reason.
+    async fn planner_ended(self: &Arc<Self>, task_id: &str, status: SubtaskStatus) -> Result<()> {
+        let task = self.task(task_id).await?;
+        if task_status_of(&task) != TaskStatus::Planning {
+            // Cancelled meanwhile.
+            return Ok(());
+        }
+        if status != SubtaskStatus::Succeeded {
+            let error = task
+                .planner
+                .as_ref()
+                .map(|p| p.error.as_str())
+                .unwrap_or_default();
+            let reason = format!(
+                "the planner failed: {}",
+                non_empty_or(error.to_owned(), "no reason given")
+            );
+            return self.fail_task(task_id, TaskStatus::Planning, &reason).await;
+        }
+        let output = self.store.subtask_output(task_id, PLANNER).await?;
+        let id = TaskId::parse(task_id)?;
+        let agent = task.agent.clone().unwrap_or_default();
+        let subtasks = match crate::planning::subtasks_from_plan(&output, &id, &agent) {
+            Ok(subtasks) => subtasks,
+            Err(e) => {
+                let reason = format!("the plan is invalid: {e}");
+                return self.fail_task(task_id, TaskStatus::Planning, &reason).await;
+            }
+        };
+        let to = if task.approve == "manual" {
+            TaskStatus::AwaitingApproval
+        } else {
+            TaskStatus::Queued
+        };
+        if !self
+            .store
+            .accept_plan(task_id, &subtasks, to, Utc::now())
+            .await?
+        {
+            return Ok(());
+        }
+        self.events
+            .record(NewEvent {
+                channel: Channel::Task,
+                kind: kind::TASK_PLANNED,
+                task_id: Some(task_id.to_owned()),
+                subtask: None,
+                worker_id: None,
+                data: json!({
+                    "subtasks": subtasks.iter().map(|s| json!({"name": s.name, "depends_on": s.depends_on})).collect::<Vec<_>>(),
+                    "approve": task.approve,
+                }),
+            })
+            .await?;
+        self.task_status_event(task_id, to, None).await?;
+        tracing::info!(
+            task_id,
+            subtasks = subtasks.len(),
+            status = to.label(),
+            "plan accepted"
+        );
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Lets a task whose plan waits for approval run.
+    pub async fn approve_task(self: &Arc<Self>, task_id: &str) -> Result<Task> {
+        let moved = self
+            .store
+            .transition_task(
+                task_id,
+                &[TaskStatus::AwaitingApproval],
+                TaskStatus::Queued,
+                None,
+                Utc::now(),
+            )
+            .await?;
+        if !moved {
+            let task = self.task(task_id).await?;
+            return Err(OrchestratorError::FailedPrecondition(format!(
+                "task {task_id} is {}: only a task whose plan waits for approval can be approved",
+                task_status_of(&task).label()
+            )));
+        }
+        self.task_status_event(task_id, TaskStatus::Queued, None)
+            .await?;
+        tracing::info!(task_id, "plan approved");
+        self.wake.notify_one();
+        self.task(task_id).await
+    }
+
+    /// Ends a task that cannot go on, with the reason, and writes its report.
+    async fn fail_task(
+        self: &Arc<Self>,
+        task_id: &str,
+        from: TaskStatus,
+        reason: &str,
+    ) -> Result<()> {
+        if !self
+            .store
+            .transition_task(
+                task_id,
+                &[from],
+                TaskStatus::Failed,
+                Some(reason),
+                Utc::now(),
+            )
+            .await?
+        {
+            return Ok(());
+        }
+        tracing::warn!(task_id, reason, "task failed");
+        let task = self.task(task_id).await?;
+        self.write_report(&task).await;
+        self.task_status_event(task_id, TaskStatus::Failed, Some(reason))
+            .await
     }
 
     /// Moves a task whose subtasks have all ended to `merging`, and merges
@@ -487,7 +617,10 @@ impl Engine {
         let status = task_status_of(&task);
         match status {
             TaskStatus::Cancelled => return Ok(task),
-            TaskStatus::Queued | TaskStatus::Running => {}
+            TaskStatus::Queued
+            | TaskStatus::Running
+            | TaskStatus::Planning
+            | TaskStatus::AwaitingApproval => {}
             other => {
                 return Err(OrchestratorError::FailedPrecondition(format!(
                     "task {task_id} is {} and can no longer be cancelled",
@@ -501,7 +634,12 @@ impl Engine {
             .store
             .transition_task(
                 task_id,
-                &[TaskStatus::Queued, TaskStatus::Running],
+                &[
+                    TaskStatus::Queued,
+                    TaskStatus::Running,
+                    TaskStatus::Planning,
+                    TaskStatus::AwaitingApproval,
+                ],
                 TaskStatus::Cancelled,
                 Some(reason),
                 now,
@@ -515,6 +653,7 @@ impl Engine {
         for st in task
             .subtasks
             .iter()
+            .chain(task.planner.iter())
             .filter(|s| status_of(s) == SubtaskStatus::Running)
         {
             let key = RunKey {

@@ -17,27 +17,109 @@ pub const MAX_SUBTASKS: usize = 100;
 /// Agent kinds a task may name: a plain command and the CLI adapters.
 pub const KNOWN_AGENT_KINDS: &[&str] = &["command", "claude-code", "gemini-cli", "codex-cli"];
 
+/// The name of the planner's run; names starting with `_` are reserved.
+pub const PLANNER: &str = "_plan";
+/// The longest prompt a planned subtask may have.
+pub const MAX_PLANNED_PROMPT: usize = 16 * 1024;
+
 /// Validates `req` and resolves its base branch. Blocking (git2).
 pub fn plan(req: CreateTaskRequest, id: TaskId) -> Result<NewTask> {
-    let specs = if req.subtasks.is_empty() {
-        split_description(&req.description)?
-    } else {
-        req.subtasks.clone()
+    let task_agent = usable(req.agent.clone());
+    let approve = match req
+        .plan
+        .as_ref()
+        .map(|p| p.approve.trim())
+        .unwrap_or_default()
+    {
+        "" | "auto" => "auto",
+        "manual" => "manual",
+        other => {
+            return Err(OrchestratorError::invalid(format!(
+                "plan.approve must be \"auto\" or \"manual\", got {other:?}"
+            )));
+        }
     };
+
+    // With a plan and no subtasks, an agent splits the task later.
+    let planner = match (&req.plan, req.subtasks.is_empty()) {
+        (Some(plan), true) => {
+            if req.description.trim().is_empty() {
+                return Err(OrchestratorError::invalid(
+                    "a task to plan needs a \"description\"",
+                ));
+            }
+            let agent = usable(plan.agent.clone())
+                .or_else(|| task_agent.clone())
+                .ok_or_else(|| {
+                    OrchestratorError::invalid(
+                        "the plan has no agent: set \"plan.agent\" or the task's \"agent\"",
+                    )
+                })?;
+            Some(NewSubtask {
+                name: PLANNER.to_owned(),
+                prompt: planner_prompt(&req.description),
+                depends_on: Vec::new(),
+                agent: check_agent(agent, PLANNER)?,
+                branch: String::new(),
+            })
+        }
+        (Some(_), false) => {
+            return Err(OrchestratorError::invalid(
+                "give either \"subtasks\" or a \"plan\" that makes them, not both",
+            ));
+        }
+        (None, _) => None,
+    };
+    let subtasks = if planner.is_some() {
+        Vec::new()
+    } else {
+        let specs = if req.subtasks.is_empty() {
+            split_description(&req.description)?
+        } else {
+            req.subtasks.clone()
+        };
+        build_subtasks(&specs, &id, task_agent.as_ref())?
+    };
+
+    let (repo, base, base_commit) = resolve_repo(&req.repo, &req.base)?;
+    // The plan's subtasks run the task's agent, or the planner's.
+    let agent = task_agent.or_else(|| planner.as_ref().map(|p| p.agent.clone().into()));
+    Ok(NewTask {
+        id: id.to_string(),
+        context_token: crate::context::new_token(),
+        repo,
+        base,
+        base_commit,
+        description: req.description,
+        agent: agent.map(AgentJson::from).unwrap_or_default(),
+        priority: req.priority,
+        subtasks,
+        planner,
+        approve: approve.to_owned(),
+    })
+}
+
+/// An agent spec that says something (an all-empty one means "none").
+fn usable(agent: Option<AgentSpec>) -> Option<AgentSpec> {
+    agent.filter(|a| !a.kind.is_empty() || !a.command.is_empty())
+}
+
+/// Checks subtask specs (names, agents, dependency graph, size) and turns
+/// them into subtasks of task `id`.
+fn build_subtasks(
+    specs: &[SubtaskSpec],
+    id: &TaskId,
+    task_agent: Option<&AgentSpec>,
+) -> Result<Vec<NewSubtask>> {
     if specs.len() > MAX_SUBTASKS {
         return Err(OrchestratorError::invalid(format!(
             "a task may have at most {MAX_SUBTASKS} subtasks, this one has {}",
             specs.len()
         )));
     }
-
-    let task_agent = req
-        .agent
-        .clone()
-        .filter(|a| !a.kind.is_empty() || !a.command.is_empty());
     let mut names = HashSet::new();
     let mut subtasks = Vec::with_capacity(specs.len());
-    for spec in &specs {
+    for spec in specs {
         let name = SubtaskName::parse(&spec.name)?;
         if !names.insert(spec.name.clone()) {
             return Err(OrchestratorError::invalid(format!(
@@ -45,11 +127,8 @@ pub fn plan(req: CreateTaskRequest, id: TaskId) -> Result<NewTask> {
                 spec.name
             )));
         }
-        let agent = spec
-            .agent
-            .clone()
-            .filter(|a| !a.kind.is_empty() || !a.command.is_empty())
-            .or_else(|| task_agent.clone())
+        let agent = usable(spec.agent.clone())
+            .or_else(|| task_agent.cloned())
             .ok_or_else(|| {
                 OrchestratorError::invalid(format!(
                     "subtask {:?} has no agent: set \"agent\" on the task or the subtask",
@@ -65,19 +144,80 @@ pub fn plan(req: CreateTaskRequest, id: TaskId) -> Result<NewTask> {
         });
     }
     check_dependencies(&subtasks)?;
+    Ok(subtasks)
+}
 
-    let (repo, base, base_commit) = resolve_repo(&req.repo, &req.base)?;
-    Ok(NewTask {
-        id: id.to_string(),
-        context_token: crate::context::new_token(),
-        repo,
-        base,
-        base_commit,
-        description: req.description,
-        agent: task_agent.map(AgentJson::from).unwrap_or_default(),
-        priority: req.priority,
-        subtasks,
-    })
+/// What the planner is asked.
+fn planner_prompt(description: &str) -> String {
+    format!(
+        "You are the planner of a coding task. Split it into subtasks that separate coding agents can carry out \
+in parallel, each in its own git worktree of this repository; their branches are merged afterwards.\n\
+Do not change any file: read the repository as you need, then answer.\n\
+Answer with one JSON object and nothing else, of this form:\n\
+{{\"subtasks\": [{{\"name\": \"api\", \"prompt\": \"what this subtask must do\", \"depends_on\": []}}]}}\n\
+Rules: at most {MAX_SUBTASKS} subtasks; names are short lowercase words joined by '-' (they become git branch \
+names); depends_on names the subtasks whose work this one needs; no cycles; prefer subtasks that change \
+different files.\n\nThe task:\n{description}\n"
+    )
+}
+
+/// The JSON a planner answers with.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanDoc {
+    subtasks: Vec<PlannedSubtask>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlannedSubtask {
+    name: String,
+    prompt: String,
+    #[serde(default)]
+    depends_on: Vec<String>,
+}
+
+/// Turns a planner's answer into subtasks of `task`, with the same checks
+/// as subtasks given by hand. The JSON object may be wrapped in prose or a
+/// code fence, as agents like to do.
+pub fn subtasks_from_plan(output: &str, id: &TaskId, agent: &AgentSpec) -> Result<Vec<NewSubtask>> {
+    let json = match (output.find('{'), output.rfind('}')) {
+        (Some(start), Some(end)) if start < end => &output[start..=end],
+        _ => {
+            return Err(OrchestratorError::invalid(
+                "the planner's answer holds no JSON object",
+            ));
+        }
+    };
+    let doc: PlanDoc = serde_json::from_str(json).map_err(|e| {
+        OrchestratorError::invalid(format!(
+            "the planner's JSON does not fit the plan schema: {e}"
+        ))
+    })?;
+    if doc.subtasks.is_empty() {
+        return Err(OrchestratorError::invalid("the plan has no subtasks"));
+    }
+    if let Some(long) = doc
+        .subtasks
+        .iter()
+        .find(|s| s.prompt.len() > MAX_PLANNED_PROMPT)
+    {
+        return Err(OrchestratorError::invalid(format!(
+            "the prompt of planned subtask {:?} is longer than {MAX_PLANNED_PROMPT} bytes",
+            long.name
+        )));
+    }
+    let specs: Vec<SubtaskSpec> = doc
+        .subtasks
+        .into_iter()
+        .map(|s| SubtaskSpec {
+            name: s.name,
+            prompt: s.prompt,
+            depends_on: s.depends_on,
+            agent: None,
+        })
+        .collect();
+    build_subtasks(&specs, id, Some(agent))
 }
 
 fn check_agent(agent: AgentSpec, subtask: &str) -> Result<AgentJson> {
@@ -432,5 +572,37 @@ mod tests {
             ("b", none.as_slice()),
         ];
         assert_eq!(topological_order(&nodes), vec![1, 0, 2]);
+    }
+
+    #[test]
+    fn a_planners_answer_becomes_checked_subtasks() {
+        let id = TaskId::new();
+        let agent = AgentSpec {
+            kind: "command".into(),
+            command: vec!["true".into()],
+            ..Default::default()
+        };
+        let answer = "Here is the plan:\n```json\n{\"subtasks\": [{\"name\": \"api\", \"prompt\": \"build it\"},\n {\"name\": \"ui\", \"prompt\": \"use it\", \"depends_on\": [\"api\"]}]}\n```";
+        let subtasks = subtasks_from_plan(answer, &id, &agent).unwrap();
+        assert_eq!(
+            subtasks.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["api", "ui"]
+        );
+        assert_eq!(subtasks[1].branch, format!("aida/{id}/ui"));
+        assert_eq!(subtasks[1].depends_on, ["api"]);
+
+        let bad = |answer: &str| match subtasks_from_plan(answer, &id, &agent) {
+            Err(OrchestratorError::InvalidArgument(m)) => m,
+            other => panic!("expected an invalid plan, got {other:?}"),
+        };
+        assert!(bad("no json here").contains("no JSON object"));
+        assert!(bad(r#"{"subtasks": []}"#).contains("no subtasks"));
+        assert!(bad(r#"{"steps": []}"#).contains("schema"));
+        assert!(bad(r#"{"subtasks": [{"name": "a", "prompt": "p", "depends_on": ["b"]}, {"name": "b", "prompt": "p", "depends_on": ["a"]}]}"#).contains("cycle"));
+        assert!(
+            bad(r#"{"subtasks": [{"name": "a", "prompt": "p", "depends_on": ["ghost"]}]}"#)
+                .contains("ghost")
+        );
+        assert!(bad(r#"{"subtasks": [{"name": "_plan", "prompt": "p"}]}"#).contains("reserved"));
     }
 }

@@ -194,11 +194,11 @@ impl Engine {
         };
         let mut waiting = HashSet::new();
         for task in self.store.schedulable_tasks().await? {
-            for index in ready_subtasks(&task) {
-                let kind = agent_kind(&task, index);
+            for st in startable(&task) {
+                let kind = agent_kind(st);
                 if !runnable.contains(kind) {
-                    waiting.insert((task.id.clone(), task.subtasks[index].name.clone()));
-                    self.no_worker_for(&task, index, &runnable).await?;
+                    waiting.insert((task.id.clone(), st.name.clone()));
+                    self.no_worker_for(&task, st, &runnable).await?;
                     continue;
                 }
                 let Some(pos) = idle
@@ -208,7 +208,7 @@ impl Engine {
                     continue;
                 };
                 let (worker_id, _) = idle.remove(pos);
-                if !self.assign(&task, index, &worker_id).await? {
+                if !self.assign(&task, st, &worker_id).await? {
                     // Not handed out (taken meanwhile, or the worker left):
                     // look again at who is idle.
                     idle = self.idle_workers().await;
@@ -229,11 +229,10 @@ impl Engine {
     async fn no_worker_for(
         self: &Arc<Self>,
         task: &Task,
-        index: usize,
+        st: &Subtask,
         runnable: &HashSet<String>,
     ) -> Result<()> {
-        let st = &task.subtasks[index];
-        let kind = agent_kind(task, index);
+        let kind = agent_kind(st);
         let mut kinds: Vec<&str> = runnable.iter().map(String::as_str).collect();
         kinds.sort_unstable();
         let reason = format!(
@@ -294,14 +293,15 @@ impl Engine {
     ) -> Result<Assignment> {
         let _pass = self.dispatch_lock.lock().await;
         let task = self.task(task_id).await?;
-        let index = task
+        let st = task
             .subtasks
             .iter()
-            .position(|s| s.name == subtask)
+            .chain(task.planner.iter())
+            .find(|s| s.name == subtask)
             .ok_or_else(|| {
                 OrchestratorError::NotFound(format!("task {task_id} has no subtask {subtask:?}"))
             })?;
-        if !ready_subtasks(&task).contains(&index) {
+        if !startable(&task).iter().any(|s| s.name == subtask) {
             return Err(OrchestratorError::FailedPrecondition(format!(
                 "subtask {subtask:?} is not ready: it must be pending with every dependency succeeded"
             )));
@@ -318,14 +318,14 @@ impl Engine {
                     "worker {worker_id:?} is busy"
                 )));
             }
-            if !w.agent_kinds.iter().any(|k| k == agent_kind(&task, index)) {
+            if !w.agent_kinds.iter().any(|k| k == agent_kind(st)) {
                 return Err(OrchestratorError::FailedPrecondition(format!(
                     "worker {worker_id:?} cannot run agent kind {:?}",
-                    agent_kind(&task, index)
+                    agent_kind(st)
                 )));
             }
         }
-        if !self.assign(&task, index, worker_id).await? {
+        if !self.assign(&task, st, worker_id).await? {
             return Err(OrchestratorError::FailedPrecondition(format!(
                 "subtask {subtask:?} could not be handed to worker {worker_id:?}"
             )));
@@ -334,19 +334,13 @@ impl Engine {
             worker_id: worker_id.to_owned(),
             // The agent's environment holds the task's token: only the
             // worker gets it.
-            run: Some(subtask_run(
-                &task,
-                index,
-                task.subtasks[index].attempts + 1,
-                HashMap::new(),
-            )),
+            run: Some(subtask_run(&task, st, st.attempts + 1, HashMap::new())),
         })
     }
 
     /// Marks the subtask running and sends it to the worker. False when the
     /// subtask was taken meanwhile or the worker's stream is gone.
-    async fn assign(self: &Arc<Self>, task: &Task, index: usize, worker_id: &str) -> Result<bool> {
-        let st = &task.subtasks[index];
+    async fn assign(self: &Arc<Self>, task: &Task, st: &Subtask, worker_id: &str) -> Result<bool> {
         let attempt = st.attempts + 1;
         let now = Utc::now();
         if !self
@@ -365,7 +359,7 @@ impl Engine {
         let command = WorkerCommand {
             command: Some(worker_command::Command::Assign(Assignment {
                 worker_id: worker_id.to_owned(),
-                run: Some(subtask_run(task, index, attempt, env)),
+                run: Some(subtask_run(task, st, attempt, env)),
             })),
         };
         let sent = {
@@ -497,9 +491,24 @@ fn ready_subtasks(task: &Task) -> Vec<usize> {
         .collect()
 }
 
-fn agent_kind(task: &Task, index: usize) -> &str {
-    task.subtasks[index]
-        .agent
+/// What may start now: the planner of a task being planned, or the ready
+/// subtasks of a task that runs.
+fn startable(task: &Task) -> Vec<&Subtask> {
+    if task_status_of(task) == TaskStatus::Planning {
+        return task
+            .planner
+            .iter()
+            .filter(|p| status_of(p) == SubtaskStatus::Pending)
+            .collect();
+    }
+    ready_subtasks(task)
+        .into_iter()
+        .map(|i| &task.subtasks[i])
+        .collect()
+}
+
+fn agent_kind(st: &Subtask) -> &str {
+    st.agent
         .as_ref()
         .map(|a| a.kind.as_str())
         .unwrap_or("command")
@@ -509,11 +518,12 @@ fn agent_kind(task: &Task, index: usize) -> &str {
 /// come in the task's dependency order, so shared ancestors merge first.
 fn subtask_run(
     task: &Task,
-    index: usize,
+    st: &Subtask,
     attempt: u32,
     env: HashMap<String, String>,
 ) -> SubtaskRun {
-    let st = &task.subtasks[index];
+    // The planner reads the base commit in a detached worktree.
+    let read_only = st.name == crate::planning::PLANNER;
     let deps: Vec<&Subtask> = dependency_order(task)
         .into_iter()
         .map(|i| &task.subtasks[i])
@@ -538,6 +548,7 @@ fn subtask_run(
         prompt: prompt_with_context(&st.prompt, &deps),
         agent: st.agent.clone(),
         env,
+        read_only,
     }
 }
 

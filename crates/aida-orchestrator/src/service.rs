@@ -8,11 +8,12 @@ use aida_core::ids::TaskId;
 use aida_core::proto::common::{ContextEntry, Report, Task};
 use aida_core::proto::orchestrator::orchestrator_server::Orchestrator;
 use aida_core::proto::orchestrator::{
-    AssignTaskRequest, Assignment, CancelTaskRequest, CompleteTaskRequest, CreateTaskRequest,
-    GetContextRequest, GetReportRequest, GetTaskRequest, ListContextRequest, ListContextResponse,
-    ListEventsRequest, ListEventsResponse, ListTasksRequest, ListTasksResponse, ListWorkersRequest,
-    ListWorkersResponse, ProgressRequest, ProgressUpdate, PutContextRequest, RegisterWorkerRequest,
-    ReportLogRequest, ReportLogResponse, TaskResult, WorkerCommand, WorkerInfo,
+    ApproveTaskRequest, AssignTaskRequest, Assignment, CancelTaskRequest, CompleteTaskRequest,
+    CreateTaskRequest, GetContextRequest, GetReportRequest, GetTaskRequest, ListContextRequest,
+    ListContextResponse, ListEventsRequest, ListEventsResponse, ListTasksRequest,
+    ListTasksResponse, ListWorkersRequest, ListWorkersResponse, ProgressRequest, ProgressUpdate,
+    PutContextRequest, RegisterWorkerRequest, ReportLogRequest, ReportLogResponse, TaskResult,
+    WorkerCommand, WorkerInfo,
 };
 use aida_core::time::to_proto;
 use futures::{Stream, StreamExt};
@@ -94,6 +95,14 @@ impl Orchestrator for OrchestratorService {
     ) -> Result<Response<Task>, Status> {
         let id = task_id(&request.get_ref().task_id)?;
         Ok(Response::new(self.engine.cancel_task(&id).await?))
+    }
+
+    async fn approve_task(
+        &self,
+        request: Request<ApproveTaskRequest>,
+    ) -> Result<Response<Task>, Status> {
+        let id = task_id(&request.get_ref().task_id)?;
+        Ok(Response::new(self.engine.approve_task(&id).await?))
     }
 
     async fn get_report(

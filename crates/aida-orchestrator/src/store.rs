@@ -35,6 +35,11 @@ pub struct NewTask {
     pub agent: AgentJson,
     pub priority: i32,
     pub subtasks: Vec<NewSubtask>,
+    /// The planner's run, when an agent is to split the task: the task then
+    /// starts `planning` with no subtasks.
+    pub planner: Option<NewSubtask>,
+    /// "auto" or "manual".
+    pub approve: String,
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +180,8 @@ pub struct SubtaskOutcome {
     pub summary: String,
     pub stats: Option<DiffStats>,
     pub usage: Option<AgentUsage>,
+    /// What a read-only run printed.
+    pub output: String,
 }
 
 /// An event before the database gave it an id.
@@ -242,13 +249,19 @@ impl Store {
     }
 
     pub async fn insert_task(&self, task: &NewTask, now: DateTime<Utc>) -> Result<()> {
+        let status = if task.planner.is_some() {
+            TaskStatus::Planning
+        } else {
+            TaskStatus::Queued
+        };
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO tasks (id, status, repo, base, base_commit, description, agent_json, priority, created_at, context_token)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "INSERT INTO tasks (id, status, repo, base, base_commit, description, agent_json, priority, created_at,
+                 context_token, approve)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&task.id)
-        .bind(TaskStatus::Queued.label())
+        .bind(status.label())
         .bind(&task.repo)
         .bind(&task.base)
         .bind(&task.base_commit)
@@ -257,26 +270,54 @@ impl Store {
         .bind(task.priority)
         .bind(now)
         .bind(&task.context_token)
+        .bind(&task.approve)
         .execute(&mut *tx)
         .await?;
-        for (position, s) in task.subtasks.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO subtasks (task_id, name, position, prompt, depends_on_json, agent_json, status, branch)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&task.id)
-            .bind(&s.name)
-            .bind(position as i64)
-            .bind(&s.prompt)
-            .bind(serde_json::to_string(&s.depends_on).context("encoding depends_on")?)
-            .bind(serde_json::to_string(&s.agent).context("encoding agent")?)
-            .bind(SubtaskStatus::Pending.label())
-            .bind(&s.branch)
-            .execute(&mut *tx)
-            .await?;
+        insert_subtasks(&mut tx, &task.id, &task.subtasks, "work").await?;
+        if let Some(planner) = &task.planner {
+            insert_subtasks(&mut tx, &task.id, std::slice::from_ref(planner), "plan").await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Stores a planner's subtasks and moves the task from `planning` to
+    /// `to`, together. False if the task was no longer planning.
+    pub async fn accept_plan(
+        &self,
+        task_id: &str,
+        subtasks: &[NewSubtask],
+        to: TaskStatus,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query("UPDATE tasks SET status = $1, started_at = COALESCE(started_at, $2) WHERE id = $3 AND status = 'planning'")
+            .bind(to.label())
+            .bind(now)
+            .bind(task_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if !moved {
+            return Ok(false);
+        }
+        insert_subtasks(&mut tx, task_id, subtasks, "work").await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// What a read-only run printed (the planner's plan).
+    pub async fn subtask_output(&self, task_id: &str, name: &str) -> Result<String> {
+        Ok(sqlx::query_scalar::<_, Option<String>>(
+            "SELECT output FROM subtasks WHERE task_id = $1 AND name = $2",
+        )
+        .bind(task_id)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .flatten()
+        .unwrap_or_default())
     }
 
     pub async fn get_task(&self, id: &str) -> Result<Option<Task>> {
@@ -286,17 +327,23 @@ impl Store {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let mut task = task_from_row(&row)?;
-        task.subtasks = self.subtasks_of(id).await?;
-        task.usage = total_usage(&task.subtasks);
+        task.subtasks = self.subtasks_of(id, "work").await?;
+        task.planner = self.subtasks_of(id, "plan").await?.pop();
+        let mut runs: Vec<Subtask> = task.subtasks.clone();
+        runs.extend(task.planner.clone());
+        task.usage = total_usage(&runs);
         task.context = self.context(id, None, false).await?;
         Ok(Some(task))
     }
 
-    async fn subtasks_of(&self, task_id: &str) -> Result<Vec<Subtask>> {
-        let rows = sqlx::query("SELECT * FROM subtasks WHERE task_id = $1 ORDER BY position")
-            .bind(task_id)
-            .fetch_all(&self.pool)
-            .await?;
+    async fn subtasks_of(&self, task_id: &str, role: &str) -> Result<Vec<Subtask>> {
+        let rows = sqlx::query(
+            "SELECT * FROM subtasks WHERE task_id = $1 AND role = $2 ORDER BY position",
+        )
+        .bind(task_id)
+        .bind(role)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(subtask_from_row).collect()
     }
 
@@ -314,7 +361,7 @@ impl Store {
     /// higher priority first, then first come first served.
     pub async fn schedulable_tasks(&self) -> Result<Vec<Task>> {
         let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM tasks WHERE status IN ('queued', 'running') ORDER BY priority DESC, created_at, id",
+            "SELECT id FROM tasks WHERE status IN ('planning', 'queued', 'running') ORDER BY priority DESC, created_at, id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -464,7 +511,7 @@ impl Store {
         let result = sqlx::query(
             "UPDATE subtasks SET status = $1, commit_sha = NULLIF($2, ''), start_commit = NULLIF($3, ''),
                  error = NULLIF($4, ''), exit_code = $5, summary = NULLIF($6, ''), stats_json = $7, finished_at = $8,
-                 usage_json = $13
+                 usage_json = $13, output = NULLIF($14, '')
              WHERE task_id = $9 AND name = $10 AND status = 'running' AND worker_id = $11 AND attempts = $12",
         )
         .bind(status.label())
@@ -480,6 +527,7 @@ impl Store {
         .bind(worker_id)
         .bind(attempt)
         .bind(usage)
+        .bind(&outcome.output)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
@@ -821,6 +869,32 @@ impl Store {
     }
 }
 
+async fn insert_subtasks(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    task_id: &str,
+    subtasks: &[NewSubtask],
+    role: &str,
+) -> Result<()> {
+    for (position, s) in subtasks.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO subtasks (task_id, name, position, prompt, depends_on_json, agent_json, status, branch, role)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(task_id)
+        .bind(&s.name)
+        .bind(position as i64)
+        .bind(&s.prompt)
+        .bind(serde_json::to_string(&s.depends_on).context("encoding depends_on")?)
+        .bind(serde_json::to_string(&s.agent).context("encoding agent")?)
+        .bind(SubtaskStatus::Pending.label())
+        .bind(&s.branch)
+        .bind(role)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
 fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Task> {
     let status: String = row.try_get("status")?;
     let agent: AgentJson = parse_json(row.try_get("agent_json")?);
@@ -854,6 +928,8 @@ fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Task> {
             .map(to_proto),
         usage: None,
         context: Vec::new(),
+        planner: None,
+        approve: row.try_get("approve")?,
     })
 }
 
@@ -944,6 +1020,8 @@ mod tests {
                 agent,
                 branch: "aida/t1/a".into(),
             }],
+            planner: None,
+            approve: "auto".into(),
         };
         store.insert_task(&task, Utc::now()).await.unwrap();
         (dir, store)

@@ -1,6 +1,8 @@
-//! One subtask run from start to end: validate it, prepare the worktree, run
-//! the agent, commit what it left, remove the worktree. Both the gRPC
-//! `Execute` call and the orchestrator's assignments come through here.
+//! One subtask run from start to end: validate it, prepare the worktree
+//! (copying what `.worktreeinclude` lists), run the agent, commit what it
+//! left, remove the worktree. Both the gRPC `Execute` call and the
+//! orchestrator's assignments come through here, and every log line, the
+//! summary and the error leave it with secrets masked.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,8 +12,13 @@ use aida_proto::common::{LogLine, RunResult, SubtaskRun};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{self, Agent, AgentError, Invocation};
+use crate::agent::{self, Agent, AgentConfig, AgentError, Invocation};
+use crate::secrets::SecretMask;
 use crate::worktree::{self, PreparedWorktree};
+use crate::worktree_include;
+
+/// Lines buffered between a run and the masking of its log.
+const MASK_BUFFER: usize = 256;
 
 /// What every run on this worker shares.
 #[derive(Debug, Clone)]
@@ -20,22 +27,40 @@ pub struct ExecContext {
     pub worker_id: String,
     /// Worktrees are created below this directory, one per run.
     pub worktree_root: PathBuf,
+    /// Where the agent CLIs are and what they may do.
+    pub agents: AgentConfig,
+    /// Secret values masked in everything a run reports.
+    pub secrets: Arc<SecretMask>,
+}
+
+impl ExecContext {
+    /// Default agent settings and no secrets to mask.
+    pub fn new(worker_id: impl Into<String>, worktree_root: impl Into<PathBuf>) -> Self {
+        Self {
+            worker_id: worker_id.into(),
+            worktree_root: worktree_root.into(),
+            agents: AgentConfig::default(),
+            secrets: Arc::default(),
+        }
+    }
 }
 
 /// A run's fields checked once, at the start.
 struct Validated {
     task_id: TaskId,
-    subtask: SubtaskName,
+    /// A valid subtask name, or AIDA's own name for a read-only run.
+    subtask: String,
     branch: String,
     agent: Agent,
 }
 
-/// Why a `SubtaskRun` cannot be run at all: the caller's mistake.
-pub fn validate(run: &SubtaskRun) -> Result<(), String> {
-    validate_run(run).map(|_| ())
+/// Why a `SubtaskRun` cannot be run on this worker at all: the caller's
+/// mistake (or a setting this worker refuses).
+pub fn validate(run: &SubtaskRun, ctx: &ExecContext) -> Result<(), String> {
+    validate_run(run, ctx).map(|_| ())
 }
 
-fn validate_run(run: &SubtaskRun) -> Result<Validated, String> {
+fn validate_run(run: &SubtaskRun, ctx: &ExecContext) -> Result<Validated, String> {
     if run.task_id.is_empty() {
         return Err("task_id is required".into());
     }
@@ -49,13 +74,31 @@ fn validate_run(run: &SubtaskRun) -> Result<Validated, String> {
         return Err("base_commit is required".into());
     }
     let task_id = TaskId::parse(&run.task_id).map_err(|e| e.to_string())?;
-    let subtask = SubtaskName::parse(&run.subtask).map_err(|e| e.to_string())?;
+    // A read-only run (the planner) has a reserved name of AIDA's own and
+    // no branch; it only needs to be a safe directory name component.
+    let subtask = if run.read_only {
+        if run.subtask.contains(['/', '\\']) || run.subtask.starts_with('.') {
+            return Err(format!(
+                "subtask name {:?} is not a safe directory name",
+                run.subtask
+            ));
+        }
+        run.subtask.clone()
+    } else {
+        SubtaskName::parse(&run.subtask)
+            .map_err(|e| e.to_string())?
+            .to_string()
+    };
     let agent = match &run.agent {
-        Some(spec) => Agent::from_spec(spec).map_err(|e| e.to_string())?,
+        Some(spec) => {
+            Agent::from_spec(spec, &run.prompt, &ctx.agents).map_err(|e| e.to_string())?
+        }
         None => return Err("agent is required".into()),
     };
-    let branch = if run.branch.is_empty() {
-        task_id.subtask_branch(&subtask)
+    let branch = if run.read_only {
+        String::new()
+    } else if run.branch.is_empty() {
+        task_id.subtask_branch(&SubtaskName::parse(&subtask).map_err(|e| e.to_string())?)
     } else {
         run.branch.clone()
     };
@@ -99,12 +142,47 @@ pub async fn run_subtask(
     logs: mpsc::Sender<LogLine>,
     cancel: CancellationToken,
 ) -> RunResult {
-    let v = match validate_run(&run) {
+    // Every line passes the mask on its way out; the masking task ends once
+    // the run dropped its sender, so all lines are out before the result.
+    // The run's own environment may carry secrets too (the context token).
+    let secrets = Arc::new(ctx.secrets.merged(&SecretMask::from_vars(
+        run.env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    )));
+    let (masked_tx, mut masked_rx) = mpsc::channel::<LogLine>(MASK_BUFFER);
+    let masking = {
+        let secrets = Arc::clone(&secrets);
+        tokio::spawn(async move {
+            while let Some(mut line) = masked_rx.recv().await {
+                secrets.mask_in_place(&mut line.line);
+                // Once nobody listens this fails at once: draining goes on,
+                // so the run never blocks on a full channel.
+                let _ = logs.send(line).await;
+            }
+        })
+    };
+    let mut result = run_masked(run, ctx, masked_tx, cancel).await;
+    let _ = masking.await;
+    secrets.mask_in_place(&mut result.error);
+    secrets.mask_in_place(&mut result.summary);
+    secrets.mask_in_place(&mut result.output);
+    result
+}
+
+async fn run_masked(
+    run: SubtaskRun,
+    ctx: &ExecContext,
+    logs: mpsc::Sender<LogLine>,
+    cancel: CancellationToken,
+) -> RunResult {
+    let v = match validate_run(&run, ctx) {
         Ok(v) => v,
         Err(e) => return failure(e),
     };
     if cancel.is_cancelled() {
         return failure("cancelled");
+    }
+    if run.read_only {
+        return run_read_only(&run, &v, ctx, &logs, cancel).await;
     }
     let run = Arc::new(run);
     let prepared = {
@@ -155,6 +233,69 @@ pub async fn run_subtask(
     result
 }
 
+/// A read-only run (the planner): the agent works in a snapshot of the base
+/// commit and its answer comes back in `output`; nothing is committed.
+async fn run_read_only(
+    run: &SubtaskRun,
+    v: &Validated,
+    ctx: &ExecContext,
+    logs: &mpsc::Sender<LogLine>,
+    cancel: CancellationToken,
+) -> RunResult {
+    let dir = ctx.worktree_root.join(format!(
+        "{}-{}-{}-read-only",
+        run.task_id, run.subtask, run.attempt
+    ));
+    let snapshot = {
+        let (repo, commit, dir) = (run.repo.clone(), run.base_commit.clone(), dir.clone());
+        blocking(move || worktree::snapshot(&repo, &commit, &dir)).await
+    };
+    let start = match snapshot {
+        Ok(start) => start,
+        Err(e) => {
+            note(logs, format!("cannot prepare a read-only snapshot: {e}")).await;
+            return failure(e);
+        }
+    };
+    note(
+        logs,
+        format!("read-only snapshot of {start} at {}", dir.display()),
+    )
+    .await;
+    let inv = Invocation {
+        prompt: run.prompt.clone(),
+        task_id: v.task_id.to_string(),
+        subtask: v.subtask.clone(),
+        branch: String::new(),
+        worktree: dir.clone(),
+        env: run
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    note(
+        logs,
+        format!("starting {} agent (read-only)", v.agent.kind.name()),
+    )
+    .await;
+    let out = v.agent.run(&inv, logs.clone(), cancel).await;
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        tracing::warn!(error = %e, dir = %dir.display(), "cannot remove a read-only snapshot");
+    }
+    RunResult {
+        success: out.error.is_none(),
+        error: out.error.map(|e| e.to_string()).unwrap_or_default(),
+        start_commit: start.to_string(),
+        commit: start.to_string(),
+        exit_code: out.exit_code,
+        summary: out.summary,
+        output: out.output,
+        usage: (out.usage != Default::default()).then_some(out.usage),
+        ..Default::default()
+    }
+}
+
 async fn run_in_worktree(
     run: &Arc<SubtaskRun>,
     v: &Validated,
@@ -163,17 +304,64 @@ async fn run_in_worktree(
     logs: &mpsc::Sender<LogLine>,
     cancel: CancellationToken,
 ) -> RunResult {
+    let included = {
+        let (repo, path) = (wt.repo.clone(), wt.path.clone());
+        blocking(move || worktree_include::copy_included(&repo, &path)).await
+    };
+    match included {
+        Ok(files) if files.is_empty() => {}
+        Ok(files) => {
+            note(
+                logs,
+                format!(
+                    "copied from {}: {}",
+                    worktree_include::FILE_NAME,
+                    files.join(", ")
+                ),
+            )
+            .await
+        }
+        Err(e) => {
+            let error = format!(
+                "cannot copy the files {} lists: {e}",
+                worktree_include::FILE_NAME
+            );
+            note(logs, error.clone()).await;
+            return RunResult {
+                branch: wt.branch.clone(),
+                start_commit: wt.start_commit.to_string(),
+                commit: wt.start_commit.to_string(),
+                exit_code: -1,
+                ..failure(error)
+            };
+        }
+    }
+
     let inv = Invocation {
         prompt: run.prompt.clone(),
         task_id: v.task_id.to_string(),
-        subtask: v.subtask.to_string(),
+        subtask: v.subtask.clone(),
         branch: wt.branch.clone(),
         worktree: wt.path.clone(),
+        env: run
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     };
-    let outcome = v.agent.run(&inv, logs.clone(), cancel).await;
-    match &outcome {
-        Ok(_) => note(logs, "agent finished").await,
-        Err(e) => note(logs, format!("agent failed: {e}")).await,
+    note(
+        logs,
+        format!(
+            "starting {} agent: {}",
+            v.agent.kind.name(),
+            v.agent.display(&run.prompt)
+        ),
+    )
+    .await;
+    let out = v.agent.run(&inv, logs.clone(), cancel).await;
+    match &out.error {
+        None => note(logs, "agent finished").await,
+        Some(e) => note(logs, format!("agent failed: {e}")).await,
     }
 
     let committed = {
@@ -205,14 +393,14 @@ async fn run_in_worktree(
             result.error = format!("cannot commit the agent's work: {e}");
         }
     }
-    match outcome {
-        Ok(out) => {
-            result.exit_code = out.exit_code;
-            result.summary = out.summary;
-            result.success = result.error.is_empty();
-        }
-        Err(e) => {
-            result.exit_code = e.exit_code().unwrap_or(-1);
+    result.exit_code = out.exit_code;
+    result.summary = out.summary;
+    if out.usage != Default::default() {
+        result.usage = Some(out.usage);
+    }
+    match out.error {
+        None => result.success = result.error.is_empty(),
+        Some(e) => {
             result.success = false;
             result.error = match (&e, result.error.is_empty()) {
                 (AgentError::Cancelled, _) | (_, true) => e.to_string(),

@@ -17,11 +17,14 @@ pub mod agent;
 pub mod error;
 pub mod executor;
 pub mod runner;
+pub mod secrets;
 pub mod service;
 pub mod session;
 pub mod state;
 pub mod worktree;
+pub mod worktree_include;
 
+pub use agent::AgentConfig;
 pub use executor::{ExecContext, run_subtask};
 
 /// The worker's settings; each field is overridden by the environment
@@ -41,6 +44,16 @@ pub struct Config {
     pub worker_advertise_addr: Option<String>,
     /// Where worktrees go; `<tmp>/aida-worktrees/<worker_id>` when unset.
     pub worktree_root: Option<PathBuf>,
+    /// The Claude Code executable: a path, or a name looked up on `PATH`.
+    pub claude_path: String,
+    /// The Gemini CLI executable.
+    pub gemini_path: String,
+    /// The Codex CLI executable.
+    pub codex_path: String,
+    /// Lets subtasks run claude-code with `bypassPermissions` (and
+    /// gemini-cli with `yolo`): only for workers isolated from anything
+    /// that matters.
+    pub allow_bypass_permissions: bool,
 }
 
 impl Default for Config {
@@ -51,6 +64,10 @@ impl Default for Config {
             worker_listen_addr: "0.0.0.0:0".into(),
             worker_advertise_addr: None,
             worktree_root: None,
+            claude_path: "claude".into(),
+            gemini_path: "gemini".into(),
+            codex_path: "codex".into(),
+            allow_bypass_permissions: false,
         }
     }
 }
@@ -63,6 +80,16 @@ impl Config {
                 .join("aida-worktrees")
                 .join(path_component(&self.worker_id))
         })
+    }
+
+    /// Where the agent CLIs are and what they may do.
+    pub fn agent_config(&self) -> AgentConfig {
+        AgentConfig {
+            claude_path: self.claude_path.clone(),
+            gemini_path: self.gemini_path.clone(),
+            codex_path: self.codex_path.clone(),
+            allow_bypass_permissions: self.allow_bypass_permissions,
+        }
     }
 }
 
@@ -113,6 +140,9 @@ pub async fn run(
         .connect_lazy();
 
     let stop = CancellationToken::new();
+    let agents = config.agent_config();
+    let agent_kinds: Arc<[String]> = agents.available_kinds().into();
+    let secrets = secrets::SecretMask::from_env();
     let runner = runner::Runner {
         state: Arc::new(state::WorkerState::new(
             config.worker_id.clone(),
@@ -121,7 +151,10 @@ pub async fn run(
         ctx: Arc::new(ExecContext {
             worker_id: config.worker_id.clone(),
             worktree_root: config.worktree_root(),
+            agents,
+            secrets: Arc::new(secrets),
         }),
+        agent_kinds,
         tracker: TaskTracker::new(),
     };
     tracing::info!(
@@ -130,6 +163,9 @@ pub async fn run(
         advertise = %address,
         orchestrator = %endpoint,
         worktree_root = %runner.ctx.worktree_root.display(),
+        agent_kinds = ?runner.agent_kinds,
+        masked_secrets = runner.ctx.secrets.len(),
+        allow_bypass_permissions = runner.ctx.agents.allow_bypass_permissions,
         "worker starting"
     );
 

@@ -19,6 +19,8 @@ const LOG_BUFFER: usize = 1024;
 pub struct Runner {
     pub state: Arc<WorkerState>,
     pub ctx: Arc<ExecContext>,
+    /// The agent kinds this worker runs, found at start-up.
+    pub agent_kinds: Arc<[String]>,
     /// Every run and every task forwarding a run's output; shutdown waits
     /// for them.
     pub tracker: TaskTracker,

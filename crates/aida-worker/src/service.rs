@@ -10,7 +10,6 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::agent;
 use crate::error::WorkerError;
 use crate::executor;
 use crate::runner::Runner;
@@ -37,7 +36,7 @@ impl Worker for WorkerService {
             .into_inner()
             .run
             .ok_or_else(|| WorkerError::InvalidArgument("run is required".into()))?;
-        executor::validate(&run).map_err(WorkerError::InvalidArgument)?;
+        executor::validate(&run, &self.runner.ctx).map_err(WorkerError::InvalidArgument)?;
         let started = self.runner.start(run).map_err(|busy| WorkerError::Busy {
             task_id: busy.task_id,
             subtask: busy.subtask,
@@ -75,7 +74,7 @@ impl Worker for WorkerService {
                 .as_ref()
                 .map(|c| c.subtask.clone())
                 .unwrap_or_default(),
-            agent_kinds: agent::KINDS.iter().map(|k| k.to_string()).collect(),
+            agent_kinds: self.runner.agent_kinds.to_vec(),
             completed: state.completed(),
             connected: state.connected(),
         }))

@@ -13,7 +13,6 @@ use aida_proto::orchestrator::{
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::agent;
 use crate::runner::{Runner, StartedRun};
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -86,7 +85,7 @@ async fn session(
     let request = RegisterWorkerRequest {
         worker_id: registration.worker_id.clone(),
         address: registration.address.clone(),
-        agent_kinds: agent::KINDS.iter().map(|k| k.to_string()).collect(),
+        agent_kinds: runner.agent_kinds.to_vec(),
         hostname: registration.hostname.clone(),
     };
     let mut commands = client.register_worker(request).await?.into_inner();

@@ -406,3 +406,44 @@ pub fn remove(wt: &PreparedWorktree) -> Result<(), WorktreeError> {
         Err(_) => Ok(()),
     }
 }
+
+/// A read-only run's view of the repository: the files of `commit` written
+/// into `dir`, with no `.git` and no branch, so nothing the agent does can
+/// reach the repository. The caller removes `dir` afterwards.
+pub fn snapshot(repo_path: &str, commit: &str, dir: &Path) -> Result<Oid, WorktreeError> {
+    let repo = Repository::open(repo_path).map_err(|source| WorktreeError::OpenRepo {
+        repo: repo_path.to_owned(),
+        source,
+    })?;
+    let commit = repo
+        .revparse_single(commit)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|source| WorktreeError::Resolve {
+            what: "base commit".into(),
+            rev: commit.to_owned(),
+            source,
+        })?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|source| WorktreeError::Io {
+            what: format!("removing a stale snapshot at {}", dir.display()),
+            source,
+        })?;
+    }
+    std::fs::create_dir_all(dir).map_err(|source| WorktreeError::Io {
+        what: format!("creating {}", dir.display()),
+        source,
+    })?;
+    let mut checkout = git2::build::CheckoutBuilder::new();
+    // Never the repository's own index: the user's working tree is theirs.
+    checkout
+        .target_dir(dir)
+        .force()
+        .recreate_missing(true)
+        .update_index(false);
+    repo.checkout_tree(commit.as_object(), Some(&mut checkout))
+        .map_err(|source| WorktreeError::Git {
+            what: format!("writing the files of {} to {}", commit.id(), dir.display()),
+            source,
+        })?;
+    Ok(commit.id())
+}

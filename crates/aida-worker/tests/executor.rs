@@ -373,3 +373,65 @@ async fn concurrent_runs_on_one_repository_do_not_interfere() {
     }
     assert!(repo.repo().worktrees().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_command_agents_summary_is_its_last_line() {
+    let repo = TestRepo::new();
+    let ctx = Ctx::new();
+    let run = repo.run(
+        "summary",
+        &["sh", "-c", "echo first; echo 'Added the API'; echo"],
+    );
+    let (result, _) = ctx.execute(run).await;
+    assert!(result.success, "{result:?}");
+    assert_eq!(result.summary, "Added the API");
+}
+
+#[tokio::test]
+async fn a_read_only_run_answers_from_a_snapshot_and_changes_nothing() {
+    let repo = TestRepo::with_files(&[("src/lib.rs", "pub fn api() {}\n")]);
+    let ctx = Ctx::new();
+    // The user's own uncommitted work in the main working tree.
+    std::fs::write(repo.path().join("README.md"), "edited by the user\n").unwrap();
+    let status_before = repo.repo().statuses(None).unwrap().len();
+    let branches_before = repo.repo().branches(None).unwrap().count();
+
+    let mut run = repo.run(
+        "_plan",
+        &[
+            "sh",
+            "-c",
+            // Reads the snapshot, tries to change it, prints a multi-line answer.
+            r#"test -f src/lib.rs && test ! -d .git && echo scribble > src/lib.rs && printf '{"subtasks": [\n  {"name": "api", "prompt": "p"}\n]}\n'"#,
+        ],
+    );
+    run.read_only = true;
+    run.branch.clear();
+    let (result, lines) = ctx.execute(run.clone()).await;
+
+    assert!(result.success, "{result:?} {lines:?}");
+    assert_eq!(
+        result.output,
+        "{\"subtasks\": [\n  {\"name\": \"api\", \"prompt\": \"p\"}\n]}\n"
+    );
+    assert_eq!(result.start_commit, repo.base.to_string());
+    // Nothing reached the repository: no branch, no worktree, no commit,
+    // the user's index and working tree as they were, the snapshot gone.
+    let git = repo.repo();
+    assert_eq!(git.branches(None).unwrap().count(), branches_before);
+    assert_eq!(git.worktrees().unwrap().len(), 0);
+    assert_eq!(repo.main_head(), repo.base);
+    assert_eq!(git.statuses(None).unwrap().len(), status_before);
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("README.md")).unwrap(),
+        "edited by the user\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.path().join("src/lib.rs")).unwrap(),
+        "pub fn api() {}\n"
+    );
+    assert_eq!(
+        std::fs::read_dir(&ctx.ctx.worktree_root).unwrap().count(),
+        0
+    );
+}

@@ -32,6 +32,10 @@ async fn spawn_worker() -> TestWorker {
         worker_listen_addr: "127.0.0.1:0".into(),
         worker_advertise_addr: None,
         worktree_root: Some(root.path().join("wt")),
+        claude_path: common::fakes_dir().join("claude").display().to_string(),
+        gemini_path: "/nonexistent/gemini".into(),
+        codex_path: "no-such-codex-aida".into(),
+        ..Config::default()
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -78,7 +82,8 @@ async fn execute_streams_lines_and_result_and_status_answers() {
         .into_inner();
     assert_eq!(status.worker_id, "grpc-worker");
     assert_eq!(status.state, "idle");
-    assert_eq!(status.agent_kinds, vec!["command".to_string()]);
+    // claude points at the fake; the other CLIs are nowhere to be found.
+    assert_eq!(status.agent_kinds, vec!["command", "claude-code"]);
     assert_eq!(status.completed, 0);
     assert!(!status.connected, "no orchestrator is listening");
 

@@ -79,6 +79,14 @@ impl Client {
         Ok(list.tasks)
     }
 
+    pub async fn approve_task(&self, id: &str) -> anyhow::Result<Task> {
+        self.json(
+            self.http
+                .post(self.url(&format!("/api/tasks/{id}/approve"))),
+        )
+        .await
+    }
+
     pub async fn cancel_task(&self, id: &str) -> anyhow::Result<Task> {
         self.json(self.http.post(self.url(&format!("/api/tasks/{id}/cancel"))))
             .await

@@ -123,6 +123,7 @@ mod tests {
                 }),
                 subtasks: vec![spec("a", "write x", &[]), spec("b", "use x = y", &["a"])],
                 priority: -2,
+                plan: None,
             }
         );
     }

@@ -127,6 +127,36 @@ pub async fn get_task(
     Ok(Json(task.into()))
 }
 
+/// Lets a task whose plan waits for approval run.
+#[utoipa::path(
+    post,
+    path = "/api/tasks/{id}/approve",
+    tag = "tasks",
+    params(("id" = String, Path, description = "task id (a UUID)")),
+    responses(
+        (status = 200, description = "the task, queued to run its plan", body = Task),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "the task has no plan waiting for approval", body = ErrorBody),
+    )
+)]
+pub async fn approve_task(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Task>, ApiError> {
+    let id = task_id(path)?;
+    let task: Task = state
+        .orchestrator()
+        .approve_task(orch::ApproveTaskRequest {
+            task_id: id.to_string(),
+        })
+        .await?
+        .into_inner()
+        .into();
+    tracing::info!(task_id = %id, "plan approved");
+    Ok(Json(task))
+}
+
 /// Cancels a task: running subtasks are stopped, pending ones never start.
 #[utoipa::path(
     post,

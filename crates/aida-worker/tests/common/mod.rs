@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use aida_core::ids::TaskId;
 use aida_proto::common::{AgentSpec, DependencyCommit, LogLine, RunResult, SubtaskRun};
-use aida_worker::ExecContext;
+use aida_worker::{AgentConfig, ExecContext};
 use git2::{Oid, Repository, Signature};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -19,11 +19,20 @@ pub struct TestRepo {
 impl TestRepo {
     /// A repository with one commit on `main` (README.md).
     pub fn new() -> Self {
+        Self::with_files(&[])
+    }
+
+    /// A repository with one commit on `main`: README.md and `files`.
+    pub fn with_files(files: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let repo = Repository::init(dir.path()).unwrap();
-        std::fs::write(dir.path().join("README.md"), "hello\n").unwrap();
         let mut index = repo.index().unwrap();
-        index.add_path(Path::new("README.md")).unwrap();
+        for (path, content) in [("README.md", "hello\n")].iter().chain(files) {
+            let full = dir.path().join(path);
+            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+            std::fs::write(full, content).unwrap();
+            index.add_path(Path::new(path)).unwrap();
+        }
         index.write().unwrap();
         let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
         let sig = Signature::now("test", "test@example.com").unwrap();
@@ -67,7 +76,48 @@ impl TestRepo {
             dependencies: vec![],
             prompt: format!("do {subtask}\nmore details"),
             agent: Some(command(argv)),
+            ..Default::default()
         }
+    }
+
+    /// A run of `spec` with `prompt`.
+    pub fn agent_run(&self, subtask: &str, spec: AgentSpec, prompt: &str) -> SubtaskRun {
+        SubtaskRun {
+            prompt: prompt.into(),
+            agent: Some(spec),
+            ..self.run(subtask, &[])
+        }
+    }
+}
+
+/// The fake CLIs of the repository's test suite.
+pub fn fakes_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fakes")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Agent settings pointing at the fake CLIs.
+pub fn fake_agents() -> AgentConfig {
+    let fakes = fakes_dir();
+    AgentConfig {
+        claude_path: fakes.join("claude").display().to_string(),
+        gemini_path: fakes.join("gemini").display().to_string(),
+        codex_path: fakes.join("codex").display().to_string(),
+        allow_bypass_permissions: false,
+    }
+}
+
+/// An agent spec of `kind` with the given options.
+pub fn cli(kind: &str, options: &[(&str, &str)]) -> AgentSpec {
+    AgentSpec {
+        kind: kind.into(),
+        options: options
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
     }
 }
 
@@ -95,11 +145,15 @@ pub struct Ctx {
 impl Ctx {
     pub fn new() -> Self {
         let root = tempfile::tempdir().unwrap();
-        let ctx = ExecContext {
-            worker_id: "test-worker".into(),
-            worktree_root: root.path().join("worktrees"),
-        };
+        let ctx = ExecContext::new("test-worker", root.path().join("worktrees"));
         Self { root, ctx }
+    }
+
+    /// A context whose agent CLIs are the fakes.
+    pub fn with_fakes() -> Self {
+        let mut ctx = Self::new();
+        ctx.ctx.agents = fake_agents();
+        ctx
     }
 
     pub fn worktree_dir(&self, run: &SubtaskRun) -> PathBuf {

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use aida_gateway::api::{AgentSpec, CreateTask, SubtaskSpec};
+use aida_gateway::api::{AgentSpec, CreateTask, PlanSpec, SubtaskSpec};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
@@ -27,6 +27,12 @@ pub enum TaskCommand {
         /// At most this many tasks.
         #[arg(long)]
         limit: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a task whose plan waits for approval run.
+    Approve {
+        id: String,
         #[arg(long)]
         json: bool,
     },
@@ -57,7 +63,7 @@ pub struct CreateArgs {
     #[arg(
         long,
         value_name = "FILE",
-        conflicts_with_all = ["repo", "base", "description", "priority", "subtasks", "depends", "agent", "options", "command", "argv"]
+        conflicts_with_all = ["repo", "base", "description", "priority", "subtasks", "depends", "agent", "options", "command", "argv", "plan"]
     )]
     pub file: Option<PathBuf>,
     /// The git repository, as the orchestrator and workers see it; a
@@ -100,6 +106,13 @@ pub struct CreateArgs {
     /// The command agent's program and arguments, after `--`.
     #[arg(last = true, value_name = "PROG ARGS")]
     pub argv: Vec<String>,
+    /// Have the agent split the description into subtasks (instead of
+    /// --subtask).
+    #[arg(long, conflicts_with = "subtasks")]
+    pub plan: bool,
+    /// With --plan: `manual` holds the plan until `aida task approve`.
+    #[arg(long, requires = "plan", value_parser = ["auto", "manual"])]
+    pub approve: Option<String>,
     /// Print the created task as JSON.
     #[arg(long)]
     pub json: bool,
@@ -179,6 +192,10 @@ impl CreateArgs {
             agent: Some(agent),
             subtasks,
             priority: self.priority.unwrap_or(0),
+            plan: self.plan.then(|| PlanSpec {
+                agent: None,
+                approve: self.approve.clone(),
+            }),
         })
     }
 }
@@ -213,6 +230,7 @@ impl TaskCommand {
                     output::print(&output::task_table(&tasks))?;
                 }
             }
+            TaskCommand::Approve { id, json } => show(&client.approve_task(&id).await?, json)?,
             TaskCommand::Cancel { id, json } => show(&client.cancel_task(&id).await?, json)?,
             TaskCommand::Report { id, json } => {
                 if json {

@@ -1,0 +1,473 @@
+//! The agents a worker runs: the plain "command" agent and the adapters for
+//! the coding-agent CLIs ("claude-code", "gemini-cli", "codex-cli").
+//!
+//! Each kind builds its own argv from the subtask's [`AgentSpec`] and the
+//! worker's [`AgentConfig`], and brings a [`StreamParser`] that turns the
+//! program's stdout into readable log lines and reads what the CLI reports
+//! at the end (final message, session, turns, tokens, cost). Running the
+//! process is shared by all of them (see [`process`]): own process group,
+//! streamed output, timeout and cancellation kill the whole group.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aida_proto::common::{AgentSpec, AgentUsage, LogLine};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub mod claude;
+pub mod codex;
+pub mod command;
+pub mod gemini;
+mod process;
+
+pub const COMMAND: &str = "command";
+pub const CLAUDE_CODE: &str = "claude-code";
+pub const GEMINI_CLI: &str = "gemini-cli";
+pub const CODEX_CLI: &str = "codex-cli";
+
+/// Every kind this build knows, in the order they are advertised.
+pub const KINDS: &[&str] = &[COMMAND, CLAUDE_CODE, GEMINI_CLI, CODEX_CLI];
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(
+        "agent kind {0:?} is not supported by this worker (it knows: command, claude-code, gemini-cli, codex-cli)"
+    )]
+    UnknownKind(String),
+    #[error("the command agent needs a non-empty command (argv)")]
+    EmptyCommand,
+    #[error(
+        "{kind} asks for {mode:?}, which this worker does not allow (set ALLOW_BYPASS_PERMISSIONS=true only on isolated workers)"
+    )]
+    BypassNotAllowed { kind: &'static str, mode: String },
+    #[error("invalid agent option {name:?}: {reason}")]
+    InvalidOption { name: String, reason: String },
+    #[error("cannot start agent program {program:?}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("agent exited with code {0}")]
+    ExitCode(i32),
+    #[error("agent was killed by signal {0}")]
+    Signal(i32),
+    #[error("timed out after {0} s")]
+    TimedOut(u32),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("waiting for the agent failed: {0}")]
+    Wait(std::io::Error),
+    /// A failure the agent's CLI reported (or its exit code means), in the
+    /// adapter's words.
+    #[error("{0}")]
+    Reported(String),
+}
+
+/// Where the worker finds each CLI and what it lets them do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    pub claude_path: String,
+    pub gemini_path: String,
+    pub codex_path: String,
+    /// Whether subtasks may run claude-code with `bypassPermissions` (or
+    /// gemini-cli with `yolo`): only for workers isolated from anything
+    /// that matters.
+    pub allow_bypass_permissions: bool,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            claude_path: "claude".into(),
+            gemini_path: "gemini".into(),
+            codex_path: "codex".into(),
+            allow_bypass_permissions: false,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// The kinds this worker can run: "command" always, each CLI adapter
+    /// when its executable is found.
+    pub fn available_kinds(&self) -> Vec<String> {
+        let mut kinds = vec![COMMAND.to_owned()];
+        for (kind, path) in [
+            (CLAUDE_CODE, &self.claude_path),
+            (GEMINI_CLI, &self.gemini_path),
+            (CODEX_CLI, &self.codex_path),
+        ] {
+            if find_executable(path).is_some() {
+                kinds.push(kind.to_owned());
+            }
+        }
+        kinds
+    }
+}
+
+/// `program` as an executable file: taken as a path when it has a `/`,
+/// looked up on `PATH` otherwise.
+pub fn find_executable(program: &str) -> Option<PathBuf> {
+    if program.is_empty() {
+        return None;
+    }
+    if program.contains('/') {
+        let path = PathBuf::from(program);
+        return is_executable(&path).then_some(path);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The agent kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentKind {
+    Command,
+    ClaudeCode,
+    GeminiCli,
+    CodexCli,
+}
+
+impl AgentKind {
+    pub fn parse(kind: &str) -> Option<Self> {
+        match kind {
+            COMMAND => Some(Self::Command),
+            CLAUDE_CODE => Some(Self::ClaudeCode),
+            GEMINI_CLI => Some(Self::GeminiCli),
+            CODEX_CLI => Some(Self::CodexCli),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Command => COMMAND,
+            Self::ClaudeCode => CLAUDE_CODE,
+            Self::GeminiCli => GEMINI_CLI,
+            Self::CodexCli => CODEX_CLI,
+        }
+    }
+
+    fn parser(self) -> Box<dyn StreamParser> {
+        match self {
+            Self::Command => Box::new(command::CommandParser::default()),
+            Self::ClaudeCode => Box::<claude::ClaudeParser>::default(),
+            Self::GeminiCli => Box::<gemini::GeminiParser>::default(),
+            Self::CodexCli => Box::<codex::CodexParser>::default(),
+        }
+    }
+}
+
+/// An agent ready to run, validated from its [`AgentSpec`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Agent {
+    pub kind: AgentKind,
+    /// Program and arguments, the prompt included for the CLI adapters.
+    pub argv: Vec<String>,
+    /// Wall-clock limit of the run.
+    pub timeout: Option<Duration>,
+    /// Said in the log before the agent starts: settings this kind cannot
+    /// honour.
+    pub notes: Vec<String>,
+}
+
+/// What the agent is told about its run.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub prompt: String,
+    pub task_id: String,
+    pub subtask: String,
+    pub branch: String,
+    pub worktree: PathBuf,
+    /// Extra environment from the orchestrator (the task's shared context).
+    pub env: Vec<(String, String)>,
+}
+
+/// A finished agent run, successful or not.
+#[derive(Debug, Default)]
+pub struct AgentOutput {
+    /// The process's exit code; -1 when it had none (signal, timeout,
+    /// cancellation, never started).
+    pub exit_code: i32,
+    /// The agent's final message, for adapters that report one.
+    pub summary: String,
+    /// The agent's answer as a whole (a read-only run's result): the final
+    /// message of a CLI, the standard output of a command.
+    pub output: String,
+    /// What the CLI reported about its run (empty for "command").
+    pub usage: AgentUsage,
+    /// Why the run failed; `None` on success.
+    pub error: Option<AgentError>,
+}
+
+/// How the process ended, as the parsers see it.
+#[derive(Debug, Clone, Default)]
+pub struct Exit {
+    /// `None` when killed by a signal.
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The last non-empty line the agent wrote to stderr: usage errors of
+    /// the CLIs end up there.
+    pub stderr_tail: String,
+}
+
+/// What a parser concluded once the process ended.
+#[derive(Debug, Default)]
+pub struct Finished {
+    pub summary: String,
+    /// The whole answer, when it is more than the summary.
+    pub output: Option<String>,
+    pub usage: AgentUsage,
+    pub error: Option<AgentError>,
+}
+
+/// Turns one kind's stdout into log lines and its final report into a
+/// [`Finished`].
+pub trait StreamParser: Send {
+    /// Log lines (stream, text) for one line of the agent's stdout.
+    fn line(&mut self, line: &str) -> Vec<(&'static str, String)>;
+    /// The outcome, given how the process ended.
+    fn finish(&mut self, exit: &Exit) -> Finished;
+}
+
+impl Agent {
+    /// Validates `spec` and builds the invocation; `prompt` becomes an
+    /// argument of the CLI adapters.
+    pub fn from_spec(
+        spec: &AgentSpec,
+        prompt: &str,
+        config: &AgentConfig,
+    ) -> Result<Self, AgentError> {
+        let kind = AgentKind::parse(&spec.kind)
+            .ok_or_else(|| AgentError::UnknownKind(spec.kind.clone()))?;
+        let mut notes = Vec::new();
+        let argv = match kind {
+            AgentKind::Command => command::argv(spec)?,
+            AgentKind::ClaudeCode => claude::argv(spec, prompt, config, &mut notes)?,
+            AgentKind::GeminiCli => gemini::argv(spec, prompt, config, &mut notes)?,
+            AgentKind::CodexCli => codex::argv(spec, prompt, config, &mut notes)?,
+        };
+        let timeout =
+            (spec.timeout_secs > 0).then(|| Duration::from_secs(spec.timeout_secs.into()));
+        Ok(Self {
+            kind,
+            argv,
+            timeout,
+            notes,
+        })
+    }
+
+    /// Runs the agent to its end (or its timeout, or `cancel`), sending its
+    /// output to `logs`.
+    pub async fn run(
+        &self,
+        inv: &Invocation,
+        logs: mpsc::Sender<LogLine>,
+        cancel: CancellationToken,
+    ) -> AgentOutput {
+        process::run(self, inv, logs, cancel).await
+    }
+
+    /// The argv as shown in the log: the prompt is left out, it is long and
+    /// already known.
+    pub fn display(&self, prompt: &str) -> String {
+        self.argv
+            .iter()
+            .map(|a| {
+                if !prompt.is_empty() && a == prompt {
+                    "<prompt>".to_owned()
+                } else if a.is_empty() || a.contains(char::is_whitespace) {
+                    format!("{a:?}")
+                } else {
+                    a.clone()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// A non-empty option of the spec.
+fn option<'a>(spec: &'a AgentSpec, name: &str) -> Option<&'a str> {
+    spec.options
+        .get(name)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// Notes options this kind has no use for, so they are not silently lost.
+fn note_unused(spec: &AgentSpec, kind: &str, used: &[&str], notes: &mut Vec<String>) {
+    let mut unused: Vec<&str> = spec
+        .options
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !used.contains(k))
+        .collect();
+    unused.sort_unstable();
+    for name in unused {
+        notes.push(format!("option {name:?} is not used by {kind}; ignored"));
+    }
+}
+
+/// A list option: a JSON array of strings (as the REST layer stores it) or
+/// a comma-separated list.
+fn list_option(spec: &AgentSpec, name: &str) -> Result<Vec<String>, AgentError> {
+    let Some(raw) = option(spec, name) else {
+        return Ok(Vec::new());
+    };
+    let items: Vec<String> = if raw.starts_with('[') {
+        serde_json::from_str(raw).map_err(|e| AgentError::InvalidOption {
+            name: name.to_owned(),
+            reason: format!("not a JSON array of strings: {e}"),
+        })?
+    } else {
+        raw.split(',').map(str::to_owned).collect()
+    };
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect())
+}
+
+/// Parses a line of a JSON stream; `None` for anything that is not a JSON
+/// object (such lines are logged as they are).
+fn json_object(line: &str) -> Option<Value> {
+    if !line.trim_start().starts_with('{') {
+        return None;
+    }
+    serde_json::from_str::<Value>(line)
+        .ok()
+        .filter(Value::is_object)
+}
+
+/// `v[key]` as a string ("" when missing).
+fn str_at<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+/// `v[key]` as a count (0 when missing).
+fn u64_at(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// A tool call's input in a few words: the file or command it is about.
+fn tool_input_summary(input: &Value) -> String {
+    for key in [
+        "file_path",
+        "path",
+        "absolute_path",
+        "command",
+        "pattern",
+        "url",
+        "query",
+    ] {
+        if let Some(value) = input.get(key).and_then(Value::as_str) {
+            return clip(value, 160);
+        }
+    }
+    match input {
+        Value::Null => String::new(),
+        Value::Object(map) if map.is_empty() => String::new(),
+        other => clip(&other.to_string(), 160),
+    }
+}
+
+/// Log lines for a block of text, one per line.
+fn text_lines(prefix: &str, text: &str) -> Vec<(&'static str, String)> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| ("agent", format!("{prefix}{l}")))
+        .collect()
+}
+
+/// At most `max` characters of `text`, on one line.
+fn clip(text: &str, max: usize) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= max {
+        one_line
+    } else {
+        let cut: String = one_line.chars().take(max).collect();
+        format!("{cut}…")
+    }
+}
+
+/// " (stderr: …)" when the agent left something on stderr.
+fn stderr_hint(exit: &Exit) -> String {
+    if exit.stderr_tail.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", clip(&exit.stderr_tail, 300))
+    }
+}
+
+/// The usual failure when a CLI exits non-zero without a reason of its own.
+fn exit_failure(kind: &str, exit: &Exit) -> AgentError {
+    match (exit.code, exit.signal) {
+        (Some(code), _) => AgentError::Reported(format!(
+            "{kind} exited with code {code}{}",
+            stderr_hint(exit)
+        )),
+        (None, signal) => AgentError::Signal(signal.unwrap_or_default()),
+    }
+}
+
+/// A log line stamped now.
+pub fn log_line(stream: &str, line: impl Into<String>) -> LogLine {
+    LogLine {
+        stream: stream.to_owned(),
+        line: line.into(),
+        at: Some(aida_core::time::now_proto()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_executables() {
+        assert_eq!(AgentKind::parse("claude-code"), Some(AgentKind::ClaudeCode));
+        assert_eq!(AgentKind::parse("gemini"), None);
+        assert!(find_executable("sh").is_some());
+        assert!(find_executable("/bin/sh").is_some());
+        assert!(find_executable("no-such-program-aida").is_none());
+        assert!(find_executable("/nonexistent/claude").is_none());
+        let config = AgentConfig {
+            claude_path: "/bin/sh".into(),
+            gemini_path: "/nonexistent/gemini".into(),
+            codex_path: "no-such-program-aida".into(),
+            allow_bypass_permissions: false,
+        };
+        assert_eq!(config.available_kinds(), vec!["command", "claude-code"]);
+    }
+
+    #[test]
+    fn timeout_and_display() {
+        let spec = AgentSpec {
+            kind: "command".into(),
+            command: vec!["echo".into(), "two words".into()],
+            timeout_secs: 7,
+            ..Default::default()
+        };
+        let agent = Agent::from_spec(&spec, "p", &AgentConfig::default()).unwrap();
+        assert_eq!(agent.timeout, Some(Duration::from_secs(7)));
+        assert_eq!(agent.display("p"), "echo \"two words\"");
+        let spec = AgentSpec {
+            kind: "nope".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Agent::from_spec(&spec, "p", &AgentConfig::default()),
+            Err(AgentError::UnknownKind(k)) if k == "nope"
+        ));
+    }
+}
