@@ -8,6 +8,7 @@
 pub mod git;
 pub mod process;
 pub mod redis_server;
+pub mod standalone;
 pub mod system;
 
 pub use git::GitRepo;

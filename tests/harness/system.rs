@@ -21,6 +21,8 @@ pub struct System {
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
     worker_env: Vec<(String, String)>,
+    /// To start the orchestrator again as it was.
+    orchestrator_env: Vec<(String, String)>,
 }
 
 /// What to start, beyond the defaults.
@@ -73,16 +75,27 @@ impl System {
         cmd.env("AGGREGATOR_LISTEN_ADDR", &aggregator_addr);
         procs.push(Proc::spawn("aggregator", cmd, dir.path()));
 
-        let mut cmd = Command::new(bin("aida-orchestrator"));
-        cmd.env("ORCHESTRATOR_LISTEN_ADDR", &orchestrator_addr)
-            .env(
-                "DATABASE_URL",
+        let orchestrator_env: Vec<(String, String)> = [
+            (
+                "ORCHESTRATOR_LISTEN_ADDR".to_owned(),
+                orchestrator_addr.clone(),
+            ),
+            (
+                "DATABASE_URL".to_owned(),
                 format!("sqlite://{}/aida.db", dir.path().display()),
-            )
-            .env("AGGREGATOR_ADDR", format!("http://{aggregator_addr}"))
-            .env("REDIS_URL", &redis.url)
-            .env("PUBLIC_API_URL", &url)
-            .envs(options.orchestrator_env.iter().cloned());
+            ),
+            (
+                "AGGREGATOR_ADDR".to_owned(),
+                format!("http://{aggregator_addr}"),
+            ),
+            ("REDIS_URL".to_owned(), redis.url.clone()),
+            ("PUBLIC_API_URL".to_owned(), url.clone()),
+        ]
+        .into_iter()
+        .chain(options.orchestrator_env.iter().cloned())
+        .collect();
+        let mut cmd = Command::new(bin("aida-orchestrator"));
+        cmd.envs(orchestrator_env.iter().cloned());
         procs.push(Proc::spawn("orchestrator", cmd, dir.path()));
 
         let mut cmd = Command::new(bin("aida-gateway"));
@@ -99,6 +112,7 @@ impl System {
             dir,
             procs,
             worker_env: options.worker_env,
+            orchestrator_env,
         };
         for i in 1..=workers {
             system.add_worker(&format!("worker-{i}"));
@@ -240,6 +254,33 @@ impl System {
             .unwrap_or_else(|_| panic!("{name} did not exit after SIGTERM"))
             .unwrap();
         status
+    }
+
+    /// `kill -9`: the process dies at once, with no chance to clean up.
+    pub fn kill9(&mut self, name: &str) {
+        let index = self
+            .procs
+            .iter()
+            .position(|p| p.name == name)
+            .expect("no such process");
+        let mut proc = self.procs.remove(index);
+        proc.child.kill().expect("SIGKILL");
+        proc.child.wait().expect("wait");
+        // Its log stays in `dir`, named after it.
+    }
+
+    /// Starts the orchestrator again on its port and database, and waits
+    /// until the gateway reaches it.
+    pub async fn restart_orchestrator(&mut self) {
+        assert!(
+            self.pid("orchestrator").is_none(),
+            "the orchestrator is still running"
+        );
+        let mut cmd = Command::new(bin("aida-orchestrator"));
+        cmd.envs(self.orchestrator_env.iter().cloned());
+        self.procs
+            .push(Proc::spawn("orchestrator-restarted", cmd, self.dir.path()));
+        self.wait_healthy().await;
     }
 
     /// The pid of a process started by this system, by name.

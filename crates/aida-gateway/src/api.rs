@@ -103,6 +103,13 @@ pub struct CreateTask {
     /// Without `subtasks`: have an agent split the task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanSpec>,
+    /// Attempts each subtask may take (3 when absent); failures that a retry
+    /// cannot cure are not retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Wall-clock limit of the whole task, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u32>,
 }
 
 /// How an agent splits a task into subtasks.
@@ -359,6 +366,76 @@ pub struct Subtask {
     /// The agent's final message, when it reports one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+    /// Every attempt so far, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Attempt>,
+    /// After a failed attempt: when the next one may start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// One attempt at a subtask.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Attempt {
+    pub number: u32,
+    pub worker: String,
+    /// `running`, `succeeded`, `failed`, `cancelled`, or `lost` (the worker
+    /// stopped sending heartbeats).
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<pb::Attempt> for Attempt {
+    fn from(a: pb::Attempt) -> Self {
+        let finished_at = timestamp(a.finished_at);
+        Attempt {
+            number: a.number,
+            worker: a.worker_id,
+            status: a.status,
+            error: non_empty(a.error),
+            commit: non_empty(a.commit),
+            exit_code: finished_at.map(|_| a.exit_code),
+            started_at: timestamp(a.started_at),
+            finished_at,
+        }
+    }
+}
+
+/// A lock held right now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Lock {
+    /// What is locked, e.g. `repo:/workspace/repos/shop`.
+    pub resource: String,
+    pub owner: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acquired_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<orch::Lock> for Lock {
+    fn from(l: orch::Lock) -> Self {
+        Lock {
+            resource: l.resource,
+            owner: l.owner,
+            acquired_at: timestamp(l.acquired_at),
+            expires_at: timestamp(l.expires_at),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LockList {
+    pub locks: Vec<Lock>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -406,6 +483,12 @@ pub struct Task {
     /// `manual` when the plan waits for approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approve: Option<String>,
+    /// Attempts each subtask may take.
+    #[serde(default)]
+    pub max_attempts: u32,
+    /// Wall-clock limit of the whole task, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -605,6 +688,9 @@ impl From<CreateTask> for orch::CreateTaskRequest {
             agent: t.agent.map(Into::into),
             subtasks: t.subtasks.into_iter().map(Into::into).collect(),
             priority: t.priority,
+            max_attempts: t.max_attempts.unwrap_or_default(),
+            timeout_secs: t.timeout_secs.unwrap_or_default(),
+            idempotency_key: String::new(),
             plan: t.plan.map(|p| orch::PlanSpec {
                 agent: p.agent.map(Into::into),
                 approve: p.approve.unwrap_or_default(),
@@ -663,6 +749,8 @@ impl From<pb::Subtask> for Subtask {
             merged: s.merged,
             usage: Usage::from_proto(s.usage),
             summary: non_empty(s.summary),
+            history: s.history.into_iter().map(Into::into).collect(),
+            retry_at: timestamp(s.retry_at),
         }
     }
 }
@@ -690,6 +778,8 @@ impl From<pb::Task> for Task {
             context: t.context.into_iter().map(Into::into).collect(),
             planner: t.planner.map(|p| Box::new(p.into())),
             approve: non_empty(t.approve),
+            max_attempts: t.max_attempts,
+            timeout_secs: (t.timeout_secs > 0).then_some(t.timeout_secs),
         }
     }
 }

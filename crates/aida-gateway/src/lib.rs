@@ -68,6 +68,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/events", get(events::follow_events))
         .route("/api/workers", get(system::list_workers))
+        .route("/api/locks", get(system::list_locks))
         .route("/api/health", get(system::health))
         .route("/api/openapi.json", get(system::openapi))
         .layer(TraceLayer::new_for_http())

@@ -25,6 +25,7 @@ use crate::routes::{context, events, system, tasks};
         context::put_context,
         events::follow_events,
         system::list_workers,
+        system::list_locks,
         system::health,
         system::openapi,
     ),

@@ -208,6 +208,7 @@ async fn openapi_lists_every_route() {
         ("/api/tasks/{id}/events", &["get"]),
         ("/api/events", &["get"]),
         ("/api/workers", &["get"]),
+        ("/api/locks", &["get"]),
         ("/api/health", &["get"]),
         ("/api/openapi.json", &["get"]),
     ];

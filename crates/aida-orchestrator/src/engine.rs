@@ -24,9 +24,16 @@ use crate::store::{NewEvent, Store};
 /// Timing knobs, from the configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// How long a disconnected worker may take to come back before its
-    /// running subtask is given up.
-    pub worker_lost_after: Duration,
+    /// How long a running attempt holds its subtask without a heartbeat:
+    /// past it the attempt counts as lost and the subtask is tried again.
+    pub lease_timeout: Duration,
+    /// The first retry's delay; each next one doubles, up to `retry_max`,
+    /// with jitter.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Waiting this long raises a task's priority by one, so low priorities
+    /// are never starved.
+    pub priority_aging: Duration,
     /// Deadline for each call to the aggregator.
     pub aggregator_timeout: Duration,
     /// How long a ready subtask waits for a worker that can run its agent

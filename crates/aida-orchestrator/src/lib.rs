@@ -42,9 +42,16 @@ pub struct Config {
     /// are published. Without either, events are only stored and streamed.
     pub redis_url: Option<String>,
     pub redis_addr: Option<String>,
-    /// `WORKER_LOST_AFTER_SECS`: how long a disconnected worker may take to
-    /// return before its running subtask is given up.
-    pub worker_lost_after_secs: u64,
+    /// `LEASE_TIMEOUT_SECS`: how long a running attempt holds its subtask
+    /// without a heartbeat before another worker gets it.
+    pub lease_timeout_secs: u64,
+    /// `RETRY_BACKOFF_MS`: the first retry's delay (doubling, with jitter).
+    pub retry_backoff_ms: u64,
+    /// `RETRY_BACKOFF_MAX_SECS`: the longest delay between attempts.
+    pub retry_backoff_max_secs: u64,
+    /// `PRIORITY_AGING_SECS`: waiting this long raises a task's priority by
+    /// one.
+    pub priority_aging_secs: u64,
     /// `AGGREGATOR_TIMEOUT_SECS`: deadline of each aggregator call.
     pub aggregator_timeout_secs: u64,
     /// `AGENT_WAIT_SECS`: how long a subtask waits for a connected worker
@@ -63,7 +70,10 @@ impl Default for Config {
             aggregator_addr: "http://127.0.0.1:50053".into(),
             redis_url: None,
             redis_addr: None,
-            worker_lost_after_secs: 10,
+            lease_timeout_secs: 15,
+            retry_backoff_ms: 1000,
+            retry_backoff_max_secs: 30,
+            priority_aging_secs: 60,
             aggregator_timeout_secs: 120,
             agent_wait_secs: 60,
             public_api_url: "http://127.0.0.1:8080".into(),
@@ -86,7 +96,10 @@ pub async fn run(
     .connect_timeout(Duration::from_secs(5))
     .connect_lazy();
     let settings = engine::Settings {
-        worker_lost_after: Duration::from_secs(config.worker_lost_after_secs),
+        lease_timeout: Duration::from_secs(config.lease_timeout_secs.max(1)),
+        retry_base: Duration::from_millis(config.retry_backoff_ms),
+        retry_max: Duration::from_secs(config.retry_backoff_max_secs),
+        priority_aging: Duration::from_secs(config.priority_aging_secs.max(1)),
         aggregator_timeout: Duration::from_secs(config.aggregator_timeout_secs),
         agent_wait: Duration::from_secs(config.agent_wait_secs),
         public_api_url: config.public_api_url.trim_end_matches('/').to_owned(),
@@ -114,6 +127,7 @@ pub async fn run(
 
     engine.recover().await?;
     tokio::spawn(std::sync::Arc::clone(&engine).run_dispatcher(stop.clone()));
+    tokio::spawn(std::sync::Arc::clone(&engine).run_reaper(stop.clone()));
 
     let grpc = aida_core::grpc::router(aida_core::proto::service_names::ORCHESTRATOR).await?;
     let router =

@@ -22,15 +22,36 @@ use crate::engine::{Engine, RunKey, dependency_order, status_of, task_status_of}
 use crate::error::{OrchestratorError, Result};
 use crate::planning::PLANNER;
 use crate::store::{NewEvent, SubtaskOutcome};
+use tokio_util::sync::CancellationToken;
 
 impl Engine {
     pub async fn create_task(self: &Arc<Self>, req: CreateTaskRequest) -> Result<Task> {
+        let key = req.idempotency_key.trim().to_owned();
+        if key.len() > MAX_IDEMPOTENCY_KEY {
+            return Err(OrchestratorError::invalid(format!(
+                "an idempotency key may have at most {MAX_IDEMPOTENCY_KEY} bytes"
+            )));
+        }
+        if !key.is_empty()
+            && let Some(existing) = self.store.task_by_idempotency_key(&key).await?
+        {
+            return self.task(&existing).await;
+        }
         let id = TaskId::new();
         // git2 is blocking; the repository may be on a slow volume.
         let new = tokio::task::spawn_blocking(move || crate::planning::plan(req, id))
             .await
             .context("planning task panicked")??;
-        self.store.insert_task(&new, Utc::now()).await?;
+        if let Err(e) = self.store.insert_task(&new, Utc::now()).await {
+            // Two requests with one key raced: the other one won; its task
+            // is the answer to both.
+            if !key.is_empty()
+                && let Some(existing) = self.store.task_by_idempotency_key(&key).await?
+            {
+                return self.task(&existing).await;
+            }
+            return Err(e);
+        }
         self.events
             .record(NewEvent {
                 channel: Channel::Task,
@@ -115,10 +136,17 @@ impl Engine {
             usage: result.usage,
             output: result.output,
         };
-        if self
-            .finish_attempt(worker_id, task_id, subtask, attempt, outcome)
-            .await?
-        {
+        // A failure another attempt may cure is retried while attempts
+        // remain; bad input or a missing agent is not.
+        let retry = !result.success && !result.permanent && attempt < task.max_attempts.max(1);
+        let applied = if retry {
+            self.retry_attempt(worker_id, task_id, subtask, attempt, outcome, "failed")
+                .await?
+        } else {
+            self.finish_attempt(worker_id, task_id, subtask, attempt, outcome)
+                .await?
+        };
+        if applied {
             Ok(Ok(()))
         } else {
             Ok(Err(format!(
@@ -203,6 +231,136 @@ impl Engine {
         self.subtask_ended(task_id, subtask, status, vec![event])
             .await?;
         Ok(true)
+    }
+
+    /// Ends an attempt that will be tried again after a backoff.
+    pub(crate) async fn retry_attempt(
+        self: &Arc<Self>,
+        worker_id: &str,
+        task_id: &str,
+        subtask: &str,
+        attempt: u32,
+        outcome: SubtaskOutcome,
+        attempt_status: &str,
+    ) -> Result<bool> {
+        let now = Utc::now();
+        let delay = backoff(attempt, self.settings.retry_base, self.settings.retry_max);
+        let retry_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+        if !self
+            .store
+            .retry_subtask(
+                task_id,
+                subtask,
+                worker_id,
+                attempt,
+                &outcome,
+                attempt_status,
+                retry_at,
+                now,
+            )
+            .await?
+        {
+            return Ok(false);
+        }
+        tracing::warn!(task_id, subtask, worker_id, attempt, delay_ms = delay.as_millis() as u64, error = %outcome.error, "attempt failed, retrying");
+        self.events
+            .record(Self::subtask_status_event(
+                task_id,
+                subtask,
+                SubtaskStatus::Pending,
+                json!({
+                    "worker": worker_id,
+                    "attempt": attempt,
+                    "attempt_status": attempt_status,
+                    "error": outcome.error,
+                    "retry_at": retry_at,
+                }),
+            ))
+            .await?;
+        // The dispatcher also looks every few seconds; this makes the retry
+        // start on time.
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            engine.wake.notify_one();
+        });
+        Ok(true)
+    }
+
+    /// Runs the periodic checks until `stop`: attempts whose lease expired
+    /// (their worker stopped sending heartbeats) go to another worker, and
+    /// tasks past their wall-clock limit stop.
+    pub async fn run_reaper(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            if let Err(e) = self.reap_once().await {
+                tracing::error!(error = ?e, "reaper pass failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(REAPER_INTERVAL) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    async fn reap_once(self: &Arc<Self>) -> Result<()> {
+        let now = Utc::now();
+        for (task_id, subtask, worker_id, attempt) in self.store.expired_leases(now).await? {
+            let key = RunKey {
+                task_id: task_id.clone(),
+                subtask: subtask.clone(),
+                attempt,
+            };
+            // Whatever that worker still does for it is of no use now.
+            self.send_cancel(&worker_id, &key).await;
+            self.release_worker(&worker_id, &key).await?;
+            let max_attempts = self.task(&task_id).await?.max_attempts.max(1);
+            let outcome = SubtaskOutcome {
+                status: Some(SubtaskStatus::Failed),
+                error: format!(
+                    "worker {worker_id} stopped sending heartbeats: its lease of {}s expired",
+                    self.settings.lease_timeout.as_secs()
+                ),
+                exit_code: -1,
+                ..Default::default()
+            };
+            if attempt < max_attempts {
+                self.retry_attempt(&worker_id, &task_id, &subtask, attempt, outcome, "lost")
+                    .await?;
+            } else {
+                self.finish_attempt(&worker_id, &task_id, &subtask, attempt, outcome)
+                    .await?;
+            }
+        }
+        for (task_id, created_at, limit) in self.store.tasks_with_timeouts().await? {
+            if now - created_at > chrono::Duration::seconds(i64::from(limit)) {
+                let reason = format!("the task timed out after {limit}s");
+                match self.stop_task(&task_id, TaskStatus::Failed, &reason).await {
+                    Ok(_) | Err(OrchestratorError::FailedPrecondition(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until `owner` holds `resource` (for `ttl`).
+    async fn lock(&self, resource: &str, owner: &str, ttl: std::time::Duration) -> Result<()> {
+        let mut waited = false;
+        loop {
+            let now = Utc::now();
+            let until = now + chrono::Duration::from_std(ttl).unwrap_or_default();
+            if self.store.acquire_lock(resource, owner, now, until).await? {
+                if waited {
+                    tracing::info!(resource, owner, "lock acquired after waiting");
+                }
+                return Ok(());
+            }
+            if !waited {
+                tracing::info!(resource, owner, "waiting for a lock");
+                waited = true;
+            }
+            tokio::time::sleep(LOCK_RETRY).await;
+        }
     }
 
     /// Fails a subtask that never started.
@@ -469,6 +627,13 @@ impl Engine {
                 commit: s.commit.clone(),
             })
             .collect();
+        // One merge per repository at a time, across orchestrators too. The
+        // lock outlives the aggregator's deadline only briefly, so a crash
+        // mid-merge frees it soon; the merge itself is redone on recovery.
+        let resource = format!("repo:{}", task.repo);
+        let owner = format!("task:{task_id}");
+        let ttl = self.settings.aggregator_timeout + std::time::Duration::from_secs(30);
+        self.lock(&resource, &owner, ttl).await?;
         let mut client = self.aggregator.clone();
         let request = tonic::Request::new(MergeRequest {
             task_id: task.id.clone(),
@@ -486,6 +651,7 @@ impl Engine {
             Ok(Err(status)) => Err(format!("merge failed: {}", status.message())),
             Err(_) => Err("merge failed: the aggregator did not answer in time".to_owned()),
         };
+        self.store.release_lock(&resource, &owner).await?;
 
         let (final_status, error) = match merged {
             Err(reason) => (TaskStatus::Failed, Some(reason)),
@@ -613,23 +779,34 @@ impl Engine {
     /// Cancels a task: pending subtasks end at once, running agents are told
     /// to stop, and their late results are refused.
     pub async fn cancel_task(self: &Arc<Self>, task_id: &str) -> Result<Task> {
+        self.stop_task(task_id, TaskStatus::Cancelled, "cancelled by request")
+            .await
+    }
+
+    /// Stops a task that has not finished: running agents are told to stop,
+    /// unfinished subtasks are cancelled, and the task ends as `to`.
+    async fn stop_task(
+        self: &Arc<Self>,
+        task_id: &str,
+        to: TaskStatus,
+        reason: &str,
+    ) -> Result<Task> {
         let task = self.task(task_id).await?;
         let status = task_status_of(&task);
         match status {
-            TaskStatus::Cancelled => return Ok(task),
+            TaskStatus::Cancelled if to == TaskStatus::Cancelled => return Ok(task),
             TaskStatus::Queued
             | TaskStatus::Running
             | TaskStatus::Planning
             | TaskStatus::AwaitingApproval => {}
             other => {
                 return Err(OrchestratorError::FailedPrecondition(format!(
-                    "task {task_id} is {} and can no longer be cancelled",
+                    "task {task_id} is {} and can no longer be stopped",
                     other.label()
                 )));
             }
         }
         let now = Utc::now();
-        let reason = "cancelled by request";
         if !self
             .store
             .transition_task(
@@ -640,7 +817,7 @@ impl Engine {
                     TaskStatus::Planning,
                     TaskStatus::AwaitingApproval,
                 ],
-                TaskStatus::Cancelled,
+                to,
                 Some(reason),
                 now,
             )
@@ -681,24 +858,42 @@ impl Engine {
         self.events.record_all(events).await?;
         let task = self.task(task_id).await?;
         self.write_report(&task).await;
-        self.task_status_event(task_id, TaskStatus::Cancelled, Some(reason))
-            .await?;
-        tracing::info!(task_id, "task cancelled");
+        self.task_status_event(task_id, to, Some(reason)).await?;
+        tracing::info!(task_id, status = to.label(), reason, "task stopped");
         Ok(task)
     }
 
-    /// After a restart: finish merges that were cut short, and give workers
-    /// that held subtasks the usual grace period to come back.
+    /// After a restart: finish merges that were cut short. Running attempts
+    /// keep their leases: their workers reconnect and go on, or the leases
+    /// expire and the subtasks go to other workers.
     pub async fn recover(self: &Arc<Self>) -> Result<()> {
         for task_id in self.store.task_ids_with_status(TaskStatus::Merging).await? {
             tracing::info!(task_id, "resuming an interrupted merge");
             self.spawn_merge(task_id);
         }
-        for worker_id in self.store.workers_with_running_subtasks().await? {
-            self.watch_for_lost_worker(worker_id);
-        }
         Ok(())
     }
+}
+
+/// How often leases and task deadlines are checked.
+const REAPER_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// How often a merge waiting for its repository's lock tries again.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The delay before attempt `attempt + 1`: `base` doubled per failed
+/// attempt, at most `max`, times a random factor in [0.5, 1.5) so that
+/// subtasks failing together do not retry together.
+fn backoff(
+    attempt: u32,
+    base: std::time::Duration,
+    max: std::time::Duration,
+) -> std::time::Duration {
+    use rand::Rng;
+    let exponential = base
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
+        .min(max);
+    exponential.mul_f64(rand::rng().random_range(0.5..1.5))
 }
 
 fn non_empty_or(s: String, fallback: &str) -> String {
@@ -754,4 +949,29 @@ fn final_verdict(task: &Task) -> (TaskStatus, Option<String>) {
         );
     }
     (TaskStatus::Succeeded, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::backoff;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_with_jitter() {
+        let (base, max) = (Duration::from_millis(100), Duration::from_secs(1));
+        for _ in 0..50 {
+            let first = backoff(1, base, max);
+            assert!(
+                first >= Duration::from_millis(50) && first < Duration::from_millis(150),
+                "{first:?}"
+            );
+            let third = backoff(3, base, max);
+            assert!(
+                third >= Duration::from_millis(200) && third < Duration::from_millis(600),
+                "{third:?}"
+            );
+            assert!(backoff(30, base, max) < Duration::from_millis(1500));
+        }
+    }
 }

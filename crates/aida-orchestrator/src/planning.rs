@@ -17,6 +17,11 @@ pub const MAX_SUBTASKS: usize = 100;
 /// Agent kinds a task may name: a plain command and the CLI adapters.
 pub const KNOWN_AGENT_KINDS: &[&str] = &["command", "claude-code", "gemini-cli", "codex-cli"];
 
+/// Attempts a subtask may take unless the task says otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// A cap on what a task may ask for.
+pub const MAX_ATTEMPTS: u32 = 20;
+
 /// The name of the planner's run; names starting with `_` are reserved.
 pub const PLANNER: &str = "_plan";
 /// The longest prompt a planned subtask may have.
@@ -96,6 +101,12 @@ pub fn plan(req: CreateTaskRequest, id: TaskId) -> Result<NewTask> {
         subtasks,
         planner,
         approve: approve.to_owned(),
+        max_attempts: match req.max_attempts {
+            0 => DEFAULT_MAX_ATTEMPTS,
+            n => n.min(MAX_ATTEMPTS),
+        },
+        timeout_secs: req.timeout_secs,
+        idempotency_key: req.idempotency_key.trim().to_owned(),
     })
 }
 

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{ConnectedWorker, Engine, RunKey, dependency_order, status_of, task_status_of};
 use crate::error::{OrchestratorError, Result};
-use crate::store::{NewEvent, SubtaskOutcome};
+use crate::store::NewEvent;
 
 impl Engine {
     /// Registers a worker's connection; assignments go out on the returned
@@ -120,45 +120,10 @@ impl Engine {
                 data: json!({}),
             })
             .await?;
+        // Its running attempt keeps its lease: a worker that reconnects in
+        // time carries on; otherwise the lease expires and another takes it.
         tracing::info!(worker_id, "worker disconnected");
-        self.watch_for_lost_worker(worker_id.to_owned());
         Ok(())
-    }
-
-    /// If `worker_id` is not back within the grace period, the subtasks it
-    /// was running fail with the reason, so no task waits forever.
-    pub(crate) fn watch_for_lost_worker(self: &Arc<Self>, worker_id: String) {
-        let engine = Arc::clone(self);
-        tokio::spawn(async move {
-            tokio::time::sleep(engine.settings.worker_lost_after).await;
-            if engine.workers.lock().await.contains_key(&worker_id) {
-                return;
-            }
-            let running = match engine.store.running_on_worker(&worker_id).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(worker_id, error = ?e, "cannot read a lost worker's subtasks");
-                    return;
-                }
-            };
-            for (task_id, subtask, attempt) in running {
-                let outcome = SubtaskOutcome {
-                    status: Some(SubtaskStatus::Failed),
-                    error: format!(
-                        "worker {worker_id} was lost while running this subtask (no reconnect within {}s)",
-                        engine.settings.worker_lost_after.as_secs()
-                    ),
-                    exit_code: -1,
-                    ..Default::default()
-                };
-                if let Err(e) = engine
-                    .finish_attempt(&worker_id, &task_id, &subtask, attempt, outcome)
-                    .await
-                {
-                    tracing::error!(worker_id, task_id, subtask, error = ?e, "cannot fail a lost worker's subtask");
-                }
-            }
-        });
     }
 
     /// Runs dispatch passes whenever something changes, until `stop`.
@@ -193,7 +158,10 @@ impl Engine {
             (idle, runnable)
         };
         let mut waiting = HashSet::new();
-        for task in self.store.schedulable_tasks().await? {
+        for task in by_effective_priority(
+            self.store.schedulable_tasks().await?,
+            self.settings.priority_aging,
+        ) {
             for st in startable(&task) {
                 let kind = agent_kind(st);
                 if !runnable.contains(kind) {
@@ -345,7 +313,14 @@ impl Engine {
         let now = Utc::now();
         if !self
             .store
-            .start_subtask(&task.id, &st.name, worker_id, attempt, now)
+            .start_subtask(
+                &task.id,
+                &st.name,
+                worker_id,
+                attempt,
+                now,
+                now + self.settings.lease_timeout,
+            )
             .await?
         {
             return Ok(false);
@@ -421,6 +396,29 @@ impl Engine {
         ]))
     }
 
+    /// A worker's heartbeat for the attempt it runs: renews its lease, or
+    /// tells it the attempt is no longer its own.
+    pub async fn heartbeat(
+        &self,
+        worker_id: &str,
+        task_id: &str,
+        subtask: &str,
+        attempt: u32,
+    ) -> Result<Option<String>> {
+        let until = Utc::now() + self.settings.lease_timeout;
+        if self
+            .store
+            .renew_lease(task_id, subtask, worker_id, attempt, until)
+            .await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(format!(
+            "attempt {attempt} of subtask {subtask:?} of task {task_id} is no longer held by worker {worker_id} \
+             (cancelled, or its lease expired and it was given to another worker)"
+        )))
+    }
+
     /// Frees the worker if it was running exactly this attempt.
     pub(crate) async fn release_worker(&self, worker_id: &str, key: &RunKey) -> Result<()> {
         let released = {
@@ -471,7 +469,28 @@ impl Engine {
     }
 }
 
-/// Pending subtasks whose dependencies all succeeded, in request order.
+/// Tasks in the order their subtasks start: higher priority first, where
+/// waiting raises a task's priority by one every `aging`, so a stream of
+/// urgent tasks cannot starve an old one; first come first served within a
+/// priority.
+fn by_effective_priority(mut tasks: Vec<Task>, aging: Duration) -> Vec<Task> {
+    let now = Utc::now();
+    let effective = |t: &Task| {
+        let waited = t
+            .created_at
+            .as_ref()
+            .and_then(aida_core::time::from_proto)
+            .map(|at| (now - at).num_milliseconds().max(0) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        f64::from(t.priority) + (waited / aging.as_secs_f64()).floor()
+    };
+    // The store's order (priority, then age) breaks ties; the sort is stable.
+    tasks.sort_by(|a, b| effective(b).total_cmp(&effective(a)));
+    tasks
+}
+
+/// Pending subtasks whose dependencies all succeeded and whose retry time,
+/// if any, has come, in request order.
 fn ready_subtasks(task: &Task) -> Vec<usize> {
     let status: HashMap<&str, SubtaskStatus> = task
         .subtasks
@@ -482,6 +501,12 @@ fn ready_subtasks(task: &Task) -> Vec<usize> {
         .iter()
         .enumerate()
         .filter(|(_, s)| status_of(s) == SubtaskStatus::Pending)
+        .filter(|(_, s)| {
+            s.retry_at
+                .as_ref()
+                .and_then(aida_core::time::from_proto)
+                .is_none_or(|at| at <= Utc::now())
+        })
         .filter(|(_, s)| {
             s.depends_on
                 .iter()

@@ -9,11 +9,12 @@ use aida_core::proto::common::{ContextEntry, Report, Task};
 use aida_core::proto::orchestrator::orchestrator_server::Orchestrator;
 use aida_core::proto::orchestrator::{
     ApproveTaskRequest, AssignTaskRequest, Assignment, CancelTaskRequest, CompleteTaskRequest,
-    CreateTaskRequest, GetContextRequest, GetReportRequest, GetTaskRequest, ListContextRequest,
-    ListContextResponse, ListEventsRequest, ListEventsResponse, ListTasksRequest,
-    ListTasksResponse, ListWorkersRequest, ListWorkersResponse, ProgressRequest, ProgressUpdate,
-    PutContextRequest, RegisterWorkerRequest, ReportLogRequest, ReportLogResponse, TaskResult,
-    WorkerCommand, WorkerInfo,
+    CreateTaskRequest, GetContextRequest, GetReportRequest, GetTaskRequest, HeartbeatRequest,
+    HeartbeatResponse, ListContextRequest, ListContextResponse, ListEventsRequest,
+    ListEventsResponse, ListLocksRequest, ListLocksResponse, ListTasksRequest, ListTasksResponse,
+    ListWorkersRequest, ListWorkersResponse, ProgressRequest, ProgressUpdate, PutContextRequest,
+    RegisterWorkerRequest, ReportLogRequest, ReportLogResponse, TaskResult, WorkerCommand,
+    WorkerInfo,
 };
 use aida_core::time::to_proto;
 use futures::{Stream, StreamExt};
@@ -226,6 +227,30 @@ impl Orchestrator for OrchestratorService {
             .put_context(&id, &req.key, &req.value, &req.token, &req.author)
             .await?;
         Ok(Response::new(entry))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let req = request.into_inner();
+        let id = task_id(&req.task_id)?;
+        let lost = self
+            .engine
+            .heartbeat(&req.worker_id, &id, &req.subtask, req.attempt)
+            .await?;
+        Ok(Response::new(HeartbeatResponse {
+            valid: lost.is_none(),
+            reason: lost.unwrap_or_default(),
+        }))
+    }
+
+    async fn list_locks(
+        &self,
+        _: Request<ListLocksRequest>,
+    ) -> Result<Response<ListLocksResponse>, Status> {
+        let locks = self.engine.store().locks(chrono::Utc::now()).await?;
+        Ok(Response::new(ListLocksResponse { locks }))
     }
 
     type RegisterWorkerStream = BoxStream<WorkerCommand>;

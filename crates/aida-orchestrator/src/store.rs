@@ -4,14 +4,16 @@
 //! state. The SQL is kept to what PostgreSQL also accepts, so a Postgres
 //! backend can take this module's place.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 
 use aida_core::event::{Channel, Event};
 use aida_core::proto::common::{
-    AgentSpec, AgentUsage, Conflict, ContextEntry, DiffStats, Subtask, SubtaskStatus, Task,
-    TaskStatus,
+    AgentSpec, AgentUsage, Attempt, Conflict, ContextEntry, DiffStats, Subtask, SubtaskStatus,
+    Task, TaskStatus,
 };
+use aida_core::proto::orchestrator::Lock;
 use aida_core::status::StatusLabel;
 use aida_core::time::to_proto;
 use anyhow::Context;
@@ -40,6 +42,10 @@ pub struct NewTask {
     pub planner: Option<NewSubtask>,
     /// "auto" or "manual".
     pub approve: String,
+    pub max_attempts: u32,
+    pub timeout_secs: u32,
+    /// "" for none.
+    pub idempotency_key: String,
 }
 
 #[derive(Debug, Clone)]
@@ -257,8 +263,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO tasks (id, status, repo, base, base_commit, description, agent_json, priority, created_at,
-                 context_token, approve)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 context_token, approve, max_attempts, timeout_secs, idempotency_key)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULLIF($14, ''))",
         )
         .bind(&task.id)
         .bind(status.label())
@@ -271,6 +277,9 @@ impl Store {
         .bind(now)
         .bind(&task.context_token)
         .bind(&task.approve)
+        .bind(task.max_attempts)
+        .bind(task.timeout_secs)
+        .bind(&task.idempotency_key)
         .execute(&mut *tx)
         .await?;
         insert_subtasks(&mut tx, &task.id, &task.subtasks, "work").await?;
@@ -329,6 +338,10 @@ impl Store {
         let mut task = task_from_row(&row)?;
         task.subtasks = self.subtasks_of(id, "work").await?;
         task.planner = self.subtasks_of(id, "plan").await?.pop();
+        let mut history = self.attempts_of(id).await?;
+        for st in task.subtasks.iter_mut().chain(task.planner.as_mut()) {
+            st.history = history.remove(&st.name).unwrap_or_default();
+        }
         let mut runs: Vec<Subtask> = task.subtasks.clone();
         runs.extend(task.planner.clone());
         task.usage = total_usage(&runs);
@@ -419,6 +432,9 @@ impl Store {
     }
 
     /// Marks a pending subtask running on `worker_id` as attempt `attempt`.
+    /// Marks a pending subtask (whose retry time, if any, has come) as
+    /// running attempt `attempt` on `worker_id`, leased until `lease_until`,
+    /// and records the attempt.
     pub async fn start_subtask(
         &self,
         task_id: &str,
@@ -426,20 +442,135 @@ impl Store {
         worker_id: &str,
         attempt: u32,
         now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
     ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query(
             "UPDATE subtasks SET status = 'running', worker_id = $1, attempts = $2, started_at = $3,
-                 finished_at = NULL, error = NULL
-             WHERE task_id = $4 AND name = $5 AND status = 'pending'",
+                 finished_at = NULL, error = NULL, exit_code = NULL, lease_expires_at = $6, retry_at = NULL
+             WHERE task_id = $4 AND name = $5 AND status = 'pending' AND (retry_at IS NULL OR retry_at <= $3)",
         )
         .bind(worker_id)
         .bind(attempt)
         .bind(now)
         .bind(task_id)
         .bind(name)
+        .bind(lease_until)
+        .execute(&mut *tx)
+        .await?;
+        if result.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO attempts (task_id, name, number, worker_id, status, started_at)
+             VALUES ($1, $2, $3, $4, 'running', $5)",
+        )
+        .bind(task_id)
+        .bind(name)
+        .bind(attempt)
+        .bind(worker_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Extends the lease of a running attempt. False when that attempt no
+    /// longer holds the subtask.
+    pub async fn renew_lease(
+        &self,
+        task_id: &str,
+        name: &str,
+        worker_id: &str,
+        attempt: u32,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        let result = sqlx::query(
+            "UPDATE subtasks SET lease_expires_at = $1
+             WHERE task_id = $2 AND name = $3 AND status = 'running' AND worker_id = $4 AND attempts = $5",
+        )
+        .bind(until)
+        .bind(task_id)
+        .bind(name)
+        .bind(worker_id)
+        .bind(attempt)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
+    }
+
+    /// Running attempts whose lease ran out, as (task, subtask, worker,
+    /// attempt).
+    pub async fn expired_leases(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, String, String, u32)>> {
+        let rows = sqlx::query(
+            "SELECT task_id, name, worker_id, attempts FROM subtasks
+             WHERE status = 'running' AND lease_expires_at IS NOT NULL AND lease_expires_at < $1",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("task_id")?,
+                    r.try_get("name")?,
+                    r.try_get::<Option<String>, _>("worker_id")?
+                        .unwrap_or_default(),
+                    r.try_get::<i64, _>("attempts")? as u32,
+                ))
+            })
+            .collect()
+    }
+
+    /// Ends a running attempt that will be tried again: the subtask goes
+    /// back to pending until `retry_at`; the attempt keeps `attempt_status`
+    /// ("failed", or "lost" when its lease expired).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn retry_subtask(
+        &self,
+        task_id: &str,
+        name: &str,
+        worker_id: &str,
+        attempt: u32,
+        outcome: &SubtaskOutcome,
+        attempt_status: &str,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let result = sqlx::query(
+            "UPDATE subtasks SET status = 'pending', error = NULLIF($1, ''), exit_code = $2, lease_expires_at = NULL,
+                 retry_at = $3
+             WHERE task_id = $4 AND name = $5 AND status = 'running' AND worker_id = $6 AND attempts = $7",
+        )
+        .bind(&outcome.error)
+        .bind(outcome.exit_code)
+        .bind(retry_at)
+        .bind(task_id)
+        .bind(name)
+        .bind(worker_id)
+        .bind(attempt)
+        .execute(&mut *tx)
+        .await?;
+        if result.rows_affected() != 1 {
+            return Ok(false);
+        }
+        close_attempt(
+            &mut tx,
+            task_id,
+            name,
+            attempt,
+            attempt_status,
+            outcome,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Sets or clears the note a pending subtask shows while it waits (in
@@ -464,6 +595,12 @@ impl Store {
 
     /// Puts a subtask that could not be handed to its worker back in the queue.
     pub async fn unstart_subtask(&self, task_id: &str, name: &str, attempt: u32) -> Result<()> {
+        sqlx::query("DELETE FROM attempts WHERE task_id = $1 AND name = $2 AND number = $3")
+            .bind(task_id)
+            .bind(name)
+            .bind(attempt)
+            .execute(&self.pool)
+            .await?;
         sqlx::query(
             "UPDATE subtasks SET status = 'pending', worker_id = NULL, attempts = attempts - 1, started_at = NULL
              WHERE task_id = $1 AND name = $2 AND status = 'running' AND attempts = $3",
@@ -508,10 +645,11 @@ impl Store {
             .map(|u| serde_json::to_string(&UsageJson::from(u)))
             .transpose()
             .context("encoding usage")?;
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query(
             "UPDATE subtasks SET status = $1, commit_sha = NULLIF($2, ''), start_commit = NULLIF($3, ''),
                  error = NULLIF($4, ''), exit_code = $5, summary = NULLIF($6, ''), stats_json = $7, finished_at = $8,
-                 usage_json = $13, output = NULLIF($14, '')
+                 usage_json = $13, output = NULLIF($14, ''), lease_expires_at = NULL, retry_at = NULL
              WHERE task_id = $9 AND name = $10 AND status = 'running' AND worker_id = $11 AND attempts = $12",
         )
         .bind(status.label())
@@ -528,9 +666,23 @@ impl Store {
         .bind(attempt)
         .bind(usage)
         .bind(&outcome.output)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(result.rows_affected() == 1)
+        if result.rows_affected() != 1 {
+            return Ok(false);
+        }
+        close_attempt(
+            &mut tx,
+            task_id,
+            name,
+            attempt,
+            status.label(),
+            outcome,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Ends subtasks that have not finished (pending or running) with
@@ -547,8 +699,9 @@ impl Store {
             .map(serde_json::to_string)
             .transpose()
             .context("encoding names")?;
+        let mut tx = self.pool.begin().await?;
         let changed: Vec<String> = sqlx::query_scalar(
-            "UPDATE subtasks SET status = $1, error = $2, finished_at = $3
+            "UPDATE subtasks SET status = $1, error = $2, finished_at = $3, lease_expires_at = NULL, retry_at = NULL
              WHERE task_id = $4 AND status IN ('pending', 'running')
                AND ($5 IS NULL OR name IN (SELECT value FROM json_each($5)))
              RETURNING name",
@@ -557,9 +710,22 @@ impl Store {
         .bind(reason)
         .bind(now)
         .bind(task_id)
-        .bind(names_json)
-        .fetch_all(&self.pool)
+        .bind(&names_json)
+        .fetch_all(&mut *tx)
         .await?;
+        // Attempts that were running end the same way.
+        sqlx::query(
+            "UPDATE attempts SET status = $1, error = $2, finished_at = $3
+             WHERE task_id = $4 AND status = 'running' AND name IN (SELECT value FROM json_each($5))",
+        )
+        .bind(status.label())
+        .bind(reason)
+        .bind(now)
+        .bind(task_id)
+        .bind(serde_json::to_string(&changed).context("encoding names")?)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(changed)
     }
 
@@ -649,6 +815,115 @@ impl Store {
             Some(r) => Some((r.try_get("report_markdown")?, r.try_get("report_json")?)),
             None => None,
         })
+    }
+
+    /// Every attempt of a task's subtasks, by subtask name, oldest first.
+    async fn attempts_of(&self, task_id: &str) -> Result<HashMap<String, Vec<Attempt>>> {
+        let rows = sqlx::query("SELECT * FROM attempts WHERE task_id = $1 ORDER BY name, number")
+            .bind(task_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut by_name: HashMap<String, Vec<Attempt>> = HashMap::new();
+        for r in &rows {
+            let name: String = r.try_get("name")?;
+            by_name.entry(name).or_default().push(Attempt {
+                number: r.try_get::<i64, _>("number")? as u32,
+                worker_id: r.try_get("worker_id")?,
+                status: r.try_get("status")?,
+                error: opt(r.try_get("error")?),
+                commit: opt(r.try_get("commit_sha")?),
+                exit_code: r
+                    .try_get::<Option<i64>, _>("exit_code")?
+                    .unwrap_or_default() as i32,
+                started_at: Some(to_proto(r.try_get("started_at")?)),
+                finished_at: r
+                    .try_get::<Option<DateTime<Utc>>, _>("finished_at")?
+                    .map(to_proto),
+            });
+        }
+        Ok(by_name)
+    }
+
+    /// The task created with this idempotency key, if any.
+    pub async fn task_by_idempotency_key(&self, key: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT id FROM tasks WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Unfinished tasks with a wall-clock limit, as (id, created_at, limit).
+    pub async fn tasks_with_timeouts(&self) -> Result<Vec<(String, DateTime<Utc>, u32)>> {
+        let rows = sqlx::query(
+            "SELECT id, created_at, timeout_secs FROM tasks
+             WHERE timeout_secs > 0 AND status IN ('planning', 'awaiting_approval', 'queued', 'running')",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("created_at")?,
+                    r.try_get::<i64, _>("timeout_secs")? as u32,
+                ))
+            })
+            .collect()
+    }
+
+    // --- locks ---
+
+    /// Takes `resource` for `owner` until `expires_at`. Succeeds when it is
+    /// free, expired, or already `owner`'s (which renews it).
+    pub async fn acquire_lock(
+        &self,
+        resource: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool> {
+        let result = sqlx::query(
+            "INSERT INTO locks (resource, owner, acquired_at, expires_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (resource) DO UPDATE SET owner = excluded.owner, acquired_at = excluded.acquired_at,
+                 expires_at = excluded.expires_at
+             WHERE locks.expires_at < $3 OR locks.owner = excluded.owner",
+        )
+        .bind(resource)
+        .bind(owner)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn release_lock(&self, resource: &str, owner: &str) -> Result<()> {
+        sqlx::query("DELETE FROM locks WHERE resource = $1 AND owner = $2")
+            .bind(resource)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Locks that have not expired.
+    pub async fn locks(&self, now: DateTime<Utc>) -> Result<Vec<Lock>> {
+        let rows = sqlx::query("SELECT * FROM locks WHERE expires_at >= $1 ORDER BY resource")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Lock {
+                    resource: r.try_get("resource")?,
+                    owner: r.try_get("owner")?,
+                    acquired_at: Some(to_proto(r.try_get("acquired_at")?)),
+                    expires_at: Some(to_proto(r.try_get("expires_at")?)),
+                })
+            })
+            .collect()
     }
 
     // --- shared context ---
@@ -869,6 +1144,34 @@ impl Store {
     }
 }
 
+/// Records how a running attempt ended.
+async fn close_attempt(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    task_id: &str,
+    name: &str,
+    attempt: u32,
+    status: &str,
+    outcome: &SubtaskOutcome,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE attempts SET status = $1, error = NULLIF($2, ''), commit_sha = NULLIF($3, ''), exit_code = $4,
+             finished_at = $5
+         WHERE task_id = $6 AND name = $7 AND number = $8",
+    )
+    .bind(status)
+    .bind(&outcome.error)
+    .bind(&outcome.commit)
+    .bind(outcome.exit_code)
+    .bind(now)
+    .bind(task_id)
+    .bind(name)
+    .bind(attempt)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 async fn insert_subtasks(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     task_id: &str,
@@ -930,6 +1233,8 @@ fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Task> {
         context: Vec::new(),
         planner: None,
         approve: row.try_get("approve")?,
+        max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
+        timeout_secs: row.try_get::<i64, _>("timeout_secs")? as u32,
     })
 }
 
@@ -972,6 +1277,10 @@ fn subtask_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Subtask> {
             .and_then(|s| serde_json::from_str::<UsageJson>(&s).ok())
             .map(Into::into),
         summary: opt(row.try_get("summary")?),
+        history: Vec::new(),
+        retry_at: row
+            .try_get::<Option<DateTime<Utc>>, _>("retry_at")?
+            .map(to_proto),
     })
 }
 
@@ -1022,6 +1331,9 @@ mod tests {
             }],
             planner: None,
             approve: "auto".into(),
+            max_attempts: 3,
+            timeout_secs: 0,
+            idempotency_key: String::new(),
         };
         store.insert_task(&task, Utc::now()).await.unwrap();
         (dir, store)
@@ -1039,9 +1351,20 @@ mod tests {
     async fn only_the_current_attempt_on_its_worker_can_finish_a_subtask() {
         let (_dir, store) = store_with_task().await;
         let now = Utc::now();
-        assert!(store.start_subtask("t1", "a", "w1", 1, now).await.unwrap());
+        let lease = now + chrono::Duration::seconds(15);
+        assert!(
+            store
+                .start_subtask("t1", "a", "w1", 1, now, lease)
+                .await
+                .unwrap()
+        );
         // Already running: a second start loses.
-        assert!(!store.start_subtask("t1", "a", "w2", 1, now).await.unwrap());
+        assert!(
+            !store
+                .start_subtask("t1", "a", "w2", 1, now, lease)
+                .await
+                .unwrap()
+        );
         // Wrong worker, wrong attempt: refused.
         assert!(
             !store
@@ -1137,5 +1460,125 @@ mod tests {
             store.unpublished_events(10).await.unwrap(),
             vec![stored[1].clone()]
         );
+    }
+
+    #[tokio::test]
+    async fn leases_expire_and_retries_wait_for_their_time() {
+        let (_dir, store) = store_with_task().await;
+        let now = Utc::now();
+        let secs = chrono::Duration::seconds;
+        assert!(
+            store
+                .start_subtask("t1", "a", "w1", 1, now, now + secs(15))
+                .await
+                .unwrap()
+        );
+        assert!(store.expired_leases(now).await.unwrap().is_empty());
+        // Heartbeats renew only the attempt that holds the subtask.
+        assert!(
+            !store
+                .renew_lease("t1", "a", "w1", 2, now + secs(30))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .renew_lease("t1", "a", "w1", 1, now + secs(30))
+                .await
+                .unwrap()
+        );
+        let later = now + secs(31);
+        assert_eq!(
+            store.expired_leases(later).await.unwrap(),
+            vec![("t1".into(), "a".into(), "w1".into(), 1)]
+        );
+
+        // The attempt is lost and retried from `retry_at` on, not before.
+        let lost = SubtaskOutcome {
+            error: "lease expired".into(),
+            exit_code: -1,
+            ..Default::default()
+        };
+        assert!(
+            store
+                .retry_subtask("t1", "a", "w1", 1, &lost, "lost", later + secs(5), later)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .start_subtask("t1", "a", "w2", 2, later, later + secs(15))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .start_subtask("t1", "a", "w2", 2, later + secs(5), later + secs(20))
+                .await
+                .unwrap()
+        );
+        // The first worker's late report is refused: its epoch is gone.
+        assert!(
+            !store
+                .finish_subtask("t1", "a", "w1", 1, &succeeded(), later)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .finish_subtask("t1", "a", "w2", 2, &succeeded(), later + secs(6))
+                .await
+                .unwrap()
+        );
+
+        let task = store.get_task("t1").await.unwrap().unwrap();
+        let history: Vec<(u32, &str, &str)> = task.subtasks[0]
+            .history
+            .iter()
+            .map(|a| (a.number, a.worker_id.as_str(), a.status.as_str()))
+            .collect();
+        assert_eq!(history, [(1, "w1", "lost"), (2, "w2", "succeeded")]);
+    }
+
+    #[tokio::test]
+    async fn a_lock_has_one_owner_until_it_expires_or_is_released() {
+        let (_dir, store) = store_with_task().await;
+        let now = Utc::now();
+        let secs = chrono::Duration::seconds;
+        assert!(
+            store
+                .acquire_lock("repo:/r", "task:1", now, now + secs(10))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .acquire_lock("repo:/r", "task:2", now, now + secs(10))
+                .await
+                .unwrap()
+        );
+        // Its owner may take it again (after a restart, say).
+        assert!(
+            store
+                .acquire_lock("repo:/r", "task:1", now, now + secs(20))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.locks(now).await.unwrap()[0].owner, "task:1");
+        // An expired lock is free: a crashed owner cannot hold it forever.
+        assert!(
+            store
+                .acquire_lock("repo:/r", "task:2", now + secs(21), now + secs(30))
+                .await
+                .unwrap()
+        );
+        store.release_lock("repo:/r", "task:1").await.unwrap();
+        assert_eq!(
+            store.locks(now + secs(22)).await.unwrap().len(),
+            1,
+            "only the owner releases"
+        );
+        store.release_lock("repo:/r", "task:2").await.unwrap();
+        assert!(store.locks(now + secs(22)).await.unwrap().is_empty());
     }
 }

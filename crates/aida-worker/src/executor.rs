@@ -175,8 +175,14 @@ async fn run_masked(
     cancel: CancellationToken,
 ) -> RunResult {
     let v = match validate_run(&run, ctx) {
+        // Bad input stays bad: no retry.
+        Err(e) => {
+            return RunResult {
+                permanent: true,
+                ..failure(e)
+            };
+        }
         Ok(v) => v,
-        Err(e) => return failure(e),
     };
     if cancel.is_cancelled() {
         return failure("cancelled");
@@ -285,6 +291,7 @@ async fn run_read_only(
     }
     RunResult {
         success: out.error.is_none(),
+        permanent: out.error.as_ref().is_some_and(AgentError::is_permanent),
         error: out.error.map(|e| e.to_string()).unwrap_or_default(),
         start_commit: start.to_string(),
         commit: start.to_string(),
@@ -402,6 +409,7 @@ async fn run_in_worktree(
         None => result.success = result.error.is_empty(),
         Some(e) => {
             result.success = false;
+            result.permanent = e.is_permanent();
             result.error = match (&e, result.error.is_empty()) {
                 (AgentError::Cancelled, _) | (_, true) => e.to_string(),
                 (_, false) => format!("{e}; {}", result.error),

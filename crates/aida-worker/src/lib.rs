@@ -54,6 +54,9 @@ pub struct Config {
     /// gemini-cli with `yolo`): only for workers isolated from anything
     /// that matters.
     pub allow_bypass_permissions: bool,
+    /// `HEARTBEAT_INTERVAL_MS`: how often a running attempt's lease is
+    /// renewed; keep it well under the orchestrator's LEASE_TIMEOUT_SECS.
+    pub heartbeat_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -68,6 +71,7 @@ impl Default for Config {
             gemini_path: "gemini".into(),
             codex_path: "codex".into(),
             allow_bypass_permissions: false,
+            heartbeat_interval_ms: 3000,
         }
     }
 }
@@ -169,6 +173,21 @@ pub async fn run(
         "worker starting"
     );
 
+    // A worker that died mid-run (same id, same root) left its worktree
+    // behind; clear it before taking work. The orchestrator decides what
+    // becomes of that subtask.
+    let root = runner.ctx.worktree_root.clone();
+    let cleaned = tokio::task::spawn_blocking(move || worktree::clean_root(&root))
+        .await
+        .context("cleaning the worktree root")??;
+    if !cleaned.is_empty() {
+        tracing::info!(
+            worker_id = %config.worker_id,
+            removed = cleaned.len(),
+            "cleaned up worktrees left by an earlier run"
+        );
+    }
+
     {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -182,6 +201,9 @@ pub async fn run(
             worker_id: config.worker_id.clone(),
             address,
             hostname: hostname(),
+            heartbeat_every: std::time::Duration::from_millis(
+                config.heartbeat_interval_ms.max(100),
+            ),
         },
         runner.clone(),
         stop.clone(),

@@ -8,7 +8,8 @@ use std::time::Duration;
 use aida_proto::common::{LogLine, RunResult, SubtaskRun};
 use aida_proto::orchestrator::orchestrator_client::OrchestratorClient;
 use aida_proto::orchestrator::{
-    CompleteTaskRequest, RegisterWorkerRequest, ReportLogRequest, WorkerCommand, worker_command,
+    CompleteTaskRequest, HeartbeatRequest, RegisterWorkerRequest, ReportLogRequest, WorkerCommand,
+    worker_command,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -32,6 +33,8 @@ pub struct Registration {
     /// The worker's own gRPC address.
     pub address: String,
     pub hostname: String,
+    /// How often a running attempt's lease is renewed.
+    pub heartbeat_every: Duration,
 }
 
 /// Runs the session until `shutdown` is cancelled. `channel` is lazy: it
@@ -93,7 +96,7 @@ async fn session(
     *backoff = BACKOFF_START;
     tracing::info!(worker_id = %registration.worker_id, "registered with the orchestrator");
     while let Some(command) = commands.message().await? {
-        handle(command, &client, &registration.worker_id, runner);
+        handle(command, &client, registration, runner);
     }
     Ok(())
 }
@@ -101,7 +104,7 @@ async fn session(
 fn handle(
     command: WorkerCommand,
     client: &OrchestratorClient<Channel>,
-    worker_id: &str,
+    registration: &Registration,
     runner: &Runner,
 ) {
     match command.command {
@@ -112,7 +115,9 @@ fn handle(
             };
             let reporter = Reporter {
                 client: client.clone(),
-                worker_id: worker_id.to_owned(),
+                worker_id: registration.worker_id.clone(),
+                heartbeat_every: registration.heartbeat_every,
+                state: runner.state.clone(),
                 task_id: run.task_id.clone(),
                 subtask: run.subtask.clone(),
                 attempt: run.attempt,
@@ -154,6 +159,9 @@ fn start_assignment(run: SubtaskRun, reporter: Reporter, runner: &Runner) {
 struct Reporter {
     client: OrchestratorClient<Channel>,
     worker_id: String,
+    heartbeat_every: Duration,
+    /// To stop the run when its lease is gone.
+    state: std::sync::Arc<crate::state::WorkerState>,
     task_id: String,
     subtask: String,
     attempt: u32,
@@ -165,6 +173,8 @@ impl Reporter {
         let mut batch = Vec::new();
         let mut tick = tokio::time::interval(LOG_FLUSH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heartbeat = tokio::time::interval(self.heartbeat_every);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 line = logs.recv() => match line {
@@ -177,11 +187,38 @@ impl Reporter {
                     None => break,
                 },
                 _ = tick.tick() => self.report_logs(&mut batch).await,
+                _ = heartbeat.tick() => self.heartbeat().await,
             }
         }
         self.report_logs(&mut batch).await;
         let result = Runner::finish(result).await;
         self.complete(result).await;
+    }
+
+    /// Renews the attempt's lease. When the orchestrator says the attempt
+    /// is no longer ours (cancelled, or given to another worker after the
+    /// lease expired), the run stops: its result would be refused anyway.
+    /// An unreachable orchestrator is not an answer: the run goes on, and
+    /// the lease decides.
+    async fn heartbeat(&self) {
+        let request = HeartbeatRequest {
+            worker_id: self.worker_id.clone(),
+            task_id: self.task_id.clone(),
+            subtask: self.subtask.clone(),
+            attempt: self.attempt,
+        };
+        let mut client = self.client.clone();
+        match tokio::time::timeout(CALL_TIMEOUT, client.heartbeat(request)).await {
+            Ok(Ok(answer)) if !answer.get_ref().valid => {
+                let reason = answer.into_inner().reason;
+                tracing::warn!(task_id = %self.task_id, subtask = %self.subtask, attempt = self.attempt, reason, "lease lost, stopping the run");
+                self.state
+                    .cancel_matching(&self.task_id, &self.subtask, self.attempt);
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(status)) => tracing::debug!(error = %status.message(), "heartbeat failed"),
+            Err(_) => tracing::debug!("heartbeat timed out"),
+        }
     }
 
     /// Best effort: a lost log batch is not worth holding up the run.

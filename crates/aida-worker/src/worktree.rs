@@ -447,3 +447,123 @@ pub fn snapshot(repo_path: &str, commit: &str, dir: &Path) -> Result<Oid, Worktr
         })?;
     Ok(commit.id())
 }
+
+/// A leftover of an earlier run that [`clean_root`] removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cleaned {
+    pub path: PathBuf,
+    /// The repository whose worktree it was; `None` for a plain directory
+    /// (a read-only snapshot, a half-made worktree, or one whose repository
+    /// is gone).
+    pub repo: Option<PathBuf>,
+}
+
+/// Whether a directory name is one this worker makes under its root:
+/// `<task-id>-<subtask>-<attempt>`, optionally `-read-only`. Anything else
+/// under the root is left alone, so a root pointed at the wrong place never
+/// loses a user's files.
+pub fn is_run_dir_name(name: &str) -> bool {
+    let (Some(task), Some(rest)) = (name.get(..36), name.get(36..)) else {
+        return false;
+    };
+    let Some(rest) = rest.strip_prefix('-') else {
+        return false;
+    };
+    let rest = rest.strip_suffix("-read-only").unwrap_or(rest);
+    let Some((subtask, attempt)) = rest.rsplit_once('-') else {
+        return false;
+    };
+    aida_core::ids::TaskId::parse(task).is_ok()
+        && !subtask.is_empty()
+        && !attempt.is_empty()
+        && attempt.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Removes what runs of an earlier process left under `root`: a worker
+/// killed mid-run leaves its worktree (locked, registered in the
+/// repository) and read-only snapshots behind. A git worktree is unlocked,
+/// its metadata pruned from the repository and its directory deleted; the
+/// subtask's branch stays. Call it before taking work, with nothing running.
+///
+/// A leftover that cannot be removed is logged and skipped: it must not keep
+/// the worker from starting. Only an unreadable root is an error.
+pub fn clean_root(root: &Path) -> Result<Vec<Cleaned>, WorktreeError> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(format!("reading worktree root {}", root.display()))(e)),
+    };
+    let mut cleaned = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io(format!("reading worktree root {}", root.display())))?;
+        let path = entry.path();
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let name = entry.file_name();
+        if !is_dir || !name.to_str().is_some_and(is_run_dir_name) {
+            tracing::debug!(path = %path.display(), "not a worktree of this worker, left alone");
+            continue;
+        }
+        match clean_one(&path) {
+            Ok(repo) => {
+                tracing::info!(
+                    path = %path.display(),
+                    repo = repo.as_ref().map(|r| r.display().to_string()),
+                    "removed a worktree left by an earlier run"
+                );
+                cleaned.push(Cleaned { path, repo });
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a leftover worktree");
+            }
+        }
+    }
+    Ok(cleaned)
+}
+
+/// Removes one leftover directory; returns its repository if it was a git
+/// worktree whose repository still exists.
+fn clean_one(path: &Path) -> Result<Option<PathBuf>, WorktreeError> {
+    let repo = leftover_repository(path);
+    if let Some((repo, name)) = &repo {
+        let _lock = lock_metadata(repo)?;
+        // Only metadata that points at this very directory is ours to prune.
+        let ours = repo.find_worktree(name).ok().filter(|wt| {
+            match (wt.path().canonicalize(), path.canonicalize()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            }
+        });
+        if let Some(wt) = ours {
+            // Locked while its run lasted; that run is over.
+            let _ = wt.unlock();
+            remove_worktree(&wt)?;
+        }
+    }
+    if path.exists() {
+        std::fs::remove_dir_all(path)
+            .map_err(io(format!("removing directory {}", path.display())))?;
+    }
+    Ok(repo.map(|(repo, _)| {
+        repo.workdir()
+            .unwrap_or_else(|| repo.commondir())
+            .to_path_buf()
+    }))
+}
+
+/// The repository and worktree name a worktree directory belongs to, read
+/// from its `.git` file (`gitdir: <repo>/.git/worktrees/<name>`); `None`
+/// when it is not a worktree or its repository is gone.
+fn leftover_repository(path: &Path) -> Option<(Repository, String)> {
+    let dotgit = std::fs::read_to_string(path.join(".git")).ok()?;
+    let gitdir = Path::new(dotgit.trim().strip_prefix("gitdir:")?.trim());
+    let gitdir = if gitdir.is_absolute() {
+        gitdir.to_path_buf()
+    } else {
+        path.join(gitdir)
+    };
+    let name = gitdir.file_name()?.to_str()?.to_owned();
+    // `<repo>/.git/worktrees/<name>` -> `<repo>/.git`.
+    let commondir = gitdir.parent()?.parent()?;
+    let repo = Repository::open(commondir).ok()?;
+    Some((repo, name))
+}

@@ -37,6 +37,9 @@ enum Command {
     /// Run every service in this process: gateway, orchestrator (SQLite),
     /// workers and aggregator, on their usual ports.
     Dev(commands::dev::DevArgs),
+    /// Back up and restore the orchestrator's database.
+    #[command(subcommand)]
+    Admin(commands::admin::AdminCommand),
 }
 
 #[tokio::main]
@@ -47,6 +50,7 @@ async fn main() -> ExitCode {
         Command::Workers(args) => args.run(&cli.global).await,
         Command::Watch(args) => args.run(&cli.global).await,
         Command::Dev(args) => args.run(&cli.global).await,
+        Command::Admin(command) => command.run().await,
     };
     result.unwrap_or_else(|err| {
         eprintln!("aida: {err:#}");
@@ -124,6 +128,8 @@ mod tests {
                 subtasks: vec![spec("a", "write x", &[]), spec("b", "use x = y", &["a"])],
                 priority: -2,
                 plan: None,
+                max_attempts: None,
+                timeout_secs: None,
             }
         );
     }

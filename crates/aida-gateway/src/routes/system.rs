@@ -12,7 +12,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use utoipa::OpenApi;
 
-use crate::api::{ErrorBody, Health, WorkerList};
+use crate::api::{ErrorBody, Health, LockList, WorkerList};
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
@@ -38,6 +38,27 @@ pub async fn list_workers(State(state): State<AppState>) -> Result<Json<WorkerLi
         .into_inner();
     Ok(Json(WorkerList {
         workers: response.workers.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// Locks held right now: a merge holds its repository's lock.
+#[utoipa::path(
+    get,
+    path = "/api/locks",
+    tag = "system",
+    responses(
+        (status = 200, body = LockList),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn list_locks(State(state): State<AppState>) -> Result<Json<LockList>, ApiError> {
+    let response = state
+        .orchestrator()
+        .list_locks(orch::ListLocksRequest {})
+        .await?
+        .into_inner();
+    Ok(Json(LockList {
+        locks: response.locks.into_iter().map(Into::into).collect(),
     }))
 }
 

@@ -27,6 +27,7 @@ pub(crate) fn task_id(path: Result<Path<String>, PathRejection>) -> Result<TaskI
     post,
     path = "/api/tasks",
     tag = "tasks",
+    params(("Idempotency-Key" = Option<String>, Header, description = "the same key always yields the same task")),
     request_body = CreateTask,
     responses(
         (status = 201, description = "the task was stored", body = Task),
@@ -36,12 +37,23 @@ pub(crate) fn task_id(path: Result<Path<String>, PathRejection>) -> Result<TaskI
 )]
 pub async fn create_task(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<CreateTask>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
+    let mut request = orch::CreateTaskRequest::from(body);
+    // The same key always answers with the same task, never a second one.
+    if let Some(key) = headers.get("idempotency-key") {
+        request.idempotency_key = key
+            .to_str()
+            .map_err(|_| {
+                ApiError::InvalidArgument("the Idempotency-Key header must be plain text".into())
+            })?
+            .to_owned();
+    }
     let task: Task = state
         .orchestrator()
-        .create_task(orch::CreateTaskRequest::from(body))
+        .create_task(request)
         .await?
         .into_inner()
         .into();
@@ -58,6 +70,7 @@ pub async fn create_task(
     post,
     path = "/api/orchestrate",
     tag = "tasks",
+    params(("Idempotency-Key" = Option<String>, Header, description = "the same key always yields the same task")),
     request_body = CreateTask,
     responses(
         (status = 201, description = "the task was stored", body = Task),
@@ -67,9 +80,10 @@ pub async fn create_task(
 )]
 pub async fn orchestrate(
     state: State<AppState>,
+    headers: HeaderMap,
     body: Result<Json<CreateTask>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    create_task(state, body).await
+    create_task(state, headers, body).await
 }
 
 /// Lists tasks, newest first.

@@ -65,6 +65,24 @@ pub enum AgentError {
     Reported(String),
 }
 
+impl AgentError {
+    /// Trying again cannot help: the request or this worker's setup is
+    /// wrong (an unknown kind, a refused mode, a program that is not there).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            AgentError::UnknownKind(_)
+            | AgentError::EmptyCommand
+            | AgentError::BypassNotAllowed { .. }
+            | AgentError::InvalidOption { .. } => true,
+            AgentError::Spawn { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// Where the worker finds each CLI and what it lets them do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {

@@ -2,6 +2,7 @@
 //! a `run(self, &Global) -> anyhow::Result<ExitCode>`; `main` only
 //! dispatches.
 
+pub mod admin;
 pub mod dev;
 pub mod task;
 pub mod watch;

@@ -63,7 +63,7 @@ pub struct CreateArgs {
     #[arg(
         long,
         value_name = "FILE",
-        conflicts_with_all = ["repo", "base", "description", "priority", "subtasks", "depends", "agent", "options", "command", "argv", "plan"]
+        conflicts_with_all = ["repo", "base", "description", "priority", "subtasks", "depends", "agent", "options", "command", "argv", "plan", "max_attempts", "timeout_secs"]
     )]
     pub file: Option<PathBuf>,
     /// The git repository, as the orchestrator and workers see it; a
@@ -106,6 +106,12 @@ pub struct CreateArgs {
     /// The command agent's program and arguments, after `--`.
     #[arg(last = true, value_name = "PROG ARGS")]
     pub argv: Vec<String>,
+    /// Attempts each subtask may take (default 3).
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Wall-clock limit of the whole task, in seconds.
+    #[arg(long)]
+    pub timeout_secs: Option<u32>,
     /// Have the agent split the description into subtasks (instead of
     /// --subtask).
     #[arg(long, conflicts_with = "subtasks")]
@@ -192,6 +198,8 @@ impl CreateArgs {
             agent: Some(agent),
             subtasks,
             priority: self.priority.unwrap_or(0),
+            max_attempts: self.max_attempts,
+            timeout_secs: self.timeout_secs,
             plan: self.plan.then(|| PlanSpec {
                 agent: None,
                 approve: self.approve.clone(),
