@@ -44,15 +44,7 @@ async fn a_subtask_whose_agent_no_worker_can_run_says_so_then_fails() {
     // Then it fails, and so does the task; the rest is not stuck either.
     let task = system.wait_finished(&task_id).await;
     assert_eq!(task["status"], "failed", "{task:#}");
-    let st = |n: &str| {
-        task["subtasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == n)
-            .unwrap()
-            .clone()
-    };
+    let st = |n: &str| aida_tests::subtask(&task, n).clone();
     assert_eq!(st("fine")["status"], "succeeded");
     assert_eq!(st("needs-codex")["status"], "failed");
     assert!(
@@ -151,15 +143,7 @@ async fn agents_share_a_task_context_through_the_api_with_their_token() {
         .collect();
     assert_eq!(values, ["http://old", "http://api:3000"]);
     // The report includes it.
-    let report = system
-        .http
-        .get(format!("{}/api/tasks/{task_id}/report", system.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let report = system.report(&task_id).await;
     assert!(
         report.contains("**api-url** (v2, by writer): http://api:3000"),
         "{report}"
@@ -248,15 +232,7 @@ async fn a_task_mixing_claude_gemini_and_codex_merges_each_ones_work_with_costs(
         );
     }
 
-    let st = |n: &str| {
-        task["subtasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == n)
-            .unwrap()
-            .clone()
-    };
+    let st = |n: &str| aida_tests::subtask(&task, n).clone();
     let claude = st("claude-part");
     assert_eq!(claude["usage"]["turns"], 3, "{claude:#}");
     assert_eq!(claude["usage"]["cost_usd"], 0.25);
@@ -288,15 +264,7 @@ async fn a_task_mixing_claude_gemini_and_codex_merges_each_ones_work_with_costs(
     );
     assert_eq!(task["usage"]["cost_usd"], 0.25);
     // The report shows them too.
-    let report = system
-        .http
-        .get(format!("{}/api/tasks/{task_id}/report", system.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let report = system.report(&task_id).await;
     assert!(
         report.contains("## Agent usage") && report.contains("$0.2500"),
         "{report}"

@@ -134,15 +134,7 @@ async fn four_subtasks_run_on_two_workers_merge_and_report_a_conflict() {
     }
 
     // The report names the conflict, in markdown and in JSON.
-    let md = system
-        .http
-        .get(format!("{}/api/tasks/{task_id}/report", system.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let md = system.report(&task_id).await;
     assert!(md.contains("rename") && md.contains("shared.txt"), "{md}");
     let report: Value = system
         .http
@@ -252,15 +244,7 @@ async fn a_failing_subtask_fails_the_task_and_cancels_its_dependents() {
     let task_id = system.create_task(&body).await;
     let task = system.wait_finished(&task_id).await;
     assert_eq!(task["status"], "failed", "{task:#}");
-    let st = |n: &str| {
-        task["subtasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == n)
-            .unwrap()
-            .clone()
-    };
+    let st = |n: &str| aida_tests::subtask(&task, n).clone();
     assert_eq!(st("good")["status"], "succeeded");
     assert_eq!(st("bad")["status"], "failed");
     assert_eq!(st("bad")["exit_code"], 3);

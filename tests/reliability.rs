@@ -7,17 +7,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use aida_tests::system::sh_agent;
-use aida_tests::{GitRepo, Options, System, eventually};
+use aida_tests::{GitRepo, Options, System, eventually, subtask};
 use serde_json::{Value, json};
-
-fn subtask<'a>(task: &'a Value, name: &str) -> &'a Value {
-    task["subtasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == name)
-        .unwrap()
-}
 
 /// Stops a leftover agent process of a killed worker (it runs in its own
 /// process group and outlives its worker, as a real agent would).
@@ -320,4 +311,138 @@ async fn two_hundred_concurrent_tasks_with_repeated_idempotency_keys_are_all_acc
         let task = system.wait_finished(id).await;
         assert_eq!(task["status"], "succeeded", "{task:#}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_one_subtask_stops_its_agent_while_the_rest_goes_on() {
+    let system = System::start(2).await;
+    let shared = tempfile::tempdir().unwrap();
+    let pid_file = shared.path().join("slow.pid");
+    let repo = GitRepo::with_files(&[("README.md", "hi\n")]);
+    let task_id = system
+        .create_task(&json!({"repo": repo.path_str(), "subtasks": [
+            {"name": "slow", "prompt": "p", "agent": sh_agent(&format!("echo $$ > '{}'; exec sleep 600", pid_file.display()))},
+            {"name": "after-slow", "prompt": "p", "depends_on": ["slow"], "agent": sh_agent("true")},
+            {"name": "quick", "prompt": "p", "agent": sh_agent("echo quick > quick.txt")}
+        ]}))
+        .await;
+    eventually("the slow agent to run", || async {
+        pid_file.exists().then_some(())
+    })
+    .await;
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    let asked = Instant::now();
+    let (status, task) = system
+        .post(
+            &format!("/api/tasks/{task_id}/subtasks/slow/cancel"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{task}");
+    assert_eq!(subtask(&task, "slow")["status"], "cancelled");
+    eventually("the cancelled agent's process to be gone", || async {
+        (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    })
+    .await;
+    eprintln!("agent gone {:?} after the cancel request", asked.elapsed());
+    eventually("its worktree to be removed", || async {
+        repo.worktrees().is_empty().then_some(())
+    })
+    .await;
+
+    let task = system.wait_finished(&task_id).await;
+    assert_eq!(task["status"], "cancelled", "{task:#}");
+    assert_eq!(task["error"], "subtasks cancelled: slow, after-slow");
+    assert_eq!(subtask(&task, "after-slow")["status"], "cancelled");
+    assert_eq!(subtask(&task, "quick")["status"], "succeeded");
+    // What was done is still merged.
+    assert_eq!(
+        repo.show(task["result_branch"].as_str().unwrap(), "quick.txt")
+            .as_deref(),
+        Some("quick\n")
+    );
+    // Cancelling it again changes nothing; a finished subtask cannot be.
+    let (status, _) = system
+        .post(
+            &format!("/api/tasks/{task_id}/subtasks/quick/cancel"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_past_its_deadline_stops_with_the_reason() {
+    let system = System::start(1).await;
+    let shared = tempfile::tempdir().unwrap();
+    let pid_file = shared.path().join("agent.pid");
+    let repo = GitRepo::with_files(&[("README.md", "hi\n")]);
+    let task_id = system
+        .create_task(&json!({"repo": repo.path_str(), "timeout_secs": 2, "subtasks": [
+            {"name": "forever", "prompt": "p", "agent": sh_agent(&format!("echo $$ > '{}'; exec sleep 600", pid_file.display()))},
+            {"name": "never", "prompt": "p", "depends_on": ["forever"], "agent": sh_agent("true")}
+        ]}))
+        .await;
+    let task = system.wait_finished(&task_id).await;
+    assert_eq!(task["status"], "failed", "{task:#}");
+    assert_eq!(task["error"], "the task timed out after 2s");
+    for name in ["forever", "never"] {
+        assert_eq!(subtask(&task, name)["status"], "cancelled");
+    }
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    eventually("the agent's process to be gone", || async {
+        (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_subtasks_start_by_priority_and_first_come_within_one() {
+    let system = System::start(1).await;
+    let shared = tempfile::tempdir().unwrap();
+    let gate = shared.path().join("gate");
+    let order = shared.path().join("order");
+    let repo = GitRepo::with_files(&[("README.md", "hi\n")]);
+    // The one worker is busy until the gate opens; meanwhile tasks queue up.
+    let blocker = system
+        .create_task(&json!({"repo": repo.path_str(), "subtasks": [{"name": "block", "prompt": "p",
+            "agent": sh_agent(&format!("while [ ! -f '{}' ]; do sleep 0.05; done", gate.display()))}]}))
+        .await;
+    eventually("the blocker to run", || async {
+        let t = system.get(&format!("/api/tasks/{blocker}")).await.ok()?;
+        (t["status"] == "running").then_some(())
+    })
+    .await;
+    let record = |label: &str| sh_agent(&format!("echo {label} >> '{}'", order.display()));
+    for (label, priority) in [
+        ("low-1", 0),
+        ("high-1", 5),
+        ("low-2", 0),
+        ("high-2", 5),
+        ("mid", 2),
+    ] {
+        system
+            .create_task(&json!({"repo": repo.path_str(), "priority": priority,
+                "subtasks": [{"name": "run", "prompt": "p", "agent": record(label)}]}))
+            .await;
+    }
+    std::fs::write(&gate, "").unwrap();
+    eventually("every queued task to run", || async {
+        let done = std::fs::read_to_string(&order).ok()?;
+        (done.lines().count() == 5).then_some(())
+    })
+    .await;
+    let ran: Vec<String> = std::fs::read_to_string(&order)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ran, ["high-1", "high-2", "mid", "low-1", "low-2"]);
 }

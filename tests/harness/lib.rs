@@ -41,6 +41,31 @@ where
     }
 }
 
+/// The subtask named `name` in a task's JSON; panics if there is none.
+pub fn subtask<'a>(task: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    task["subtasks"]
+        .as_array()
+        .and_then(|subtasks| subtasks.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no subtask {name:?} in {task:#}"))
+}
+
+/// GETs `base` + `path` and returns the JSON body of a 2xx answer.
+pub async fn get_json(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+) -> Result<serde_json::Value, String> {
+    let resp = http
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("GET {path}: {}", resp.status()));
+    }
+    resp.json().await.map_err(|e| e.to_string())
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

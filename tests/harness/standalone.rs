@@ -77,15 +77,6 @@ impl Standalone {
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, String> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("GET {path}: {}", resp.status()));
-        }
-        resp.json().await.map_err(|e| e.to_string())
+        crate::get_json(&self.http, &self.url, path).await
     }
 }

@@ -165,16 +165,19 @@ impl System {
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, String> {
+        crate::get_json(&self.http, &self.url, path).await
+    }
+
+    /// A task's report as markdown.
+    pub async fn report(&self, task_id: &str) -> String {
         let resp = self
             .http
-            .get(format!("{}{path}", self.url))
+            .get(format!("{}/api/tasks/{task_id}/report", self.url))
             .send()
             .await
-            .map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("GET {path}: {}", resp.status()));
-        }
-        resp.json().await.map_err(|e| e.to_string())
+            .expect("GET report");
+        assert!(resp.status().is_success(), "report: {}", resp.status());
+        resp.text().await.expect("report text")
     }
 
     /// POSTs JSON and returns the status and the JSON body.

@@ -59,6 +59,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/tasks/{id}", get(tasks::get_task))
         .route("/api/tasks/{id}/cancel", post(tasks::cancel_task))
         .route("/api/tasks/{id}/approve", post(tasks::approve_task))
+        .route(
+            "/api/tasks/{id}/subtasks/{name}/cancel",
+            post(tasks::cancel_subtask),
+        )
         .route("/api/tasks/{id}/report", get(tasks::get_report))
         .route("/api/tasks/{id}/events", get(tasks::list_events))
         .route("/api/tasks/{id}/context", get(context::list_context))

@@ -18,6 +18,7 @@ use crate::routes::{context, events, system, tasks};
         tasks::get_task,
         tasks::cancel_task,
         tasks::approve_task,
+        tasks::cancel_subtask,
         tasks::get_report,
         tasks::list_events,
         context::list_context,

@@ -202,6 +202,7 @@ async fn openapi_lists_every_route() {
         ("/api/tasks/{id}", &["get"]),
         ("/api/tasks/{id}/cancel", &["post"]),
         ("/api/tasks/{id}/approve", &["post"]),
+        ("/api/tasks/{id}/subtasks/{name}/cancel", &["post"]),
         ("/api/tasks/{id}/context", &["get"]),
         ("/api/tasks/{id}/context/{key}", &["get", "put"]),
         ("/api/tasks/{id}/report", &["get"]),

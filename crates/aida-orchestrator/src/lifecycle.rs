@@ -778,6 +778,72 @@ impl Engine {
 
     /// Cancels a task: pending subtasks end at once, running agents are told
     /// to stop, and their late results are refused.
+    /// Cancels one subtask that has not ended, and the subtasks that depend
+    /// on it; the others go on, and the task ends `cancelled` unless
+    /// something failed.
+    pub async fn stop_subtask(self: &Arc<Self>, task_id: &str, subtask: &str) -> Result<Task> {
+        let task = self.task(task_id).await?;
+        if !matches!(
+            task_status_of(&task),
+            TaskStatus::Queued | TaskStatus::Running
+        ) {
+            return Err(OrchestratorError::FailedPrecondition(format!(
+                "task {task_id} is {}: its subtasks can no longer be cancelled",
+                task_status_of(&task).label()
+            )));
+        }
+        let st = task
+            .subtasks
+            .iter()
+            .find(|s| s.name == subtask)
+            .ok_or_else(|| {
+                OrchestratorError::NotFound(format!("task {task_id} has no subtask {subtask:?}"))
+            })?;
+        match status_of(st) {
+            SubtaskStatus::Cancelled => return Ok(task),
+            SubtaskStatus::Pending | SubtaskStatus::Running => {}
+            other => {
+                return Err(OrchestratorError::FailedPrecondition(format!(
+                    "subtask {subtask:?} is {} and can no longer be cancelled",
+                    other.label()
+                )));
+            }
+        }
+        let reason = "cancelled by request";
+        let names = [subtask.to_owned()];
+        let ended = self
+            .store
+            .end_unfinished_subtasks(
+                task_id,
+                Some(&names),
+                SubtaskStatus::Cancelled,
+                reason,
+                Utc::now(),
+            )
+            .await?;
+        if ended.is_empty() {
+            return self.task(task_id).await;
+        }
+        if status_of(st) == SubtaskStatus::Running {
+            let key = RunKey {
+                task_id: task_id.to_owned(),
+                subtask: subtask.to_owned(),
+                attempt: st.attempts,
+            };
+            self.send_cancel(&st.worker_id, &key).await;
+        }
+        tracing::info!(task_id, subtask, "subtask cancelled");
+        let event = Self::subtask_status_event(
+            task_id,
+            subtask,
+            SubtaskStatus::Cancelled,
+            json!({ "error": reason }),
+        );
+        self.subtask_ended(task_id, subtask, SubtaskStatus::Cancelled, vec![event])
+            .await?;
+        self.task(task_id).await
+    }
+
     pub async fn cancel_task(self: &Arc<Self>, task_id: &str) -> Result<Task> {
         self.stop_task(task_id, TaskStatus::Cancelled, "cancelled by request")
             .await
@@ -935,6 +1001,19 @@ fn final_verdict(task: &Task) -> (TaskStatus, Option<String>) {
         return (
             TaskStatus::Failed,
             Some(format!("subtasks failed: {}", failed.join(", "))),
+        );
+    }
+    let cancelled: Vec<&str> = task
+        .subtasks
+        .iter()
+        .filter(|s| status_of(s) == SubtaskStatus::Cancelled)
+        .map(|s| s.name.as_str())
+        .collect();
+    if !cancelled.is_empty() {
+        // What was done is merged; the task as asked was not.
+        return (
+            TaskStatus::Cancelled,
+            Some(format!("subtasks cancelled: {}", cancelled.join(", "))),
         );
     }
     if !task.conflicts.is_empty() {

@@ -612,6 +612,36 @@ mod tests {
 
     use super::*;
 
+    fn task_at(id: &str, priority: i32, waited_secs: i64) -> Task {
+        Task {
+            id: id.into(),
+            priority,
+            created_at: Some(aida_core::time::to_proto(
+                Utc::now() - chrono::Duration::seconds(waited_secs),
+            )),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn waiting_raises_priority_so_nothing_starves() {
+        let order = |tasks: Vec<Task>, aging: u64| -> Vec<String> {
+            by_effective_priority(tasks, Duration::from_secs(aging))
+                .into_iter()
+                .map(|t| t.id)
+                .collect()
+        };
+        // The store's order (priority, then age) is kept within a level.
+        let fresh = vec![
+            task_at("urgent", 5, 0),
+            task_at("old-low", 0, 30),
+            task_at("new-low", 0, 1),
+        ];
+        assert_eq!(order(fresh.clone(), 60), ["urgent", "old-low", "new-low"]);
+        // Waiting 30 s at one level per 5 s beats a fresh priority 5.
+        assert_eq!(order(fresh, 5), ["old-low", "urgent", "new-low"]);
+    }
+
     #[test]
     fn a_prompt_carries_its_dependencies_summaries_and_files() {
         let api = Subtask {

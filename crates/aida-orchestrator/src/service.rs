@@ -13,8 +13,8 @@ use aida_core::proto::orchestrator::{
     HeartbeatResponse, ListContextRequest, ListContextResponse, ListEventsRequest,
     ListEventsResponse, ListLocksRequest, ListLocksResponse, ListTasksRequest, ListTasksResponse,
     ListWorkersRequest, ListWorkersResponse, ProgressRequest, ProgressUpdate, PutContextRequest,
-    RegisterWorkerRequest, ReportLogRequest, ReportLogResponse, TaskResult, WorkerCommand,
-    WorkerInfo,
+    RegisterWorkerRequest, ReportLogRequest, ReportLogResponse, StopSubtaskRequest, TaskResult,
+    WorkerCommand, WorkerInfo,
 };
 use aida_core::time::to_proto;
 use futures::{Stream, StreamExt};
@@ -96,6 +96,17 @@ impl Orchestrator for OrchestratorService {
     ) -> Result<Response<Task>, Status> {
         let id = task_id(&request.get_ref().task_id)?;
         Ok(Response::new(self.engine.cancel_task(&id).await?))
+    }
+
+    async fn stop_subtask(
+        &self,
+        request: Request<StopSubtaskRequest>,
+    ) -> Result<Response<Task>, Status> {
+        let req = request.into_inner();
+        let id = task_id(&req.task_id)?;
+        Ok(Response::new(
+            self.engine.stop_subtask(&id, &req.subtask).await?,
+        ))
     }
 
     async fn approve_task(

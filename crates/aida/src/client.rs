@@ -87,6 +87,14 @@ impl Client {
         .await
     }
 
+    pub async fn cancel_subtask(&self, id: &str, subtask: &str) -> anyhow::Result<Task> {
+        self.json(
+            self.http
+                .post(self.url(&format!("/api/tasks/{id}/subtasks/{subtask}/cancel"))),
+        )
+        .await
+    }
+
     pub async fn cancel_task(&self, id: &str) -> anyhow::Result<Task> {
         self.json(self.http.post(self.url(&format!("/api/tasks/{id}/cancel"))))
             .await

@@ -141,6 +141,39 @@ pub async fn get_task(
     Ok(Json(task.into()))
 }
 
+/// Cancels one subtask, and the subtasks that depend on it; the rest of the
+/// task goes on.
+#[utoipa::path(
+    post,
+    path = "/api/tasks/{id}/subtasks/{name}/cancel",
+    tag = "tasks",
+    params(("id" = String, Path, description = "task id (a UUID)"), ("name" = String, Path, description = "subtask name")),
+    responses(
+        (status = 200, description = "the task as it is after cancelling the subtask", body = Task),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "the subtask or its task already ended", body = ErrorBody),
+    )
+)]
+pub async fn cancel_subtask(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Json<Task>, ApiError> {
+    let Path((id, name)) = path?;
+    let id = TaskId::parse(&id)?;
+    let task: Task = state
+        .orchestrator()
+        .stop_subtask(orch::StopSubtaskRequest {
+            task_id: id.to_string(),
+            subtask: name.clone(),
+        })
+        .await?
+        .into_inner()
+        .into();
+    tracing::info!(task_id = %id, subtask = %name, "subtask cancelled");
+    Ok(Json(task))
+}
+
 /// Lets a task whose plan waits for approval run.
 #[utoipa::path(
     post,

@@ -36,9 +36,12 @@ pub enum TaskCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Cancel a task.
+    /// Cancel a task, or with --subtask one of its subtasks.
     Cancel {
         id: String,
+        /// Cancel only this subtask (and what depends on it).
+        #[arg(long)]
+        subtask: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -239,7 +242,13 @@ impl TaskCommand {
                 }
             }
             TaskCommand::Approve { id, json } => show(&client.approve_task(&id).await?, json)?,
-            TaskCommand::Cancel { id, json } => show(&client.cancel_task(&id).await?, json)?,
+            TaskCommand::Cancel { id, subtask, json } => {
+                let task = match subtask {
+                    Some(name) => client.cancel_subtask(&id, &name).await?,
+                    None => client.cancel_task(&id).await?,
+                };
+                show(&task, json)?
+            }
             TaskCommand::Report { id, json } => {
                 if json {
                     output::print_json(&client.report_json(&id).await?)?;
