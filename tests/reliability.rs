@@ -446,3 +446,51 @@ async fn queued_subtasks_start_by_priority_and_first_come_within_one() {
         .collect();
     assert_eq!(ran, ["high-1", "high-2", "mid", "low-1", "low-2"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_with_sigterm_hands_its_subtask_back() {
+    let mut system = System::start(2).await;
+    let shared = tempfile::tempdir().unwrap();
+    let shared_path = shared.path().display().to_string();
+    let repo = GitRepo::with_files(&[("README.md", "hi\n")]);
+    let agent = format!(
+        "if mkdir '{shared_path}/first' 2>/dev/null; then echo $$ > '{shared_path}/pid'; exec sleep 600; fi; echo done > out.txt"
+    );
+    let task_id = system
+        .create_task(&json!({"repo": repo.path_str(), "subtasks": [{"name": "job", "prompt": "p", "agent": sh_agent(&agent)}]}))
+        .await;
+    let first_worker = eventually("the first attempt to run", || async {
+        let t = system.get(&format!("/api/tasks/{task_id}")).await.ok()?;
+        let st = subtask(&t, "job");
+        (st["status"] == "running" && Path::new(&format!("{shared_path}/pid")).exists())
+            .then(|| st["worker"].as_str().unwrap().to_owned())
+    })
+    .await;
+    let pid = std::fs::read_to_string(shared.path().join("pid"))
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    // SIGTERM, as `podman stop` sends: the worker stops its agent, reports,
+    // and exits cleanly; the subtask is handed back, not left to its lease.
+    let status = system.terminate(&first_worker).await;
+    assert!(status.success(), "{first_worker} exited with {status}");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the agent stopped with its worker"
+    );
+    let task = system.wait_finished(&task_id).await;
+    assert_eq!(task["status"], "succeeded", "{task:#}");
+    let history = subtask(&task, "job")["history"].as_array().unwrap().clone();
+    assert_eq!(history.len(), 2, "{history:#?}");
+    assert_eq!(history[0]["worker"], first_worker.as_str());
+    assert_eq!(
+        history[0]["status"], "failed",
+        "handed back, not lost: {history:#?}"
+    );
+    assert_eq!(
+        history[0]["error"],
+        format!("worker {first_worker} shut down while running it")
+    );
+    assert_eq!(history[1]["status"], "succeeded");
+}

@@ -430,8 +430,20 @@ fn resolve_repo(repo: &str, base: &str) -> Result<(String, String, String)> {
             "\"repo\" must be an absolute path, got {repo:?}"
         )));
     }
-    let git = git2::Repository::open(path)
-        .map_err(|_| OrchestratorError::invalid(format!("{repo:?} is not a git repository")))?;
+    let git = git2::Repository::open(path).map_err(|e| {
+        OrchestratorError::invalid(if e.code() == git2::ErrorCode::Owner {
+            // git refuses repositories owned by another user unless told
+            // they are safe; the plain "not a repository" would mislead.
+            format!(
+                "{repo:?} is owned by another user than the one AIDA runs as; \
+                 mark it safe with `git config --system --add safe.directory {repo}`"
+            )
+        } else if !path.exists() {
+            format!("{repo:?} does not exist")
+        } else {
+            format!("{repo:?} is not a git repository")
+        })
+    })?;
     let base = if base.trim().is_empty() {
         let head = git.head().map_err(|_| {
             OrchestratorError::invalid(format!(

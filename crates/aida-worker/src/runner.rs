@@ -39,10 +39,16 @@ impl Runner {
         let slot = self.state.try_start(&run)?;
         let (tx, rx) = mpsc::channel(LOG_BUFFER);
         let ctx = Arc::clone(&self.ctx);
+        let state = Arc::clone(&self.state);
         let result = self.tracker.spawn(async move {
             let cancel = slot.cancel.clone();
-            let result = executor::run_subtask(run, &ctx, tx, cancel).await;
+            let mut result = executor::run_subtask(run, &ctx, tx, cancel).await;
             drop(slot);
+            // Say why the run stopped: the orchestrator retries it elsewhere,
+            // and the attempt's history should tell the operator.
+            if !result.success && state.shutting_down() && result.error == "cancelled" {
+                result.error = format!("worker {} shut down while running it", ctx.worker_id);
+            }
             result
         });
         Ok(StartedRun { logs: rx, result })

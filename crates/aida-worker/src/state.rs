@@ -54,6 +54,11 @@ impl WorkerState {
     }
 
     /// Claims the run slot for `run`, or returns what is running instead.
+    /// Whether the worker is shutting down.
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
     pub fn try_start(self: &Arc<Self>, run: &SubtaskRun) -> Result<RunSlot, CurrentRun> {
         let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(busy) = current.as_ref() {
