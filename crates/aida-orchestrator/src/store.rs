@@ -212,6 +212,10 @@ pub struct WorkerRow {
     pub last_seen_at: DateTime<Utc>,
 }
 
+/// Rows per multi-row INSERT of events: 7 bound values each stays far under
+/// SQLite's limit on variables per statement.
+const EVENTS_PER_STATEMENT: usize = 256;
+
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
@@ -1010,30 +1014,38 @@ impl Store {
     ) -> Result<Vec<Event>> {
         let mut tx = self.pool.begin().await?;
         let mut stored = Vec::with_capacity(events.len());
-        for e in events {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO events (channel, kind, task_id, subtask, worker_id, at, data)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            )
-            .bind(e.channel.as_str())
-            .bind(e.kind)
-            .bind(&e.task_id)
-            .bind(&e.subtask)
-            .bind(&e.worker_id)
-            .bind(now)
-            .bind(e.data.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
-            stored.push(Event {
-                id,
-                channel: e.channel,
-                kind: e.kind.to_owned(),
-                task_id: e.task_id.clone(),
-                subtask: e.subtask.clone(),
-                worker_id: e.worker_id.clone(),
-                at: now,
-                data: e.data.clone(),
+        // One statement per chunk rather than per event: a worker reports
+        // log lines in batches, and this is the orchestrator's hottest path.
+        for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "INSERT INTO events (channel, kind, task_id, subtask, worker_id, at, data) ",
+            );
+            insert.push_values(chunk, |mut row, e| {
+                row.push_bind(e.channel.as_str())
+                    .push_bind(e.kind)
+                    .push_bind(&e.task_id)
+                    .push_bind(&e.subtask)
+                    .push_bind(&e.worker_id)
+                    .push_bind(now)
+                    .push_bind(e.data.to_string());
             });
+            insert.push(" RETURNING id");
+            let mut ids: Vec<i64> = insert.build_query_scalar().fetch_all(&mut *tx).await?;
+            // Rows get increasing ids in VALUES order; RETURNING promises no
+            // order, so sort rather than trust it.
+            ids.sort_unstable();
+            for (id, e) in ids.into_iter().zip(chunk) {
+                stored.push(Event {
+                    id,
+                    channel: e.channel,
+                    kind: e.kind.to_owned(),
+                    task_id: e.task_id.clone(),
+                    subtask: e.subtask.clone(),
+                    worker_id: e.worker_id.clone(),
+                    at: now,
+                    data: e.data.clone(),
+                });
+            }
         }
         tx.commit().await?;
         Ok(stored)
