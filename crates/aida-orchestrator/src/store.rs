@@ -1,8 +1,10 @@
 //! Persistence: tasks, subtasks, events and workers in SQLite through sqlx.
 //! Every status change is a guarded `UPDATE ... WHERE status = ...`, so two
 //! racing writers cannot both win and a stale report cannot overwrite a newer
-//! state. The SQL is kept to what PostgreSQL also accepts, so a Postgres
-//! backend can take this module's place.
+//! state. All SQL lives here, so a PostgreSQL backend replaces this module
+//! alone; what it would translate is SQLite's `json_each` (lists passed as
+//! JSON), `IS NOT` as a null-safe comparison (`IS DISTINCT FROM`) and
+//! `AUTOINCREMENT` ids.
 
 use std::collections::HashMap;
 use std::path::Path;
