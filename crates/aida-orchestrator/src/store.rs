@@ -377,14 +377,45 @@ impl Store {
     }
 
     /// Tasks whose subtasks may still be scheduled, in scheduling order:
-    /// higher priority first, then first come first served.
+    /// higher priority first, then first come first served. The dispatcher
+    /// reads this on every pass, so it is two queries in all, and leaves
+    /// out what scheduling does not need (attempt history, context, usage).
     pub async fn schedulable_tasks(&self) -> Result<Vec<Task>> {
-        let ids: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM tasks WHERE status IN ('planning', 'queued', 'running') ORDER BY priority DESC, created_at, id",
+        let rows = sqlx::query(
+            "SELECT * FROM tasks WHERE status IN ('planning', 'queued', 'running') ORDER BY priority DESC, created_at, id",
         )
         .fetch_all(&self.pool)
         .await?;
-        self.tasks_by_ids(&ids).await
+        let mut tasks: Vec<Task> = rows.iter().map(task_from_row).collect::<Result<_>>()?;
+        if tasks.is_empty() {
+            return Ok(tasks);
+        }
+        let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT * FROM subtasks WHERE task_id IN (SELECT value FROM json_each($1)) ORDER BY task_id, position",
+        )
+        .bind(serde_json::to_string(&ids).context("encoding task ids")?)
+        .fetch_all(&self.pool)
+        .await?;
+        let index: HashMap<String, usize> = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.clone(), i))
+            .collect();
+        for row in &rows {
+            let task_id: String = row.try_get("task_id")?;
+            let role: String = row.try_get("role")?;
+            let Some(&i) = index.get(&task_id) else {
+                continue;
+            };
+            let subtask = subtask_from_row(row)?;
+            if role == "plan" {
+                tasks[i].planner = Some(subtask);
+            } else {
+                tasks[i].subtasks.push(subtask);
+            }
+        }
+        Ok(tasks)
     }
 
     /// Ids of tasks in a given status.
@@ -752,15 +783,6 @@ impl Store {
                 ))
             })
             .collect()
-    }
-
-    /// Workers that hold running subtasks, for the check after a restart.
-    pub async fn workers_with_running_subtasks(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT DISTINCT worker_id FROM subtasks WHERE status = 'running' AND worker_id IS NOT NULL",
-        )
-        .fetch_all(&self.pool)
-        .await?)
     }
 
     pub async fn record_merge(
