@@ -7,13 +7,20 @@ ORCHESTRATOR_ADDR ?= 127.0.0.1:50051
 POD ?= aida-pod
 POD_YAML ?= deploy/podman/pod.yaml
 WORKER_IMAGE ?= localhost/aida-worker:latest
+# The pod's Podman secrets (created with random values by `make secrets`).
+SECRETS = deploy/podman/secrets.sh
+# make admin NAME=alice [ROLE=...]. NAME only from the command line: some
+# systems (WSL) set NAME in the environment.
+USER_NAME = $(if $(filter environment,$(origin NAME)),,$(NAME))
+ROLE ?= admin
 # Podman settings our CI machines need (runc, default ulimits); a normal
 # machine needs none. test-pod uses them unless CONTAINERS_CONF is set.
 POD_TEST_CONF ?= $(CURDIR)/tests/podman/containers.conf
 NEED_PODMAN = @command -v podman >/dev/null 2>&1 || { echo "podman is missing: install it (Debian: scripts/install-podman.sh)" >&2; exit 1; }
 
 .PHONY: help dev build build-cli proto test test-deps lint fmt test-grpc clean \
-	build-images build-images-offline run stop clean-volumes scale-worker logs test-pod
+	build-images build-images-offline run stop clean-volumes scale-worker logs test-pod \
+	secrets clean-secrets webhook-secrets admin reset-password
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
@@ -44,9 +51,18 @@ lint: ## formatting and clippy, as CI checks them
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-test-grpc: ## list the orchestrator's services with grpcurl (make dev or the pod; ORCHESTRATOR_ADDR=host:port)
-	grpcurl -plaintext $(ORCHESTRATOR_ADDR) list
-	grpcurl -plaintext -d '{"service": "aida.orchestrator.Orchestrator"}' $(ORCHESTRATOR_ADDR) grpc.health.v1.Health/Check
+test-grpc: ## grpcurl the orchestrator (make dev or the pod): services, health, ListWorkers with the internal token (TOKEN=..., else the pod's or data/internal-token)
+	@token="$${TOKEN:-}"; \
+	if [ -z "$$token" ] && command -v podman >/dev/null 2>&1 && podman container exists $(POD)-orchestrator 2>/dev/null; then \
+		token="$$(podman exec $(POD)-orchestrator printenv AIDA_INTERNAL_TOKEN 2>/dev/null)" || token=""; \
+	fi; \
+	if [ -z "$$token" ] && [ -f data/internal-token ]; then token="$$(cat data/internal-token)"; fi; \
+	[ -n "$$token" ] || { echo "test-grpc: no internal token: set TOKEN to the services' AIDA_INTERNAL_TOKEN" >&2; exit 1; }; \
+	export AIDA_GRPC_TOKEN="$$token"; token=""; set -ex; \
+	grpcurl -plaintext $(ORCHESTRATOR_ADDR) list; \
+	grpcurl -plaintext -d '{"service": "aida.orchestrator.Orchestrator"}' $(ORCHESTRATOR_ADDR) grpc.health.v1.Health/Check; \
+	grpcurl -plaintext -expand-headers -H 'authorization: Bearer $${AIDA_GRPC_TOKEN}' -d '{}' \
+		$(ORCHESTRATOR_ADDR) aida.orchestrator.Orchestrator/ListWorkers
 
 clean: ## remove build output and the dev database
 	$(CARGO) clean
@@ -62,41 +78,88 @@ build-images-offline: ## build the images with no registry: host release binarie
 	$(NEED_PODMAN)
 	CARGO="$(CARGO)" ./scripts/build-images.sh offline
 
-run: ## play the pod (deploy/podman/pod.yaml): gateway on http://localhost:8080
+secrets: ## create the pod's Podman secrets that are missing (random values, printed nowhere; deploy/podman/secrets.sh)
+	$(NEED_PODMAN)
+	@$(SECRETS) create
+
+run: secrets ## play the pod (deploy/podman/pod.yaml) after making its secrets: gateway on http://127.0.0.1:8080
 	$(NEED_PODMAN)
 	@for s in gateway orchestrator worker aggregator; do \
 		podman image exists localhost/aida-$$s:latest || { echo "localhost/aida-$$s:latest is missing: make build-images (or build-images-offline)" >&2; exit 1; }; \
 	done
-	podman play kube $(POD_YAML)
-	@command -v curl >/dev/null 2>&1 || { echo "no curl here: not waiting for http://localhost:8080/api/health"; exit 0; }; \
-	echo "waiting for http://localhost:8080/api/health ..."; \
-	for i in $$(seq 60); do curl -fs localhost:8080/api/health >/dev/null 2>&1 && { echo "aida-pod is ready"; exit 0; }; sleep 1; done; \
+	@! podman pod exists $(POD) || { echo "a pod $(POD) exists already: make stop first" >&2; exit 1; }
+# A failed play (a missing secret, say) leaves the pod created: remove it.
+	podman play kube $(POD_YAML) || { podman pod rm --force $(POD) >/dev/null 2>&1; exit 1; }
+	@command -v curl >/dev/null 2>&1 || { echo "no curl here: not waiting for http://127.0.0.1:8080/api/health"; exit 0; }; \
+	echo "waiting for http://127.0.0.1:8080/api/health ..."; \
+	for i in $$(seq 60); do curl -fs 127.0.0.1:8080/api/health >/dev/null 2>&1 && { \
+		echo "aida-pod is ready on http://127.0.0.1:8080 (this host only). First user: make admin NAME=you"; exit 0; }; sleep 1; done; \
 		echo "the gateway did not become healthy in 60 s: make logs" >&2; exit 1
 
-stop: ## stop and remove the pod and its containers (added workers too); volumes stay
+admin: ## create a user in the running pod: make admin NAME=alice [ROLE=admin|operator|viewer]; password prompted, or on stdin
+	$(NEED_PODMAN)
+	@[ -n "$(USER_NAME)" ] || { echo "usage: make admin NAME=alice [ROLE=admin|operator|viewer] (password prompted, or the first line of stdin)" >&2; exit 2; }
+	@podman container exists $(POD)-orchestrator || { echo "no pod $(POD): make run" >&2; exit 1; }
+	@if [ -t 0 ]; then \
+		podman exec -it -e USER="$$(id -un)" $(POD)-orchestrator aida admin create-user '$(USER_NAME)' --role '$(ROLE)'; \
+	else \
+		podman exec -i -e USER="$$(id -un)" $(POD)-orchestrator aida admin create-user '$(USER_NAME)' --role '$(ROLE)' --password-stdin; \
+	fi
+
+reset-password: ## set a user's new password in the running pod (lifts a lockout): make reset-password NAME=alice
+	$(NEED_PODMAN)
+	@[ -n "$(USER_NAME)" ] || { echo "usage: make reset-password NAME=alice (password prompted, or the first line of stdin)" >&2; exit 2; }
+	@podman container exists $(POD)-orchestrator || { echo "no pod $(POD): make run" >&2; exit 1; }
+	@if [ -t 0 ]; then \
+		podman exec -it -e USER="$$(id -un)" $(POD)-orchestrator aida admin reset-password '$(USER_NAME)'; \
+	else \
+		podman exec -i -e USER="$$(id -un)" $(POD)-orchestrator aida admin reset-password '$(USER_NAME)' --password-stdin; \
+	fi
+
+webhook-secrets: ## set the gateway's webhook secrets (comma-separated, one line on stdin); used from the next make run
+	$(NEED_PODMAN)
+	@$(SECRETS) set aida-webhook-secrets
+
+stop: ## stop and remove the pod and its containers (added workers too); volumes and secrets stay
 	$(NEED_PODMAN)
 	podman play kube --down $(POD_YAML)
-	@echo "volumes aida-repos and aida-data are kept; make clean-volumes removes them"
+	@echo "volumes aida-repos and aida-data and the pod's secrets are kept; make clean-volumes, make clean-secrets remove them"
 
 clean-volumes: ## remove the pod's volumes: the repositories (aida-repos) and the database (aida-data)
 	$(NEED_PODMAN)
 	podman volume rm --force aida-repos aida-data
 
+clean-secrets: ## remove the pod's Podman secrets (make stop first; the next make run makes new ones)
+	$(NEED_PODMAN)
+	@! podman pod exists $(POD) || { echo "the pod $(POD) exists: make stop first" >&2; exit 1; }
+	@$(SECRETS) remove
+
 scale-worker: ## add a worker to the running pod (WORKER_ID=worker-N, default the next free N)
 	$(NEED_PODMAN)
 	@podman pod exists $(POD) || { echo "no pod $(POD) is running: make run" >&2; exit 1; }
+	@podman secret inspect aida-internal-token-raw >/dev/null 2>&1 || { echo "the secret aida-internal-token-raw is missing: make clean-secrets, then make run" >&2; exit 1; }
+# As hardened as the pod's workers: uid 10001, read-only root (Podman
+# adds tmpfs on /tmp, /var/tmp and /run), anonymous volumes for the
+# worktrees and the home directory (removed with the pod), no
+# capabilities. The internal token is a file: the raw secret, mounted
+# outside /run/secrets (read-only there when the root is).
 	@id="$(WORKER_ID)"; \
 	if [ -z "$$id" ]; then n=3; while podman container exists $(POD)-worker-$$n; do n=$$((n + 1)); done; id=worker-$$n; fi; \
 	set -x; podman run -d --pod $(POD) --name $(POD)-$$id --restart always \
-		--memory 2g --cpus 1 --cap-drop ALL --security-opt no-new-privileges \
-		-e WORKER_ID=$$id -e ORCHESTRATOR_ADDR=localhost:50051 \
-		-v aida-repos:/workspace/repos $(WORKER_IMAGE)
+		--memory 2g --cpus 1 --user 10001:10001 --read-only \
+		--cap-drop ALL --security-opt no-new-privileges \
+		--secret aida-internal-token-raw,uid=10001,gid=10001,mode=0400,target=/run/aida/internal-token \
+		-e AIDA_INTERNAL_TOKEN_FILE=/run/aida/internal-token \
+		-e WORKER_ID=$$id -e ORCHESTRATOR_ADDR=127.0.0.1:50051 \
+		-e AIDA_REPO_ROOTS=/workspace/repos -e WORKTREE_ROOT=/var/lib/aida/worktrees \
+		-v aida-repos:/workspace/repos -v /var/lib/aida/worktrees -v /home/aida \
+		$(WORKER_IMAGE)
 
 logs: ## follow the pod's logs (SERVICE=gateway|orchestrator|worker-1|... for one container)
 	$(NEED_PODMAN)
 	@if [ -n "$(SERVICE)" ]; then podman logs -f $(POD)-$(SERVICE); else podman pod logs -f $(POD); fi
 
-test-pod: ## end-to-end test of the pod: offline images, play kube, tasks over REST, grpcurl, a third worker, teardown
+test-pod: ## end-to-end test of the pod: offline images, make run, admin login, tasks over REST, grpcurl with the token, hardening, a third worker, teardown
 	@start=$$(date +%s); \
 	export CONTAINERS_CONF="$${CONTAINERS_CONF:-$(POD_TEST_CONF)}"; \
 	./scripts/install-podman.sh && ./scripts/install-test-deps.sh \

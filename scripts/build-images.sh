@@ -65,13 +65,15 @@ offline)
         sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
     [ -n "$target_dir" ] || { echo "build-images: cannot find cargo's target directory" >&2; exit 1; }
 
-    # The build context of the prebuilt mode: the binaries and the probe.
+    # The build context of the prebuilt mode: the binaries, the CLI (the
+    # orchestrator's image carries it for `aida admin ...`) and the probe.
     context=build/prebuilt
     rm -rf "$context"
     mkdir -p "$context"
     for service in "${services[@]}"; do
         cp "$target_dir/release/aida-$service" "$context/"
     done
+    cp "$target_dir/release/aida" "$context/"
     cp deploy/container/aida-probe "$context/"
 
     for service in "${services[@]}"; do

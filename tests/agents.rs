@@ -96,7 +96,9 @@ async fn agents_share_a_task_context_through_the_api_with_their_token() {
     let repo = GitRepo::with_files(&[("a.txt", "a\n")]);
     // The writer puts two versions of a key; the reader, which depends on
     // it, reads the latest. curl is the agent's own tool: the worker only
-    // hands it AIDA_CONTEXT_URL and AIDA_CONTEXT_TOKEN.
+    // hands it AIDA_CONTEXT_URL and AIDA_CONTEXT_TOKEN, a token of its
+    // attempt's own. The writer also keeps its token in a file, so the test
+    // can check that it dies with the attempt.
     let put = |value: &str| {
         format!(
             "curl -sf -X PUT -H \"Authorization: Bearer $AIDA_CONTEXT_TOKEN\" -H 'content-type: application/json' \
@@ -106,9 +108,13 @@ async fn agents_share_a_task_context_through_the_api_with_their_token() {
     let body = json!({
         "repo": repo.path_str(),
         "subtasks": [
-            {"name": "writer", "prompt": "p", "agent": sh_agent(&format!("{} && {}", put("http://old"), put("http://api:3000")))},
+            {"name": "writer", "prompt": "p", "agent": sh_agent(&format!(
+                "{} && {} && printf %s \"$AIDA_CONTEXT_TOKEN\" > token.txt",
+                put("http://old"),
+                put("http://api:3000")
+            ))},
             {"name": "reader", "prompt": "p", "depends_on": ["writer"],
-             "agent": sh_agent("curl -sf \"$AIDA_CONTEXT_URL/api-url\" > seen.json")}
+             "agent": sh_agent("curl -sf -H \"Authorization: Bearer $AIDA_CONTEXT_TOKEN\" \"$AIDA_CONTEXT_URL/api-url\" > seen.json")}
         ]
     });
     let task_id = system.create_task(&body).await;
@@ -149,28 +155,58 @@ async fn agents_share_a_task_context_through_the_api_with_their_token() {
         "{report}"
     );
 
-    // Without the token, or with another, nobody writes.
+    // Without a token, with a made-up one, or with the writer's once its
+    // attempt is over, nobody writes; a viewer reads but may not write.
     let url = format!("{}/api/tasks/{task_id}/context/api-url", system.url);
-    for auth in [None, Some("Bearer not-the-token")] {
-        let mut req = system.http.put(&url).json(&json!({"value": "evil"}));
-        if let Some(auth) = auth {
-            req = req.header("authorization", auth);
-        }
-        let resp = req.send().await.unwrap();
+    let spent = repo
+        .show(task["result_branch"].as_str().unwrap(), "token.txt")
+        .expect("the writer's token");
+    assert!(spent.starts_with("aida_ctx_"), "{spent}");
+    let made_up = format!("aida_ctx_{}_{}", "0".repeat(16), "1".repeat(64));
+    for client in [
+        reqwest::Client::new(),
+        aida_tests::system::client_with(&made_up),
+        aida_tests::system::client_with(&spent),
+    ] {
+        let resp = client
+            .put(&url)
+            .json(&json!({"value": "evil"}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status().as_u16(), 401);
-        let error: serde_json::Value = resp.json().await.unwrap();
-        assert!(
-            error["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("AIDA_CONTEXT_TOKEN")
-        );
+        let resp = client.get(&url).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 401);
     }
+    let viewer = system.user("vera", "viewer").await;
+    let resp = viewer.get(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let resp = viewer
+        .put(&url)
+        .json(&json!({"value": "evil"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
     let latest = system
         .get(&format!("/api/tasks/{task_id}/context/api-url"))
         .await
         .unwrap();
     assert_eq!(latest["value"], "http://api:3000");
+    // An operator writes, and is named as the author.
+    let operator = system.user("olga", "operator").await;
+    let resp = operator
+        .put(&url)
+        .json(&json!({"value": "http://api:4000"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let entry: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        (entry["author"].as_str(), entry["version"].as_u64()),
+        (Some("olga"), Some(3))
+    );
     // Bad keys and unknown ones.
     let resp = system
         .http

@@ -206,7 +206,14 @@ async fn a_backup_taken_while_tasks_run_is_served_by_a_second_orchestrator() {
     // lease it had at backup time (renewed every 3 s, 15 s long), so it is
     // served as running for at least 12 s after the backup, far longer
     // than restoring takes; later it would go back to pending, as it should.
-    let second = Standalone::start("restored", &restored_url, system.dir.path(), &[]).await;
+    let second = Standalone::start(
+        "restored",
+        &restored_url,
+        system.dir.path(),
+        &[],
+        &system.secrets,
+    )
+    .await;
     let listed = second.get("/api/tasks").await.unwrap();
     let mut ids: Vec<&str> = listed["tasks"]
         .as_array()

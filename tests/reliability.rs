@@ -83,9 +83,12 @@ async fn a_killed_workers_subtask_goes_to_another_worker_after_its_lease_expires
         "workerId": first_worker, "taskId": task_id, "subtask": "job", "attempt": 1,
         "result": {"success": false, "error": "late and wrong"}
     });
+    let header = format!("authorization: Bearer {}", system.secrets.internal_token);
     let out = Command::new("grpcurl")
         .args([
             "-plaintext",
+            "-H",
+            &header,
             "-d",
             &late.to_string(),
             &system.orchestrator_addr,

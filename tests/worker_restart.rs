@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use aida_tests::process::{Proc, bin};
+use aida_tests::process::Proc;
 use aida_tests::system::sh_agent;
 use aida_tests::{GitRepo, System, eventually};
 use serde_json::json;
@@ -77,11 +77,7 @@ async fn a_worker_back_with_the_same_id_removes_the_worktree_it_left() {
     assert!(repo.worktrees().contains(&worktree.display().to_string()));
 
     // The same worker comes back.
-    let mut cmd = Command::new(bin("aida-worker"));
-    cmd.env("WORKER_ID", "worker-1")
-        .env("ORCHESTRATOR_ADDR", &system.orchestrator_addr)
-        .env("WORKER_LISTEN_ADDR", "127.0.0.1:0")
-        .env("WORKTREE_ROOT", &root);
+    let cmd = system.worker_command("worker-1");
     let again = Proc::spawn("worker-1-again", cmd, system.dir.path());
 
     let log = eventually("the returning worker to log the cleanup", || async {

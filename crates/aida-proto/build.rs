@@ -5,6 +5,20 @@ use std::path::PathBuf;
 
 use prost::Message;
 
+/// Messages whose Debug hides their secrets.
+const REDACTED: [&str; 10] = [
+    "aida.auth.LoginRequest",
+    "aida.auth.RefreshRequest",
+    "aida.auth.LogoutRequest",
+    "aida.auth.Session",
+    "aida.auth.AuthenticateRequest",
+    "aida.auth.CreateUserRequest",
+    "aida.auth.UpdateUserRequest",
+    "aida.auth.CreatedApiToken",
+    "aida.orchestrator.PutContextRequest",
+    "aida.common.SubtaskRun",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let files = [
@@ -12,6 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "aida/orchestrator.proto",
         "aida/worker.proto",
         "aida/aggregator.proto",
+        "aida/auth.proto",
     ];
     for file in &files {
         println!("cargo:rerun-if-changed={}", root.join(file).display());
@@ -25,6 +40,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Messages that carry passwords or tokens get a Debug of our own
+        // (src/redacted.rs) that never prints them.
+        .skip_debug(REDACTED)
         .compile_fds(fds)?;
     Ok(())
 }

@@ -12,6 +12,14 @@ description would be):
   cost <usd>                report this cost (claude only)
   fail <message>            end the run with an error
   exit <code>               exit with <code> (gemini: 42 input error, 53 turn limit)
+
+Recording: when the working directory holds a file named `.aida-fake-record`
+(a test commits one), each fake writes `.aida-fake-<prog>.json` there: its
+argv, the options and arguments it parsed, and its environment. Tests read
+it from the commit to check exactly what a CLI received (a prompt that
+starts with a dash stayed the prompt; no flag was injected; which variables
+reached it). The marker, not an environment variable, switches it on: the
+worker passes agents only an allow-listed environment.
 """
 
 import datetime
@@ -58,6 +66,18 @@ class Plan:
         if files:
             return "Wrote %s." % ", ".join(files)
         return "Nothing to change."
+
+
+RECORD_MARKER = ".aida-fake-record"
+
+
+def record(prog, args):
+    if not os.path.exists(RECORD_MARKER):
+        return
+    with open(".aida-fake-%s.json" % prog, "w") as f:
+        json.dump({"argv": sys.argv[1:], "args": vars(args), "env": dict(os.environ)},
+                  f, indent=1, sort_keys=True)
+        f.write("\n")
 
 
 def emit(event):

@@ -52,6 +52,56 @@ impl GitRepo {
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Commits `file` on a new branch `branch` from `main`, without
+    /// touching the checkout; returns the commit id.
+    pub fn commit_on_branch(&self, branch: &str, file: &str, content: &str) -> String {
+        let blob = {
+            let mut child = Command::new("git")
+                .args(["hash-object", "-w", "--stdin"])
+                .current_dir(&self.path)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("git hash-object");
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(content.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let base_tree = self.rev_parse("main^{tree}");
+        let listing = self.git(&["ls-tree", &base_tree]);
+        let tree_input = format!("{listing}100644 blob {blob}\t{file}\n");
+        let tree = {
+            let mut child = Command::new("git")
+                .args(["mktree"])
+                .current_dir(&self.path)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("git mktree");
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(tree_input.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let commit = self
+            .git(&["commit-tree", &tree, "-p", "main", "-m", "side work"])
+            .trim()
+            .to_owned();
+        self.git(&["branch", branch, &commit]);
+        commit
+    }
+
     pub fn branches(&self) -> Vec<String> {
         self.git(&["for-each-ref", "--format=%(refname:short)", "refs/heads"])
             .lines()

@@ -10,6 +10,7 @@ pub mod process;
 pub mod redis_server;
 pub mod standalone;
 pub mod system;
+pub mod tls;
 
 pub use git::GitRepo;
 pub use redis_server::RedisServer;

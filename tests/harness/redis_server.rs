@@ -1,5 +1,7 @@
-//! A real `redis-server` on a free port, with no persistence, for one test;
-//! it can be stopped and started again on the same port (an outage).
+//! A real `redis-server` on a free port, with a password and no
+//! persistence, for one test; it can be stopped and started again on the
+//! same port (an outage). The password is in a config file, not on the
+//! command line, as in the pod.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -7,7 +9,9 @@ use std::process::Command;
 use crate::process::Proc;
 
 pub struct RedisServer {
+    /// `redis://:<password>@127.0.0.1:<port>`.
     pub url: String,
+    pub password: String,
     pub port: u16,
     proc: Option<Proc>,
     log_dir: PathBuf,
@@ -17,8 +21,10 @@ pub struct RedisServer {
 impl RedisServer {
     pub async fn start(log_dir: &Path) -> RedisServer {
         let port = crate::free_port();
+        let password = aida_core::secret::random_hex(16);
         let mut server = RedisServer {
-            url: format!("redis://127.0.0.1:{port}"),
+            url: format!("redis://:{password}@127.0.0.1:{port}"),
+            password,
             port,
             proc: None,
             log_dir: log_dir.to_path_buf(),
@@ -55,17 +61,18 @@ impl RedisServer {
         } else {
             format!("redis-server-{}", self.starts)
         };
+        let config = self.log_dir.join(format!("{name}.conf"));
+        aida_core::secret::write_private(
+            &config,
+            format!(
+                "bind 127.0.0.1\nport {port}\nsave \"\"\nappendonly no\nrequirepass {}\n",
+                self.password
+            )
+            .as_bytes(),
+        )
+        .expect("writing the redis config");
         let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]);
+        cmd.arg(&config);
         let proc = Proc::spawn(&name, cmd, &self.log_dir);
         let client = redis::Client::open(self.url.as_str()).expect("redis url");
         crate::eventually("redis-server to answer PING", || {

@@ -1,6 +1,7 @@
 //! An orchestrator and its gateway alone, on a database the test chooses and
 //! without Redis or workers: a second orchestrator started on a restored
-//! backup, say.
+//! backup, say. It uses the secrets of the system whose database it got,
+//! and logs in as that system's admin.
 
 use std::path::Path;
 use std::process::Command;
@@ -9,6 +10,7 @@ use serde_json::Value;
 
 use crate::free_port;
 use crate::process::{Proc, bin};
+use crate::system::{ADMIN, Secrets, client_with, repo_roots};
 
 pub struct Standalone {
     /// The gateway's base URL.
@@ -28,6 +30,7 @@ impl Standalone {
         database_url: &str,
         log_dir: &Path,
         orchestrator_env: &[(&str, &str)],
+        secrets: &Secrets,
     ) -> Standalone {
         let (orch_port, gw_port) = (free_port(), free_port());
         let orchestrator_addr = format!("127.0.0.1:{orch_port}");
@@ -46,15 +49,20 @@ impl Standalone {
                 format!("http://127.0.0.1:{}", free_port()),
             )
             .env("PUBLIC_API_URL", &url)
+            .env("AIDA_INTERNAL_TOKEN", &secrets.internal_token)
+            .env("AIDA_REPO_ROOTS", repo_roots())
             .envs(orchestrator_env.iter().copied());
         procs.push(Proc::spawn(&format!("{name}-orchestrator"), cmd, log_dir));
 
         let mut cmd = Command::new(bin("aida-gateway"));
         cmd.env("GATEWAY_LISTEN_ADDR", format!("127.0.0.1:{gw_port}"))
-            .env("ORCHESTRATOR_ADDR", &orchestrator_addr);
+            .env("ORCHESTRATOR_ADDR", &orchestrator_addr)
+            .env("AIDA_INTERNAL_TOKEN", &secrets.internal_token)
+            .env("AIDA_JWT_SECRET", &secrets.jwt_secret)
+            .env("AIDA_ACCESS_TOKEN_TTL_SECS", "3600");
         procs.push(Proc::spawn(&format!("{name}-gateway"), cmd, log_dir));
 
-        let standalone = Standalone {
+        let mut standalone = Standalone {
             url,
             orchestrator_addr,
             http: reqwest::Client::new(),
@@ -73,6 +81,18 @@ impl Standalone {
             },
         )
         .await;
+        // The admin came with the database.
+        let resp = reqwest::Client::new()
+            .post(format!("{}/api/auth/login", standalone.url))
+            .json(&serde_json::json!({ "username": ADMIN, "password": secrets.admin_password }))
+            .send()
+            .await
+            .expect("login");
+        let body: Value = resp.json().await.expect("login answer");
+        let token = body["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("the admin cannot log in: {body}"));
+        standalone.http = client_with(token);
         standalone
     }
 

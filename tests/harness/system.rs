@@ -1,23 +1,77 @@
 //! A whole AIDA system for one test: redis-server, aggregator, orchestrator,
-//! gateway and N workers, each a real process of its own on free ports.
+//! gateway and N workers, each a real process of its own on free ports,
+//! with auth on as a user runs it: a random internal token shared by the
+//! services, a random JWT secret and webhook secret on the gateway, and an
+//! admin made with `aida admin create-user` and logged in over REST. The
+//! system's `http` client sends the admin's access token.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use futures::StreamExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::process::{Proc, bin};
 use crate::{RedisServer, eventually, free_port};
 
+/// The admin every system starts with.
+pub const ADMIN: &str = "admin";
+
+/// Every secret a system was started with, so tests can look for them
+/// where they must never appear.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    pub internal_token: String,
+    pub jwt_secret: String,
+    pub webhook_secrets: Vec<String>,
+    pub admin_password: String,
+    pub redis_password: String,
+}
+
+impl Secrets {
+    fn new(redis_password: &str, webhook_secrets: usize) -> Self {
+        Secrets {
+            internal_token: aida_core::secret::random_hex(32),
+            jwt_secret: aida_core::secret::random_hex(32),
+            webhook_secrets: (0..webhook_secrets.max(1))
+                .map(|_| aida_core::secret::random_hex(24))
+                .collect(),
+            admin_password: format!("Adm1n!{}", aida_core::secret::random_hex(8)),
+            redis_password: redis_password.to_owned(),
+        }
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        let mut all = vec![
+            self.internal_token.clone(),
+            self.jwt_secret.clone(),
+            self.admin_password.clone(),
+            self.redis_password.clone(),
+        ];
+        all.extend(self.webhook_secrets.iter().cloned());
+        all
+    }
+}
+
 pub struct System {
     /// The gateway's base URL, e.g. `http://127.0.0.1:41234`.
     pub url: String,
+    /// With mutual TLS: the CA and the services' certificate.
+    pub tls: Option<crate::tls::TlsFiles>,
+    /// The internal credential's environment, as every service gets it.
+    internal_env: Vec<(String, String)>,
     pub orchestrator_addr: String,
     pub aggregator_addr: String,
+    pub secrets: Secrets,
+    /// The admin's access token, which `http` sends.
+    pub admin_token: String,
+    /// Where the orchestrator appends its audit lines (AIDA_AUDIT_LOG).
+    pub audit_log: std::path::PathBuf,
+    pub database_url: String,
     // Fields drop in order: the processes (printing their logs if the test
     // failed) before `dir` holding those logs.
     procs: Vec<Proc>,
     pub redis: RedisServer,
+    /// Sends the admin's access token with every request.
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
     worker_env: Vec<(String, String)>,
@@ -33,6 +87,14 @@ pub struct Options {
     pub orchestrator_env: Vec<(String, String)>,
     /// Extra environment of every worker process.
     pub worker_env: Vec<(String, String)>,
+    /// Extra environment of the gateway process (its limits, say).
+    pub gateway_env: Vec<(String, String)>,
+    /// How many webhook secrets the gateway accepts (1 unless more are
+    /// asked for, as while one is rotated out).
+    pub webhook_secrets: usize,
+    /// The services authenticate each other with mutual TLS only (no
+    /// shared secret): certificates of a CA made for the test.
+    pub mutual_tls: bool,
 }
 
 impl Options {
@@ -52,6 +114,75 @@ impl Options {
         self.worker_env.push((key.into(), value.into()));
         self
     }
+
+    pub fn gateway_env(mut self, key: &str, value: &str) -> Self {
+        self.gateway_env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn mutual_tls(mut self) -> Self {
+        self.mutual_tls = true;
+        self
+    }
+
+    pub fn webhook_secrets(mut self, n: usize) -> Self {
+        self.webhook_secrets = n;
+        self
+    }
+}
+
+/// The directories tasks may use in tests: the temporary directory, where
+/// `GitRepo` makes its repositories.
+pub fn repo_roots() -> String {
+    std::env::temp_dir()
+        .canonicalize()
+        .expect("the temporary directory")
+        .display()
+        .to_string()
+}
+
+/// Runs `aida admin create-user` on `database_url`, the password on stdin.
+pub fn create_user_in_database(database_url: &str, name: &str, role: &str, password: &str) {
+    use std::io::Write;
+    let mut child = Command::new(bin("aida"))
+        .args([
+            "admin",
+            "create-user",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+        ])
+        .env("DATABASE_URL", database_url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running aida admin create-user");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "aida admin create-user failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A client that sends `token` as its bearer token.
+pub fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 impl System {
@@ -61,18 +192,53 @@ impl System {
         Self::start_with(Options::workers(workers)).await
     }
 
+    /// Starts a system as `options` say. The ports are picked free just
+    /// before use, so another process may take one first: a system whose
+    /// process dies before it is up is started again on new ports.
     pub async fn start_with(options: Options) -> System {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start(&options).await {
+                Ok(system) => return system,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("the system did not start: {failures:#?}");
+    }
+
+    async fn try_start(options: &Options) -> Result<System, String> {
+        let options = options.clone();
         let workers = options.workers;
         let dir = tempfile::tempdir().expect("tempdir");
         let redis = RedisServer::start(dir.path()).await;
+        let secrets = Secrets::new(&redis.password, options.webhook_secrets);
         let (orch_port, agg_port, gw_port) = (free_port(), free_port(), free_port());
         let orchestrator_addr = format!("127.0.0.1:{orch_port}");
         let aggregator_addr = format!("127.0.0.1:{agg_port}");
         let url = format!("http://127.0.0.1:{gw_port}");
+        let database_url = format!("sqlite://{}/aida.db", dir.path().display());
+        let audit_log = dir.path().join("audit.log");
         let mut procs = Vec::new();
 
+        // The first admin, before anything runs, as the README says.
+        create_user_in_database(&database_url, ADMIN, "admin", &secrets.admin_password);
+
+        // How the services prove themselves to each other.
+        let tls = options
+            .mutual_tls
+            .then(|| crate::tls::make(&dir.path().join("tls"), "aida"));
+        let internal_env: Vec<(String, String)> = match &tls {
+            Some(files) => vec![
+                ("AIDA_TLS_CERT".into(), files.cert.display().to_string()),
+                ("AIDA_TLS_KEY".into(), files.key.display().to_string()),
+                ("AIDA_TLS_CA".into(), files.ca.display().to_string()),
+            ],
+            None => vec![("AIDA_INTERNAL_TOKEN".into(), secrets.internal_token.clone())],
+        };
+
         let mut cmd = Command::new(bin("aida-aggregator"));
-        cmd.env("AGGREGATOR_LISTEN_ADDR", &aggregator_addr);
+        cmd.env("AGGREGATOR_LISTEN_ADDR", &aggregator_addr)
+            .envs(internal_env.iter().cloned());
         procs.push(Proc::spawn("aggregator", cmd, dir.path()));
 
         let orchestrator_env: Vec<(String, String)> = [
@@ -80,18 +246,23 @@ impl System {
                 "ORCHESTRATOR_LISTEN_ADDR".to_owned(),
                 orchestrator_addr.clone(),
             ),
-            (
-                "DATABASE_URL".to_owned(),
-                format!("sqlite://{}/aida.db", dir.path().display()),
-            ),
+            ("DATABASE_URL".to_owned(), database_url.clone()),
+            ("AIDA_REPO_ROOTS".to_owned(), repo_roots()),
+            ("AIDA_AUDIT_LOG".to_owned(), audit_log.display().to_string()),
             (
                 "AGGREGATOR_ADDR".to_owned(),
                 format!("http://{aggregator_addr}"),
             ),
-            ("REDIS_URL".to_owned(), redis.url.clone()),
+            // The password apart from the URL, as the pod passes it.
+            (
+                "REDIS_URL".to_owned(),
+                format!("redis://127.0.0.1:{}", redis.port),
+            ),
+            ("REDIS_PASSWORD".to_owned(), redis.password.clone()),
             ("PUBLIC_API_URL".to_owned(), url.clone()),
         ]
         .into_iter()
+        .chain(internal_env.iter().cloned())
         .chain(options.orchestrator_env.iter().cloned())
         .collect();
         let mut cmd = Command::new(bin("aida-orchestrator"));
@@ -100,13 +271,32 @@ impl System {
 
         let mut cmd = Command::new(bin("aida-gateway"));
         cmd.env("GATEWAY_LISTEN_ADDR", format!("127.0.0.1:{gw_port}"))
-            .env("ORCHESTRATOR_ADDR", &orchestrator_addr);
+            .env("ORCHESTRATOR_ADDR", &orchestrator_addr)
+            .envs(internal_env.iter().cloned())
+            .env("AIDA_JWT_SECRET", &secrets.jwt_secret)
+            .env("AIDA_WEBHOOK_SECRETS", secrets.webhook_secrets.join(","))
+            // Tests run longer than a default access token lives, and poll
+            // harder than a person: the limits get their own tests.
+            .env("AIDA_ACCESS_TOKEN_TTL_SECS", "3600")
+            .env("AIDA_RATE_LIMIT_PER_MINUTE", "100000")
+            .env("AIDA_RATE_LIMIT_BURST", "10000")
+            .env("AIDA_CLIENT_RATE_LIMIT_PER_MINUTE", "100000")
+            .env("AIDA_CLIENT_RATE_LIMIT_BURST", "10000")
+            .env("AIDA_LOGIN_RATE_LIMIT_PER_MINUTE", "10000")
+            .env("AIDA_LOGIN_RATE_LIMIT_BURST", "1000")
+            .envs(options.gateway_env.iter().cloned());
         procs.push(Proc::spawn("gateway", cmd, dir.path()));
 
         let mut system = System {
             url,
+            tls,
+            internal_env,
             orchestrator_addr,
             aggregator_addr,
+            secrets,
+            admin_token: String::new(),
+            audit_log,
+            database_url,
             redis,
             http: reqwest::Client::new(),
             dir,
@@ -114,33 +304,126 @@ impl System {
             worker_env: options.worker_env,
             orchestrator_env,
         };
+        system.wait_started().await?;
+        let password = system.secrets.admin_password.clone();
+        system.admin_token = system
+            .login(ADMIN, &password)
+            .await
+            .unwrap_or_else(|e| panic!("the admin cannot log in: {e}"));
+        system.http = client_with(&system.admin_token);
         for i in 1..=workers {
             system.add_worker(&format!("worker-{i}"));
         }
-        system.wait_healthy().await;
         system.wait_workers(workers).await;
-        system
+        Ok(system)
+    }
+
+    /// Waits until the gateway reports the orchestrator healthy; fails at
+    /// once, with its log, if a process of the system has exited.
+    async fn wait_started(&mut self) -> Result<(), String> {
+        let start = tokio::time::Instant::now();
+        let http = reqwest::Client::new();
+        loop {
+            for proc in &mut self.procs {
+                if let Ok(Some(status)) = proc.child.try_wait() {
+                    let log = std::fs::read_to_string(&proc.log).unwrap_or_default();
+                    let tail: String = log
+                        .lines()
+                        .filter(|l| !l.starts_with(' '))
+                        .take(20)
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                    return Err(format!(
+                        "{} exited ({status}) while starting:\n{tail}",
+                        proc.name
+                    ));
+                }
+            }
+            let healthy = http
+                .get(format!("{}/api/health", self.url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if healthy {
+                return Ok(());
+            }
+            if start.elapsed() > crate::DEADLINE {
+                return Err("the gateway did not report the orchestrator healthy in time".into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Logs in over REST; the access token, or the API's error.
+    pub async fn login(&self, username: &str, password: &str) -> Result<String, String> {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/api/auth/login", self.url))
+            .json(&json!({ "username": username, "password": password }))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(format!("{status}: {body}"));
+        }
+        body["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("no access_token in {body}"))
+    }
+
+    /// Creates a user through the API (as the admin) and returns a client
+    /// logged in as them.
+    pub async fn user(&self, name: &str, role: &str) -> reqwest::Client {
+        let password = format!("Pw-{name}-{}!", aida_core::secret::random_hex(6));
+        let (status, body) = self
+            .post(
+                "/api/users",
+                &json!({ "name": name, "role": role, "password": password }),
+            )
+            .await;
+        assert_eq!(status, 201, "creating user {name}: {body}");
+        let token = self
+            .login(name, &password)
+            .await
+            .expect("the new user logs in");
+        client_with(&token)
+    }
+
+    /// Starts a process of the test's own as part of this system: stopped
+    /// with it, its log `<name>.log` beside the others.
+    pub fn spawn(&mut self, name: &str, cmd: Command) {
+        self.procs.push(Proc::spawn(name, cmd, self.dir.path()));
     }
 
     /// Starts one more worker process with the given id.
     pub fn add_worker(&mut self, worker_id: &str) {
+        let cmd = self.worker_command(worker_id);
+        self.procs
+            .push(Proc::spawn(worker_id, cmd, self.dir.path()));
+    }
+
+    /// The command that starts worker `worker_id` of this system, with its
+    /// credential, roots and worktree root, for a test to start itself.
+    pub fn worker_command(&self, worker_id: &str) -> Command {
         let mut cmd = Command::new(bin("aida-worker"));
         cmd.env("WORKER_ID", worker_id)
             .env("ORCHESTRATOR_ADDR", &self.orchestrator_addr)
+            .envs(self.internal_env.iter().cloned())
+            .env("AIDA_REPO_ROOTS", repo_roots())
             .env("WORKER_LISTEN_ADDR", "127.0.0.1:0")
             .env(
                 "WORKTREE_ROOT",
                 self.dir.path().join("worktrees").join(worker_id),
             )
             .envs(self.worker_env.iter().cloned());
-        self.procs
-            .push(Proc::spawn(worker_id, cmd, self.dir.path()));
+        cmd
     }
 
     pub async fn wait_healthy(&self) {
         eventually("the gateway to report the orchestrator healthy", || async {
-            let resp = self
-                .http
+            let resp = reqwest::Client::new()
                 .get(format!("{}/api/health", self.url))
                 .send()
                 .await
@@ -189,6 +472,19 @@ impl System {
             .send()
             .await
             .expect("POST");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// PATCHes JSON and returns the status and the JSON body.
+    pub async fn patch(&self, path: &str, body: &Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .patch(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .expect("PATCH");
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
@@ -284,6 +580,24 @@ impl System {
         self.procs
             .push(Proc::spawn("orchestrator-restarted", cmd, self.dir.path()));
         self.wait_healthy().await;
+    }
+
+    /// Every log this system's processes wrote so far, and the audit log:
+    /// (file name, text).
+    pub fn captured_logs(&self) -> Vec<(String, String)> {
+        let mut logs = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path()).expect("the system's directory") {
+            let path = entry.expect("a directory entry").path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let text =
+                    String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+                logs.push((
+                    path.file_name().unwrap().to_string_lossy().into_owned(),
+                    text,
+                ));
+            }
+        }
+        logs
     }
 
     /// The pid of a process started by this system, by name.

@@ -21,17 +21,31 @@ pub use service::AggregatorService;
 
 /// Settings, from defaults overridden by environment variables of the same
 /// name in upper case (`AGGREGATOR_LISTEN_ADDR`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
     /// Where the gRPC server listens; the binary binds it, tests bind port 0.
     pub aggregator_listen_addr: String,
+    /// The credential callers must present (`AIDA_INTERNAL_TOKEN` or mutual
+    /// TLS), read by [`Config::from_env`].
+    #[serde(skip)]
+    pub security: aida_core::grpc::Security,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            aggregator_listen_addr: "0.0.0.0:50053".into(),
+            aggregator_listen_addr: "127.0.0.1:50053".into(),
+            security: Default::default(),
         }
+    }
+}
+
+impl Config {
+    /// The settings and the internal credential from the environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let mut config: Config = aida_core::config::from_env()?;
+        config.security = aida_core::grpc::Security::from_env()?;
+        Ok(config)
     }
 }
 
@@ -42,13 +56,26 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let grpc = aida_core::grpc::router(aida_proto::service_names::AGGREGATOR).await?;
-    let router = grpc
-        .router
-        .add_service(AggregatorServer::new(AggregatorService));
+    let grpc =
+        aida_core::grpc::router(&[aida_proto::service_names::AGGREGATOR], &config.security).await?;
+    let router = grpc.router.add_service(AggregatorServer::with_interceptor(
+        AggregatorService,
+        grpc.guard.clone(),
+    ));
     tracing::info!(
         addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| config.aggregator_listen_addr.clone()),
         "aggregator listening"
     );
     aida_core::grpc::serve(router, listener, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn by_default_the_aggregator_listens_on_loopback() {
+        assert_eq!(
+            super::Config::default().aggregator_listen_addr,
+            "127.0.0.1:50053"
+        );
+    }
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     aida_core::telemetry::init();
-    let config: Config = aida_core::config::from_env().context("loading configuration")?;
+    let config = Config::from_env().context("loading configuration")?;
     let listener = tokio::net::TcpListener::bind(&config.aggregator_listen_addr)
         .await
         .with_context(|| format!("binding {}", config.aggregator_listen_addr))?;

@@ -3,16 +3,18 @@
 mod common;
 
 use aida_aggregator::{Config, run};
+use aida_core::grpc::{AuthChannel, Security};
 use aida_core::ids::TaskId;
+use aida_core::secret::SecretString;
 use aida_proto::aggregator::aggregator_client::AggregatorClient;
 use aida_proto::aggregator::{CollectRequest, MergeRequest, ReportRequest};
 use aida_proto::common::{Task, TaskStatus};
 use common::{Fixture, item};
 use tonic::Code;
-use tonic::transport::Channel;
 
 struct Server {
-    client: AggregatorClient<Channel>,
+    addr: String,
+    client: AggregatorClient<AuthChannel>,
     stop: tokio::sync::oneshot::Sender<()>,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -22,14 +24,18 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(run(Config::default(), listener, async {
+        let security = Security::with_token(SecretString::from(aida_core::secret::random_hex(32)));
+        let config = Config {
+            security: security.clone(),
+            ..Config::default()
+        };
+        let handle = tokio::spawn(run(config, listener, async {
             let _ = stopped.await;
         }));
-        // The listener is bound already, so connecting cannot race the server.
-        let client = AggregatorClient::connect(format!("http://{addr}"))
-            .await
-            .unwrap();
+        // The listener is bound already, so calls cannot race the server.
+        let client = AggregatorClient::new(security.connect_lazy(&addr.to_string()).unwrap());
         Server {
+            addr: addr.to_string(),
             client,
             stop,
             handle,
@@ -179,5 +185,44 @@ async fn merge_collect_and_report_over_grpc() {
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn calls_without_the_internal_credential_are_unauthenticated_and_health_stays_open() {
+    let server = Server::start().await;
+    let addr = server.addr.clone();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut anonymous = AggregatorClient::new(channel.clone());
+    let status = anonymous
+        .generate_report(ReportRequest { task: None })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+
+    let forged = Security::with_token(SecretString::from(aida_core::secret::random_hex(32)));
+    let mut forger = AggregatorClient::new(forged.connect_lazy(&addr).unwrap());
+    let status = forger
+        .generate_report(ReportRequest { task: None })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let answer = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: aida_proto::service_names::AGGREGATOR.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        answer.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
     server.stop().await;
 }

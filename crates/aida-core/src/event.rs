@@ -76,6 +76,8 @@ pub mod kind {
     pub const SUBTASK_STATUS: &str = "subtask.status";
     /// `data`: key, version and author of a new shared-context value.
     pub const CONTEXT_UPDATED: &str = "context.updated";
+    /// A status reported from outside (a CI result, through a webhook).
+    pub const TASK_EXTERNAL_STATUS: &str = "task.external_status";
     pub const WORKER_CONNECTED: &str = "worker.connected";
     pub const WORKER_DISCONNECTED: &str = "worker.disconnected";
     /// `data.stream` and `data.line`.

@@ -5,13 +5,16 @@
 //! Nothing here talks to a database, Redis or git repositories beyond name
 //! validation: those belong to the service that owns them.
 
+pub mod auth;
 pub mod config;
 pub mod event;
 pub mod grpc;
 pub mod ids;
+pub mod secret;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 pub mod time;
+pub mod token;
 
 pub use aida_proto as proto;

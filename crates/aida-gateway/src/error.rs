@@ -6,7 +6,7 @@
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::api::{ErrorBody, ErrorDetail};
@@ -24,9 +24,21 @@ pub enum ApiError {
     /// task, for example).
     #[error("{0}")]
     FailedPrecondition(String),
-    /// A write that needs a token came without the right one.
+    /// No credential, or one that is not (or no longer) valid.
     #[error("{0}")]
     Unauthenticated(String),
+    /// A valid credential whose role does not allow this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Over a rate limit; retry after the duration.
+    #[error("too many requests: retry in {} s", retry_secs(.0))]
+    TooManyRequests(std::time::Duration),
+    /// Too many live event streams for one user.
+    #[error("{0}")]
+    TooManyStreams(String),
+    /// The request body is over the limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     #[error("orchestrator unavailable")]
     Unavailable,
     #[error("the orchestrator did not answer in time")]
@@ -43,6 +55,11 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::AlreadyExists(_) | ApiError::FailedPrecondition(_) => StatusCode::CONFLICT,
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests(_) | ApiError::TooManyStreams(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -56,6 +73,9 @@ impl ApiError {
             ApiError::AlreadyExists(_) => "already_exists",
             ApiError::FailedPrecondition(_) => "failed_precondition",
             ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::PermissionDenied(_) => "permission_denied",
+            ApiError::TooManyRequests(_) | ApiError::TooManyStreams(_) => "too_many_requests",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::Unavailable => "unavailable",
             ApiError::DeadlineExceeded => "deadline_exceeded",
             ApiError::Internal(_) => "internal",
@@ -81,6 +101,7 @@ impl From<tonic::Status> for ApiError {
             tonic::Code::AlreadyExists => ApiError::AlreadyExists(message),
             tonic::Code::FailedPrecondition => ApiError::FailedPrecondition(message),
             tonic::Code::Unauthenticated => ApiError::Unauthenticated(message),
+            tonic::Code::PermissionDenied => ApiError::PermissionDenied(message),
             tonic::Code::Unavailable => {
                 tracing::warn!(detail = %message, "orchestrator unavailable");
                 ApiError::Unavailable
@@ -96,10 +117,31 @@ impl From<tonic::Status> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::PayloadTooLarge(
+                "the request body is larger than the limit (AIDA_MAX_BODY_BYTES)".into(),
+            );
+        }
         // body_text names the problem: the missing or unknown field, the
         // wrong type, the syntax error and where it is.
         ApiError::InvalidArgument(rejection.body_text())
     }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::PayloadTooLarge(
+                "the request body is larger than the limit (AIDA_MAX_BODY_BYTES)".into(),
+            );
+        }
+        ApiError::InvalidArgument(rejection.body_text())
+    }
+}
+
+/// Whole seconds to wait, at least one.
+fn retry_secs(wait: &std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 impl From<QueryRejection> for ApiError {
@@ -125,6 +167,17 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(err) = &self {
             tracing::error!(error = format!("{err:#}"), "request failed");
         }
-        (self.status(), Json(self.body())).into_response()
+        let mut response = (self.status(), Json(self.body())).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::TooManyRequests(wait) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(wait)));
+            }
+            ApiError::Unauthenticated(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
     }
 }

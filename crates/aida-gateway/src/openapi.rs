@@ -3,7 +3,7 @@
 
 use utoipa::OpenApi;
 
-use crate::routes::{context, events, system, tasks};
+use crate::routes::{audit, auth, context, events, system, tasks, tokens, users, webhook};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -12,6 +12,10 @@ use crate::routes::{context, events, system, tasks};
         description = "Run AI coding agents in parallel in git worktrees and merge their work."
     ),
     paths(
+        auth::login,
+        auth::refresh,
+        auth::logout,
+        auth::me,
         tasks::create_task,
         tasks::orchestrate,
         tasks::list_tasks,
@@ -26,31 +30,64 @@ use crate::routes::{context, events, system, tasks};
         context::put_context,
         events::follow_events,
         system::list_workers,
+        system::drain_worker,
+        system::resume_worker,
         system::list_locks,
         system::health,
         system::openapi,
+        users::list_users,
+        users::create_user,
+        users::update_user,
+        users::delete_user,
+        tokens::list_tokens,
+        tokens::create_token,
+        tokens::revoke_token,
+        audit::list_audit,
+        webhook::receive,
     ),
-    modifiers(&ContextToken),
+    modifiers(&SecuritySchemes),
     tags(
         (name = "tasks", description = "Create and follow tasks"),
         (name = "events", description = "Task, worker and log events"),
         (name = "context", description = "A task's shared context, read and written by its agents"),
         (name = "workers", description = "Connected workers"),
         (name = "system", description = "Health and this document"),
+        (name = "auth", description = "Signing in: access tokens (JWT) and refresh tokens"),
+        (name = "users", description = "Users and their roles (admins)"),
+        (name = "tokens", description = "API tokens for CI and scripts (admins)"),
+        (name = "audit", description = "The audit trail (admins)"),
+        (name = "webhooks", description = "Signed events from other systems"),
     )
 )]
 pub struct ApiDoc;
 
-/// Declares the bearer token that writes a task's context.
-struct ContextToken;
+/// Declares the bearer credentials: a user's access token (JWT) or API
+/// token, and an agent's context token.
+struct SecuritySchemes;
 
-impl utoipa::Modify for ContextToken {
+impl utoipa::Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An access token from POST /api/auth/login, or an API token (aida_pat_...)",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
             "context_token",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An agent's AIDA_CONTEXT_TOKEN (aida_ctx_...)"))
+                    .build(),
+            ),
         );
     }
 }

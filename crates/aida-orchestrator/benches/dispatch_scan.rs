@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
             .collect();
         let task = NewTask {
             id,
-            context_token: "t".into(),
+            created_by: "bench".into(),
             repo: "/r".into(),
             base: "main".into(),
             base_commit: "abc".into(),
@@ -46,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
             max_attempts: 3,
             timeout_secs: 0,
             idempotency_key: String::new(),
+            webhook_delivery: String::new(),
         };
         store.insert_task(&task, chrono::Utc::now()).await?;
     }

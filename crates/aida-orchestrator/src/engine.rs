@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use aida_core::event::{Channel, kind};
+use aida_core::grpc::AuthChannel;
 use aida_core::proto::aggregator::aggregator_client::AggregatorClient;
 use aida_core::proto::common::{Subtask, SubtaskStatus, Task, TaskStatus};
 use aida_core::proto::orchestrator::WorkerCommand;
@@ -15,8 +16,8 @@ use aida_core::status::StatusLabel;
 use serde_json::json;
 use tokio::sync::{Mutex, Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel as GrpcChannel;
 
+use crate::audit::Audit;
 use crate::error::{OrchestratorError, Result};
 use crate::events::EventLog;
 use crate::store::{NewEvent, Store};
@@ -41,6 +42,8 @@ pub struct Settings {
     pub agent_wait: Duration,
     /// The gateway's URL as agents reach it, without a trailing `/`.
     pub public_api_url: String,
+    /// Allowed repositories and the default task timeout.
+    pub policy: crate::planning::TaskPolicy,
 }
 
 /// A subtask attempt: what a worker is running.
@@ -58,11 +61,14 @@ pub(crate) struct ConnectedWorker {
     pub agent_kinds: Vec<String>,
     pub commands: mpsc::Sender<Result<WorkerCommand, tonic::Status>>,
     pub current: Option<RunKey>,
+    /// An admin drained it: it finishes `current` and gets nothing new.
+    pub draining: bool,
 }
 
 pub struct Engine {
     pub(crate) store: Store,
     pub(crate) events: EventLog,
+    pub(crate) audit: Audit,
     pub(crate) workers: Mutex<HashMap<String, ConnectedWorker>>,
     pub(crate) next_connection: AtomicU64,
     /// Wakes the dispatch loop: a task arrived, a worker freed up.
@@ -71,7 +77,7 @@ pub struct Engine {
     pub(crate) dispatch_lock: Mutex<()>,
     /// Ready subtasks no connected worker can run, and since when.
     pub(crate) unrunnable: Mutex<HashMap<(String, String), std::time::Instant>>,
-    pub(crate) aggregator: AggregatorClient<GrpcChannel>,
+    pub(crate) aggregator: AggregatorClient<AuthChannel>,
     pub(crate) settings: Settings,
     /// Cancelled at shutdown: ends the long-lived streams (worker
     /// registrations, progress followers) so the server can stop.
@@ -82,13 +88,15 @@ impl Engine {
     pub fn new(
         store: Store,
         events: EventLog,
-        aggregator: AggregatorClient<GrpcChannel>,
+        audit: Audit,
+        aggregator: AggregatorClient<AuthChannel>,
         settings: Settings,
         stop: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
             events,
+            audit,
             workers: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
             wake: Notify::new(),
@@ -106,6 +114,10 @@ impl Engine {
 
     pub fn events(&self) -> &EventLog {
         &self.events
+    }
+
+    pub fn audit(&self) -> &Audit {
+        &self.audit
     }
 
     pub(crate) async fn task(&self, task_id: &str) -> Result<Task> {

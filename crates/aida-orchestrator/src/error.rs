@@ -11,9 +11,16 @@ pub enum OrchestratorError {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
-    /// A write that needs the task's token came without the right one.
+    /// Something with this name or id exists already (a user, a webhook
+    /// delivery).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// No valid credential: a wrong password, an unknown or revoked token.
     #[error("{0}")]
     Unauthenticated(String),
+    /// A valid caller asked for more than their role allows.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A peer service (the aggregator) could not be reached.
     #[error("{0}")]
     Unavailable(String),
@@ -39,6 +46,13 @@ impl From<IdError> for OrchestratorError {
     }
 }
 
+/// Whether a database error is a UNIQUE or PRIMARY KEY violation: the row
+/// exists already.
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
 impl From<sqlx::Error> for OrchestratorError {
     fn from(e: sqlx::Error) -> Self {
         Self::Unexpected(anyhow::Error::new(e).context("database error"))
@@ -51,7 +65,9 @@ impl From<OrchestratorError> for tonic::Status {
             OrchestratorError::InvalidArgument(m) => tonic::Status::invalid_argument(m),
             OrchestratorError::NotFound(m) => tonic::Status::not_found(m),
             OrchestratorError::FailedPrecondition(m) => tonic::Status::failed_precondition(m),
+            OrchestratorError::AlreadyExists(m) => tonic::Status::already_exists(m),
             OrchestratorError::Unauthenticated(m) => tonic::Status::unauthenticated(m),
+            OrchestratorError::PermissionDenied(m) => tonic::Status::permission_denied(m),
             OrchestratorError::Unavailable(m) => tonic::Status::unavailable(m),
             OrchestratorError::Unexpected(e) => {
                 // The detail is for operators, not for clients.

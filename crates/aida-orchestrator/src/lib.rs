@@ -12,21 +12,27 @@ use std::future::Future;
 use std::time::Duration;
 
 use aida_core::proto::aggregator::aggregator_client::AggregatorClient;
+use aida_core::proto::auth::auth_server::AuthServer;
 use aida_core::proto::orchestrator::orchestrator_server::OrchestratorServer;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub mod audit;
+pub mod auth;
 pub mod context;
 pub mod engine;
 pub mod error;
 pub mod events;
+mod external;
 mod lifecycle;
 pub mod planning;
+pub mod repos;
 mod scheduler;
 pub mod service;
 pub mod store;
+mod verify;
 
 pub use engine::Engine;
 
@@ -60,12 +66,41 @@ pub struct Config {
     /// `PUBLIC_API_URL`: the gateway's URL as agents reach it; they read
     /// and write a task's shared context there.
     pub public_api_url: String,
+    /// `AIDA_REPO_ROOTS`: the directories (comma-separated) whose
+    /// repositories tasks may use. Required.
+    #[serde(rename = "aida_repo_roots")]
+    pub repo_roots: Option<String>,
+    /// `AIDA_TASK_TIMEOUT_SECS`: the wall-clock limit of a task that sets
+    /// none.
+    #[serde(rename = "aida_task_timeout_secs")]
+    pub task_timeout_secs: u32,
+    /// `AIDA_LOCKOUT_SECS`: how long wrong passwords lock an account.
+    #[serde(rename = "aida_lockout_secs")]
+    pub lockout_secs: u64,
+    /// `AIDA_MAX_FAILED_LOGINS`: wrong passwords in a row that lock it.
+    #[serde(rename = "aida_max_failed_logins")]
+    pub max_failed_logins: u32,
+    /// `AIDA_SESSION_TTL_SECS`: how long a login's refresh tokens last.
+    #[serde(rename = "aida_session_ttl_secs")]
+    pub session_ttl_secs: u64,
+    /// `AIDA_AUDIT_LOG`: a file the audit trail is appended to (JSON
+    /// lines), besides the database.
+    #[serde(rename = "aida_audit_log")]
+    pub audit_log: Option<std::path::PathBuf>,
+    /// The internal credential: callers must present it, and calls to the
+    /// aggregator carry it. Read by [`Config::from_env`].
+    #[serde(skip)]
+    pub security: aida_core::grpc::Security,
+    /// `REDIS_PASSWORD` or `REDIS_PASSWORD_FILE`: Redis's password, when
+    /// the URL has none (so the URL itself can be printed).
+    #[serde(skip)]
+    pub redis_password: Option<aida_core::secret::SecretString>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            orchestrator_listen_addr: "0.0.0.0:50051".into(),
+            orchestrator_listen_addr: "127.0.0.1:50051".into(),
             database_url: "sqlite://data/aida.db".into(),
             aggregator_addr: "http://127.0.0.1:50053".into(),
             redis_url: None,
@@ -77,8 +112,53 @@ impl Default for Config {
             aggregator_timeout_secs: 120,
             agent_wait_secs: 60,
             public_api_url: "http://127.0.0.1:8080".into(),
+            repo_roots: None,
+            task_timeout_secs: 24 * 3600,
+            lockout_secs: 900,
+            max_failed_logins: 5,
+            session_ttl_secs: 7 * 24 * 3600,
+            audit_log: None,
+            security: Default::default(),
+            redis_password: None,
         }
     }
+}
+
+impl Config {
+    /// The settings and the internal credential from the environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let mut config: Config = aida_core::config::from_env()?;
+        config.security = aida_core::grpc::Security::from_env()?;
+        config.redis_password = aida_core::secret::from_env("REDIS_PASSWORD")?;
+        Ok(config)
+    }
+}
+
+/// The Redis pool's settings: the URL, with `password` when the URL names
+/// none.
+fn redis_config(
+    url: &str,
+    password: Option<&aida_core::secret::SecretString>,
+) -> anyhow::Result<deadpool_redis::Config> {
+    use aida_core::secret::ExposeSecret;
+    use redis::IntoConnectionInfo;
+    let info = url.into_connection_info().map_err(|e| {
+        anyhow::anyhow!(
+            "invalid Redis URL {}: {e}",
+            aida_core::secret::redact_url(url)
+        )
+    })?;
+    let info = match password {
+        Some(password) if info.redis_settings().password().is_none() => {
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_password(password.expose_secret());
+            info.set_redis_settings(settings)
+        }
+        _ => info,
+    };
+    Ok(deadpool_redis::Config::from_connection_info(info))
 }
 
 /// Serves the orchestrator on `listener` until `shutdown` resolves.
@@ -87,14 +167,15 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    config.security.require()?;
+    let repo_roots = repos::RepoRoots::parse(config.repo_roots.as_deref().unwrap_or_default())?;
     let store = store::Store::connect(&config.database_url).await?;
     let events = events::EventLog::new(store.clone());
-    let aggregator_channel = tonic::transport::Endpoint::from_shared(
-        aida_core::config::grpc_endpoint(&config.aggregator_addr),
-    )
-    .with_context(|| format!("invalid AGGREGATOR_ADDR {:?}", config.aggregator_addr))?
-    .connect_timeout(Duration::from_secs(5))
-    .connect_lazy();
+    let audit = audit::Audit::new(store.clone(), config.audit_log.as_deref())?;
+    let aggregator_channel = config
+        .security
+        .connect_lazy(&config.aggregator_addr)
+        .with_context(|| format!("invalid AGGREGATOR_ADDR {:?}", config.aggregator_addr))?;
     let settings = engine::Settings {
         lease_timeout: Duration::from_secs(config.lease_timeout_secs.max(1)),
         retry_base: Duration::from_millis(config.retry_backoff_ms),
@@ -103,11 +184,21 @@ pub async fn run(
         aggregator_timeout: Duration::from_secs(config.aggregator_timeout_secs),
         agent_wait: Duration::from_secs(config.agent_wait_secs),
         public_api_url: config.public_api_url.trim_end_matches('/').to_owned(),
+        policy: planning::TaskPolicy {
+            repo_roots,
+            default_timeout_secs: config.task_timeout_secs,
+        },
+    };
+    let auth_settings = auth::AuthSettings {
+        lockout: Duration::from_secs(config.lockout_secs.max(1)),
+        max_failed_logins: config.max_failed_logins.max(1),
+        session_ttl: Duration::from_secs(config.session_ttl_secs.max(60)),
     };
     let stop = CancellationToken::new();
     let engine = Engine::new(
-        store,
+        store.clone(),
         events.clone(),
+        audit.clone(),
         AggregatorClient::new(aggregator_channel),
         settings,
         stop.clone(),
@@ -116,10 +207,12 @@ pub async fn run(
     if let Some(url) =
         aida_core::config::redis_url(config.redis_url.as_deref(), config.redis_addr.as_deref())
     {
-        let pool = deadpool_redis::Config::from_url(url.clone())
+        let pool = redis_config(&url, config.redis_password.as_ref())?
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .with_context(|| format!("invalid Redis URL {url:?}"))?;
-        tracing::info!(redis = %url, "publishing events to redis");
+            .with_context(|| {
+                format!("invalid Redis URL {}", aida_core::secret::redact_url(&url))
+            })?;
+        tracing::info!(redis = %aida_core::secret::redact_url(&url), "publishing events to redis");
         tokio::spawn(events.clone().run_publisher(pool, stop.clone()));
     } else {
         tracing::info!("no REDIS_URL: events are stored and streamed in-process only");
@@ -129,12 +222,24 @@ pub async fn run(
     tokio::spawn(std::sync::Arc::clone(&engine).run_dispatcher(stop.clone()));
     tokio::spawn(std::sync::Arc::clone(&engine).run_reaper(stop.clone()));
 
-    let grpc = aida_core::grpc::router(aida_core::proto::service_names::ORCHESTRATOR).await?;
-    let router =
-        grpc.router
-            .add_service(OrchestratorServer::new(service::OrchestratorService::new(
-                engine,
-            )));
+    let grpc = aida_core::grpc::router(
+        &[
+            aida_core::proto::service_names::ORCHESTRATOR,
+            aida_core::proto::service_names::AUTH,
+        ],
+        &config.security,
+    )
+    .await?;
+    let router = grpc
+        .router
+        .add_service(OrchestratorServer::with_interceptor(
+            service::OrchestratorService::new(engine),
+            grpc.guard.clone(),
+        ))
+        .add_service(AuthServer::with_interceptor(
+            auth::AuthService::new(store, audit.clone(), auth_settings),
+            grpc.guard.clone(),
+        ));
     tracing::info!(addr = %listener.local_addr()?, "orchestrator listening");
     let stopper = stop.clone();
     let result = aida_core::grpc::serve(router, listener, async move {
@@ -145,5 +250,36 @@ pub async fn run(
     })
     .await;
     stop.cancel();
+    // The audit lines of the last requests are on disk before we go.
+    audit.flush().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn by_default_the_orchestrator_listens_on_loopback_and_allows_no_repository() {
+        let config = Config::default();
+        assert_eq!(config.orchestrator_listen_addr, "127.0.0.1:50051");
+        assert!(config.repo_roots.is_none());
+        assert!(config.redis_password.is_none());
+    }
+
+    #[test]
+    fn a_redis_password_given_apart_joins_a_url_without_one() {
+        use aida_core::secret::SecretString;
+        let password = SecretString::from("s3cret");
+        let with = redis_config("redis://127.0.0.1:6379", Some(&password)).unwrap();
+        let info: redis::ConnectionInfo = with.connection.unwrap().into();
+        assert_eq!(info.redis_settings().password(), Some("s3cret"));
+        let own = redis_config("redis://:own@127.0.0.1:6379", Some(&password)).unwrap();
+        let info: redis::ConnectionInfo = own.connection.unwrap().into();
+        assert_eq!(
+            info.redis_settings().password(),
+            Some("own"),
+            "the URL's own wins"
+        );
+    }
 }

@@ -38,8 +38,9 @@ impl Engine {
             return self.task(&existing).await;
         }
         let id = TaskId::new();
+        let policy = self.settings.policy.clone();
         // git2 is blocking; the repository may be on a slow volume.
-        let new = tokio::task::spawn_blocking(move || crate::planning::plan(req, id))
+        let new = tokio::task::spawn_blocking(move || crate::planning::plan(req, id, &policy))
             .await
             .context("planning task panicked")??;
         if let Err(e) = self.store.insert_task(&new, Utc::now()).await {
@@ -64,6 +65,7 @@ impl Engine {
                     "base": new.base,
                     "base_commit": new.base_commit,
                     "priority": new.priority,
+                    "created_by": new.created_by,
                     "subtasks": new.subtasks.iter().map(|s| &s.name).collect::<Vec<_>>(),
                 }),
             })
@@ -89,7 +91,6 @@ impl Engine {
             subtask: subtask.to_owned(),
             attempt,
         };
-        self.release_worker(worker_id, &key).await?;
         let task = self.task(task_id).await?;
         let Some(st) = task
             .subtasks
@@ -101,6 +102,19 @@ impl Engine {
                 "task {task_id} has no subtask {subtask:?}"
             )));
         };
+        // A forged report changes nothing, not even the worker's state.
+        if let Err(reason) = self.verify_result(&task, st, &result).await {
+            tracing::warn!(
+                task_id,
+                subtask,
+                worker_id,
+                attempt,
+                reason,
+                "refusing a result that does not check out"
+            );
+            return Ok(Err(format!("result refused: {reason}")));
+        }
+        self.release_worker(worker_id, &key).await?;
         if status_of(st) != SubtaskStatus::Running
             || st.worker_id != worker_id
             || st.attempts != attempt
@@ -153,6 +167,50 @@ impl Engine {
                 "subtask {subtask:?} of task {task_id} changed meanwhile; result not applied"
             )))
         }
+    }
+
+    /// Checks a reported commit against the repository (see `verify`).
+    /// Read-only runs (the planner) report the base commit and no branch.
+    async fn verify_result(
+        &self,
+        task: &Task,
+        st: &aida_core::proto::common::Subtask,
+        result: &RunResult,
+    ) -> std::result::Result<(), String> {
+        if result.commit.is_empty() {
+            return Ok(());
+        }
+        if st.name == PLANNER {
+            return if result.commit == task.base_commit {
+                Ok(())
+            } else {
+                Err("a planning run reports the base commit only".into())
+            };
+        }
+        let dependencies: Vec<String> = task
+            .subtasks
+            .iter()
+            .filter(|d| st.depends_on.contains(&d.name))
+            .map(|d| d.commit.clone())
+            .collect();
+        let (repo, branch, base) = (
+            task.repo.clone(),
+            st.branch.clone(),
+            task.base_commit.clone(),
+        );
+        let (start, commit) = (result.start_commit.clone(), result.commit.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::verify::check(&crate::verify::Claim {
+                repo: &repo,
+                branch: &branch,
+                base_commit: &base,
+                dependencies: dependencies.iter().map(String::as_str).collect(),
+                start_commit: &start,
+                commit: &commit,
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("checking the result failed: {e}")))
     }
 
     /// Measures a subtask's change. Best effort: the stats are for the

@@ -6,8 +6,8 @@ use anyhow::Context;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     aida_core::telemetry::init();
-    let config: aida_orchestrator::Config =
-        aida_core::config::from_env().context("reading the orchestrator's configuration")?;
+    let config = aida_orchestrator::Config::from_env()
+        .context("reading the orchestrator's configuration")?;
     let listener = tokio::net::TcpListener::bind(&config.orchestrator_listen_addr)
         .await
         .with_context(|| format!("binding {}", config.orchestrator_listen_addr))?;

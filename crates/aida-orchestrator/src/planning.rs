@@ -11,6 +11,7 @@ use aida_core::proto::common::AgentSpec;
 use aida_core::proto::orchestrator::{CreateTaskRequest, SubtaskSpec};
 
 use crate::error::{OrchestratorError, Result};
+use crate::repos::RepoRoots;
 use crate::store::{AgentJson, NewSubtask, NewTask};
 
 pub const MAX_SUBTASKS: usize = 100;
@@ -27,8 +28,17 @@ pub const PLANNER: &str = "_plan";
 /// The longest prompt a planned subtask may have.
 pub const MAX_PLANNED_PROMPT: usize = 16 * 1024;
 
+/// What the operator decided about every task.
+#[derive(Debug, Clone, Default)]
+pub struct TaskPolicy {
+    /// Repositories must lie under these.
+    pub repo_roots: RepoRoots,
+    /// A task that sets no `timeout_secs` gets this one: none runs forever.
+    pub default_timeout_secs: u32,
+}
+
 /// Validates `req` and resolves its base branch. Blocking (git2).
-pub fn plan(req: CreateTaskRequest, id: TaskId) -> Result<NewTask> {
+pub fn plan(req: CreateTaskRequest, id: TaskId, policy: &TaskPolicy) -> Result<NewTask> {
     let task_agent = usable(req.agent.clone());
     let approve = match req
         .plan
@@ -86,12 +96,18 @@ pub fn plan(req: CreateTaskRequest, id: TaskId) -> Result<NewTask> {
         build_subtasks(&specs, &id, task_agent.as_ref())?
     };
 
-    let (repo, base, base_commit) = resolve_repo(&req.repo, &req.base)?;
+    let (repo, base, base_commit) = resolve_repo(&req.repo, &req.base, &policy.repo_roots)?;
     // The plan's subtasks run the task's agent, or the planner's.
     let agent = task_agent.or_else(|| planner.as_ref().map(|p| p.agent.clone().into()));
     Ok(NewTask {
         id: id.to_string(),
-        context_token: crate::context::new_token(),
+        created_by: req
+            .actor
+            .as_ref()
+            .map(|a| a.username.trim())
+            .filter(|name| !name.is_empty())
+            .unwrap_or("internal")
+            .to_owned(),
         repo,
         base,
         base_commit,
@@ -105,8 +121,12 @@ pub fn plan(req: CreateTaskRequest, id: TaskId) -> Result<NewTask> {
             0 => DEFAULT_MAX_ATTEMPTS,
             n => n.min(MAX_ATTEMPTS),
         },
-        timeout_secs: req.timeout_secs,
+        timeout_secs: match req.timeout_secs {
+            0 => policy.default_timeout_secs,
+            n => n,
+        },
         idempotency_key: req.idempotency_key.trim().to_owned(),
+        webhook_delivery: req.webhook_delivery.trim().to_owned(),
     })
 }
 
@@ -417,19 +437,19 @@ fn slug(text: &str) -> String {
     out
 }
 
-/// Opens the repository and resolves the base branch to a commit.
-fn resolve_repo(repo: &str, base: &str) -> Result<(String, String, String)> {
+/// Checks the repository against the allowed roots, opens it and resolves
+/// the base branch to a commit. The task keeps the canonical path.
+fn resolve_repo(repo: &str, base: &str, roots: &RepoRoots) -> Result<(String, String, String)> {
     if repo.trim().is_empty() {
         return Err(OrchestratorError::invalid(
             "\"repo\" is required: the path of a local git repository",
         ));
     }
-    let path = std::path::Path::new(repo);
-    if !path.is_absolute() {
-        return Err(OrchestratorError::invalid(format!(
-            "\"repo\" must be an absolute path, got {repo:?}"
-        )));
-    }
+    let path = roots.check(repo.trim())?;
+    let repo = path.to_str().ok_or_else(|| {
+        OrchestratorError::invalid(format!("\"repo\" {repo:?} is not valid UTF-8"))
+    })?;
+    let path = path.as_path();
     let git = git2::Repository::open(path).map_err(|e| {
         OrchestratorError::invalid(if e.code() == git2::ErrorCode::Owner {
             // git refuses repositories owned by another user unless told
@@ -444,6 +464,12 @@ fn resolve_repo(repo: &str, base: &str) -> Result<(String, String, String)> {
             format!("{repo:?} is not a git repository")
         })
     })?;
+    // A `.git` file can point anywhere: the objects must be under a root too.
+    for dir in [git.path(), git.commondir()] {
+        if roots.check(&dir.to_string_lossy()).is_err() {
+            return Err(OrchestratorError::invalid(crate::repos::NOT_ALLOWED));
+        }
+    }
     let base = if base.trim().is_empty() {
         let head = git.head().map_err(|_| {
             OrchestratorError::invalid(format!(
@@ -509,8 +535,16 @@ mod tests {
         dir
     }
 
+    /// Repositories anywhere under the temporary directory are allowed.
+    fn policy() -> TaskPolicy {
+        TaskPolicy {
+            repo_roots: RepoRoots::parse(&std::env::temp_dir().display().to_string()).unwrap(),
+            default_timeout_secs: 3600,
+        }
+    }
+
     fn err(req: CreateTaskRequest) -> String {
-        match plan(req, TaskId::new()) {
+        match plan(req, TaskId::new(), &policy()) {
             Err(OrchestratorError::InvalidArgument(m)) => m,
             other => panic!("expected invalid argument, got {other:?}"),
         }
@@ -561,8 +595,11 @@ mod tests {
         let task = plan(
             request(dir.path().to_str().unwrap(), vec![spec("api", &[])]),
             id,
+            &policy(),
         )
         .unwrap();
+        assert_eq!(task.timeout_secs, 3600, "the default timeout applies");
+        assert_eq!(task.created_by, "internal");
         let repo = git2::Repository::open(dir.path()).unwrap();
         let head = repo.head().unwrap();
         assert_eq!(task.base, head.shorthand().unwrap());

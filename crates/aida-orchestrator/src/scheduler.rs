@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{ConnectedWorker, Engine, RunKey, dependency_order, status_of, task_status_of};
 use crate::error::{OrchestratorError, Result};
-use crate::store::NewEvent;
+use crate::store::{AttemptStart, NewEvent};
 
 impl Engine {
     /// Registers a worker's connection; assignments go out on the returned
@@ -52,7 +52,8 @@ impl Engine {
             });
         let busy = current.is_some();
         let now = Utc::now();
-        self.store
+        let draining = self
+            .store
             .upsert_worker(
                 &worker_id,
                 &req.address,
@@ -71,6 +72,7 @@ impl Engine {
                 agent_kinds: req.agent_kinds.clone(),
                 commands: tx.clone(),
                 current,
+                draining,
             },
         );
         self.events
@@ -143,20 +145,16 @@ impl Engine {
 
     async fn dispatch_once(self: &Arc<Self>) -> Result<()> {
         let _pass = self.dispatch_lock.lock().await;
-        let (mut idle, runnable) = {
-            let workers = self.workers.lock().await;
-            let mut idle: Vec<(String, Vec<String>)> = workers
-                .iter()
-                .filter(|(_, w)| w.current.is_none())
-                .map(|(id, w)| (id.clone(), w.agent_kinds.clone()))
-                .collect();
-            idle.sort();
-            let runnable: HashSet<String> = workers
-                .values()
-                .flat_map(|w| w.agent_kinds.iter().cloned())
-                .collect();
-            (idle, runnable)
-        };
+        let mut idle = self.idle_workers().await;
+        // Drained workers count here: a subtask waits for them rather than
+        // failing for want of a worker while an admin drains one.
+        let runnable: HashSet<String> = self
+            .workers
+            .lock()
+            .await
+            .values()
+            .flat_map(|w| w.agent_kinds.iter().cloned())
+            .collect();
         let mut waiting = HashSet::new();
         for task in by_effective_priority(
             self.store.schedulable_tasks().await?,
@@ -240,11 +238,13 @@ impl Engine {
         Ok(())
     }
 
+    /// Workers that may be given work now: connected, not busy, not
+    /// drained.
     async fn idle_workers(&self) -> Vec<(String, Vec<String>)> {
         let workers = self.workers.lock().await;
         let mut idle: Vec<_> = workers
             .iter()
-            .filter(|(_, w)| w.current.is_none())
+            .filter(|(_, w)| w.current.is_none() && !w.draining)
             .map(|(id, w)| (id.clone(), w.agent_kinds.clone()))
             .collect();
         idle.sort();
@@ -286,6 +286,11 @@ impl Engine {
                     "worker {worker_id:?} is busy"
                 )));
             }
+            if w.draining {
+                return Err(OrchestratorError::FailedPrecondition(format!(
+                    "worker {worker_id:?} is draining: resume it first"
+                )));
+            }
             if !w.agent_kinds.iter().any(|k| k == agent_kind(st)) {
                 return Err(OrchestratorError::FailedPrecondition(format!(
                     "worker {worker_id:?} cannot run agent kind {:?}",
@@ -311,15 +316,20 @@ impl Engine {
     async fn assign(self: &Arc<Self>, task: &Task, st: &Subtask, worker_id: &str) -> Result<bool> {
         let attempt = st.attempts + 1;
         let now = Utc::now();
+        // The attempt's own context token, stored (hashed) with its start.
+        let token = aida_core::token::generate(aida_core::token::TokenKind::Context);
         if !self
             .store
             .start_subtask(
                 &task.id,
                 &st.name,
-                worker_id,
-                attempt,
-                now,
-                now + self.settings.lease_timeout,
+                &AttemptStart {
+                    worker_id,
+                    attempt,
+                    now,
+                    lease_until: now + self.settings.lease_timeout,
+                    context_token: Some((&token.id, &token.secret_hash)),
+                },
             )
             .await?
         {
@@ -330,7 +340,7 @@ impl Engine {
             subtask: st.name.clone(),
             attempt,
         };
-        let env = self.agent_env(&task.id).await?;
+        let env = self.agent_env(&task.id, &token.token);
         let command = WorkerCommand {
             command: Some(worker_command::Command::Assign(Assignment {
                 worker_id: worker_id.to_owned(),
@@ -340,7 +350,11 @@ impl Engine {
         let sent = {
             let mut workers = self.workers.lock().await;
             match workers.get_mut(worker_id) {
-                Some(w) if w.current.is_none() && w.commands.try_send(Ok(command)).is_ok() => {
+                Some(w)
+                    if w.current.is_none()
+                        && !w.draining
+                        && w.commands.try_send(Ok(command)).is_ok() =>
+                {
                     w.current = Some(key);
                     true
                 }
@@ -381,10 +395,15 @@ impl Engine {
         Ok(true)
     }
 
-    /// Where and how a task's agents reach its shared context.
-    async fn agent_env(&self, task_id: &str) -> Result<HashMap<String, String>> {
-        let token = self.store.context_token(task_id).await?.unwrap_or_default();
-        Ok(HashMap::from([
+    /// Where and how an attempt's agent reaches its task's shared context:
+    /// with a token of the attempt's own, which works while it runs.
+    fn agent_env(
+        &self,
+        task_id: &str,
+        token: &aida_core::secret::SecretString,
+    ) -> HashMap<String, String> {
+        use aida_core::secret::ExposeSecret;
+        HashMap::from([
             (
                 "AIDA_CONTEXT_URL".to_owned(),
                 format!(
@@ -392,8 +411,11 @@ impl Engine {
                     self.settings.public_api_url
                 ),
             ),
-            ("AIDA_CONTEXT_TOKEN".to_owned(), token),
-        ]))
+            (
+                "AIDA_CONTEXT_TOKEN".to_owned(),
+                token.expose_secret().to_owned(),
+            ),
+        ])
     }
 
     /// A worker's heartbeat for the attempt it runs: renews its lease, or
@@ -417,6 +439,23 @@ impl Engine {
             "attempt {attempt} of subtask {subtask:?} of task {task_id} is no longer held by worker {worker_id} \
              (cancelled, or its lease expired and it was given to another worker)"
         )))
+    }
+
+    /// Whether `worker_id` runs attempt `key` now: from memory, and from
+    /// the database for a worker that has not reconnected since a restart.
+    pub(crate) async fn holds(&self, worker_id: &str, key: &RunKey) -> Result<bool> {
+        let in_memory = self
+            .workers
+            .lock()
+            .await
+            .get(worker_id)
+            .is_some_and(|w| w.current.as_ref() == Some(key));
+        if in_memory {
+            return Ok(true);
+        }
+        self.store
+            .holds_attempt(worker_id, &key.task_id, &key.subtask, key.attempt)
+            .await
     }
 
     /// Frees the worker if it was running exactly this attempt.
@@ -456,6 +495,23 @@ impl Engine {
                 tracing::warn!(worker_id, task_id = %key.task_id, subtask = %key.subtask, "could not send cancel to worker");
             }
         }
+    }
+
+    /// Drains a worker (it finishes what it runs and is given nothing new)
+    /// or resumes it; the drain survives its reconnects.
+    pub async fn set_drain(self: &Arc<Self>, worker_id: &str, drain: bool) -> Result<()> {
+        if !self.store.set_worker_draining(worker_id, drain).await? {
+            return Err(OrchestratorError::NotFound(format!(
+                "worker {worker_id:?} not found"
+            )));
+        }
+        if let Some(w) = self.workers.lock().await.get_mut(worker_id) {
+            w.draining = drain;
+        }
+        tracing::info!(worker_id, drain, "worker drain changed");
+        // A resumed worker may take work now.
+        self.wake.notify_one();
+        Ok(())
     }
 
     /// Current assignment per connected worker, for `ListWorkers`.

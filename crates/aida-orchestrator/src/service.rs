@@ -5,16 +5,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use aida_core::ids::TaskId;
-use aida_core::proto::common::{ContextEntry, Report, Task};
+use aida_core::proto::common::{ContextEntry, Event, Report, Task};
 use aida_core::proto::orchestrator::orchestrator_server::Orchestrator;
 use aida_core::proto::orchestrator::{
     ApproveTaskRequest, AssignTaskRequest, Assignment, CancelTaskRequest, CompleteTaskRequest,
-    CreateTaskRequest, GetContextRequest, GetReportRequest, GetTaskRequest, HeartbeatRequest,
-    HeartbeatResponse, ListContextRequest, ListContextResponse, ListEventsRequest,
-    ListEventsResponse, ListLocksRequest, ListLocksResponse, ListTasksRequest, ListTasksResponse,
-    ListWorkersRequest, ListWorkersResponse, ProgressRequest, ProgressUpdate, PutContextRequest,
-    RegisterWorkerRequest, ReportLogRequest, ReportLogResponse, StopSubtaskRequest, TaskResult,
-    WorkerCommand, WorkerInfo,
+    CreateTaskRequest, ExternalStatusRequest, GetContextRequest, GetReportRequest, GetTaskRequest,
+    HeartbeatRequest, HeartbeatResponse, ListContextRequest, ListContextResponse,
+    ListEventsRequest, ListEventsResponse, ListLocksRequest, ListLocksResponse, ListTasksRequest,
+    ListTasksResponse, ListWorkersRequest, ListWorkersResponse, ProgressRequest, ProgressUpdate,
+    PutContextRequest, RegisterWorkerRequest, ReportLogRequest, ReportLogResponse,
+    SetWorkerDrainRequest, StopSubtaskRequest, TaskResult, WorkerCommand, WorkerInfo,
 };
 use aida_core::time::to_proto;
 use futures::{Stream, StreamExt};
@@ -23,12 +23,29 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::audit::AuditLine;
 use crate::engine::Engine;
 use crate::error::OrchestratorError;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 const DEFAULT_LIST_LIMIT: u32 = 50;
+/// Log lines one ReportLog may carry (workers send at most 64).
+const MAX_LOG_LINES_PER_CALL: usize = 4096;
+/// A log line's longest stored length: the worker's cut plus its marker.
+const MAX_LOG_LINE: usize = 64 * 1024 + 64;
+
+/// Cuts `line` to [`MAX_LOG_LINE`] bytes at a character boundary.
+fn cut_line(line: &mut String) {
+    if line.len() > MAX_LOG_LINE {
+        let mut end = MAX_LOG_LINE;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push_str(" [cut by the orchestrator]");
+    }
+}
 const MAX_LIST_LIMIT: u32 = 1000;
 const HISTORY_PAGE: u32 = 1000;
 
@@ -39,6 +56,49 @@ pub struct OrchestratorService {
 impl OrchestratorService {
     pub fn new(engine: Arc<Engine>) -> Self {
         Self { engine }
+    }
+
+    /// Every known worker with its state (idle, busy, offline) now.
+    async fn worker_infos(&self) -> crate::error::Result<Vec<WorkerInfo>> {
+        let connected = self.engine.connected_workers().await;
+        Ok(self
+            .engine
+            .store()
+            .list_workers()
+            .await?
+            .into_iter()
+            .map(|w| {
+                let (state, current) = match connected.get(&w.worker_id) {
+                    Some(Some(run)) => ("busy", Some(run.clone())),
+                    Some(None) => ("idle", None),
+                    None => ("offline", None),
+                };
+                WorkerInfo {
+                    worker_id: w.worker_id,
+                    address: w.address,
+                    agent_kinds: w.agent_kinds,
+                    state: state.to_owned(),
+                    task_id: current
+                        .as_ref()
+                        .map(|r| r.task_id.clone())
+                        .unwrap_or_default(),
+                    subtask: current.map(|r| r.subtask).unwrap_or_default(),
+                    completed: w.completed,
+                    connected_at: Some(to_proto(w.connected_at)),
+                    last_seen_at: Some(to_proto(w.last_seen_at)),
+                    draining: w.draining,
+                }
+            })
+            .collect())
+    }
+
+    /// Audits how an action ended and passes its result on.
+    async fn audited<T>(
+        &self,
+        line: AuditLine,
+        outcome: crate::error::Result<T>,
+    ) -> crate::error::Result<T> {
+        self.engine.audit().outcome(line, outcome).await
     }
 
     /// A response stream that also ends at shutdown: graceful shutdown
@@ -71,9 +131,23 @@ impl Orchestrator for OrchestratorService {
         &self,
         request: Request<CreateTaskRequest>,
     ) -> Result<Response<Task>, Status> {
-        Ok(Response::new(
-            self.engine.create_task(request.into_inner()).await?,
-        ))
+        let req = request.into_inner();
+        let line =
+            AuditLine::new(req.actor.as_ref(), "task.create", "task:?").with("repo", &req.repo);
+        let line = if req.webhook_delivery.is_empty() {
+            line
+        } else {
+            line.with("webhook_delivery", &req.webhook_delivery)
+        };
+        let outcome = self.engine.create_task(req).await;
+        let line = match &outcome {
+            Ok(task) => AuditLine {
+                object: format!("task:{}", task.id),
+                ..line
+            },
+            Err(_) => line,
+        };
+        Ok(Response::new(self.audited(line, outcome).await?))
     }
 
     async fn get_task(&self, request: Request<GetTaskRequest>) -> Result<Response<Task>, Status> {
@@ -94,8 +168,11 @@ impl Orchestrator for OrchestratorService {
         &self,
         request: Request<CancelTaskRequest>,
     ) -> Result<Response<Task>, Status> {
-        let id = task_id(&request.get_ref().task_id)?;
-        Ok(Response::new(self.engine.cancel_task(&id).await?))
+        let req = request.into_inner();
+        let id = task_id(&req.task_id)?;
+        let line = AuditLine::new(req.actor.as_ref(), "task.cancel", format!("task:{id}"));
+        let outcome = self.engine.cancel_task(&id).await;
+        Ok(Response::new(self.audited(line, outcome).await?))
     }
 
     async fn stop_subtask(
@@ -104,17 +181,21 @@ impl Orchestrator for OrchestratorService {
     ) -> Result<Response<Task>, Status> {
         let req = request.into_inner();
         let id = task_id(&req.task_id)?;
-        Ok(Response::new(
-            self.engine.stop_subtask(&id, &req.subtask).await?,
-        ))
+        let line = AuditLine::new(req.actor.as_ref(), "subtask.cancel", format!("task:{id}"))
+            .with("subtask", &req.subtask);
+        let outcome = self.engine.stop_subtask(&id, &req.subtask).await;
+        Ok(Response::new(self.audited(line, outcome).await?))
     }
 
     async fn approve_task(
         &self,
         request: Request<ApproveTaskRequest>,
     ) -> Result<Response<Task>, Status> {
-        let id = task_id(&request.get_ref().task_id)?;
-        Ok(Response::new(self.engine.approve_task(&id).await?))
+        let req = request.into_inner();
+        let id = task_id(&req.task_id)?;
+        let line = AuditLine::new(req.actor.as_ref(), "task.approve", format!("task:{id}"));
+        let outcome = self.engine.approve_task(&id).await;
+        Ok(Response::new(self.audited(line, outcome).await?))
     }
 
     async fn get_report(
@@ -175,36 +256,35 @@ impl Orchestrator for OrchestratorService {
         &self,
         _: Request<ListWorkersRequest>,
     ) -> Result<Response<ListWorkersResponse>, Status> {
-        let connected = self.engine.connected_workers().await;
-        let workers = self
-            .engine
-            .store()
-            .list_workers()
+        Ok(Response::new(ListWorkersResponse {
+            workers: self.worker_infos().await?,
+        }))
+    }
+
+    async fn set_worker_drain(
+        &self,
+        request: Request<SetWorkerDrainRequest>,
+    ) -> Result<Response<WorkerInfo>, Status> {
+        let req = request.into_inner();
+        let action = if req.drain {
+            "worker.drain"
+        } else {
+            "worker.resume"
+        };
+        let line = AuditLine::new(
+            req.actor.as_ref(),
+            action,
+            format!("worker:{}", req.worker_id),
+        );
+        let outcome = self.engine.set_drain(&req.worker_id, req.drain).await;
+        self.audited(line, outcome).await?;
+        let info = self
+            .worker_infos()
             .await?
             .into_iter()
-            .map(|w| {
-                let (state, current) = match connected.get(&w.worker_id) {
-                    Some(Some(run)) => ("busy", Some(run.clone())),
-                    Some(None) => ("idle", None),
-                    None => ("offline", None),
-                };
-                WorkerInfo {
-                    worker_id: w.worker_id,
-                    address: w.address,
-                    agent_kinds: w.agent_kinds,
-                    state: state.to_owned(),
-                    task_id: current
-                        .as_ref()
-                        .map(|r| r.task_id.clone())
-                        .unwrap_or_default(),
-                    subtask: current.map(|r| r.subtask).unwrap_or_default(),
-                    completed: w.completed,
-                    connected_at: Some(to_proto(w.connected_at)),
-                    last_seen_at: Some(to_proto(w.last_seen_at)),
-                }
-            })
-            .collect();
-        Ok(Response::new(ListWorkersResponse { workers }))
+            .find(|w| w.worker_id == req.worker_id)
+            .ok_or_else(|| Status::not_found(format!("worker {:?} not found", req.worker_id)))?;
+        Ok(Response::new(info))
     }
 
     async fn list_context(
@@ -235,7 +315,14 @@ impl Orchestrator for OrchestratorService {
         let id = task_id(&req.task_id)?;
         let entry = self
             .engine
-            .put_context(&id, &req.key, &req.value, &req.token, &req.author)
+            .put_context(
+                &id,
+                &req.key,
+                &req.value,
+                &req.token,
+                &req.author,
+                req.actor.as_ref(),
+            )
             .await?;
         Ok(Response::new(entry))
     }
@@ -293,9 +380,32 @@ impl Orchestrator for OrchestratorService {
     ) -> Result<Response<ReportLogResponse>, Status> {
         let req = request.into_inner();
         let id = task_id(&req.task_id)?;
+        // Only the worker running this attempt may write its log.
+        let key = crate::engine::RunKey {
+            task_id: id.clone(),
+            subtask: req.subtask.clone(),
+            attempt: req.attempt,
+        };
+        if !self.engine.holds(&req.worker_id, &key).await? {
+            return Err(Status::failed_precondition(format!(
+                "worker {} does not hold attempt {} of subtask {:?} of task {id}: log refused",
+                req.worker_id, req.attempt, req.subtask
+            )));
+        }
+        if req.lines.len() > MAX_LOG_LINES_PER_CALL {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_LOG_LINES_PER_CALL} log lines per call"
+            )));
+        }
         let events = req
             .lines
             .into_iter()
+            .map(|mut line| {
+                // The worker cuts long lines itself; a worker that does not
+                // still cannot make the log hold more.
+                cut_line(&mut line.line);
+                line
+            })
             .map(|line| crate::store::NewEvent {
                 channel: aida_core::event::Channel::Log,
                 kind: aida_core::event::kind::LOG_LINE,
@@ -307,6 +417,22 @@ impl Orchestrator for OrchestratorService {
             .collect();
         self.engine.events().record_all(events).await?;
         Ok(Response::new(ReportLogResponse {}))
+    }
+
+    async fn record_external_status(
+        &self,
+        request: Request<ExternalStatusRequest>,
+    ) -> Result<Response<Event>, Status> {
+        let req = request.into_inner();
+        let id = task_id(&req.task_id)?;
+        let line = AuditLine::new(
+            req.actor.as_ref(),
+            "task.external_status",
+            format!("task:{id}"),
+        )
+        .with("state", &req.state);
+        let outcome = self.engine.record_external_status(&id, &req).await;
+        Ok(Response::new(self.audited(line, outcome).await?.into()))
     }
 
     async fn complete_task(
@@ -406,5 +532,21 @@ async fn follow(
                 Err(RecvError::Closed) => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlong_log_lines_are_cut_at_a_character_boundary() {
+        let mut short = "fine".to_owned();
+        cut_line(&mut short);
+        assert_eq!(short, "fine");
+        let mut long = "é".repeat(MAX_LOG_LINE);
+        cut_line(&mut long);
+        assert!(long.ends_with(" [cut by the orchestrator]"));
+        assert!(long.len() <= MAX_LOG_LINE + 32);
     }
 }

@@ -20,6 +20,12 @@ pub mod aggregator {
     tonic::include_proto!("aida.aggregator");
 }
 
+pub mod auth {
+    tonic::include_proto!("aida.auth");
+}
+
+mod redacted;
+
 /// Every AIDA proto file, encoded, for `tonic_reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("aida_descriptor");
 
@@ -28,4 +34,5 @@ pub mod service_names {
     pub const ORCHESTRATOR: &str = "aida.orchestrator.Orchestrator";
     pub const WORKER: &str = "aida.worker.Worker";
     pub const AGGREGATOR: &str = "aida.aggregator.Aggregator";
+    pub const AUTH: &str = "aida.auth.Auth";
 }

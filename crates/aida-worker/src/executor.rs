@@ -3,8 +3,15 @@
 //! left, remove the worktree. Both the gRPC `Execute` call and the
 //! orchestrator's assignments come through here, and every log line, the
 //! summary and the error leave it with secrets masked.
+//!
+//! What a caller can make a run touch is fixed here: the branch is always
+//! `aida/<task>/<subtask>`, derived from the validated ids (the request's
+//! `branch` is ignored); the base and dependencies are used by commit id
+//! only; a read-only run is only AIDA's planner and writes only below the
+//! worktree root; with `AIDA_REPO_ROOTS` set, the repository must lie below
+//! one of the roots.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use aida_core::ids::{SubtaskName, TaskId};
@@ -17,8 +24,20 @@ use crate::secrets::SecretMask;
 use crate::worktree::{self, PreparedWorktree};
 use crate::worktree_include;
 
-/// Lines buffered between a run and the masking of its log.
-const MASK_BUFFER: usize = 256;
+/// Lines buffered between a run and the masking of its log (each up to
+/// 64 KiB).
+const MASK_BUFFER: usize = 64;
+
+/// The only read-only run there is: AIDA's planner. The orchestrator's
+/// `aida_orchestrator::planning::PLANNER` (this crate cannot depend on the
+/// orchestrator); a subtask can never have this name, since subtask names
+/// cannot start with `_`.
+pub const PLANNER: &str = "_plan";
+
+/// The one answer for a repository outside the roots, whatever the reason
+/// (outside, missing, unreadable): it must not tell a caller anything about
+/// the host's files.
+pub const REPO_OUTSIDE_ROOTS: &str = "repository is not under the worker's AIDA_REPO_ROOTS";
 
 /// What every run on this worker shares.
 #[derive(Debug, Clone)]
@@ -31,16 +50,19 @@ pub struct ExecContext {
     pub agents: AgentConfig,
     /// Secret values masked in everything a run reports.
     pub secrets: Arc<SecretMask>,
+    /// Canonical directories repositories must lie under; empty: any.
+    pub repo_roots: Vec<PathBuf>,
 }
 
 impl ExecContext {
-    /// Default agent settings and no secrets to mask.
+    /// Default agent settings, no secrets to mask, no repository roots.
     pub fn new(worker_id: impl Into<String>, worktree_root: impl Into<PathBuf>) -> Self {
         Self {
             worker_id: worker_id.into(),
             worktree_root: worktree_root.into(),
             agents: AgentConfig::default(),
             secrets: Arc::default(),
+            repo_roots: Vec::new(),
         }
     }
 }
@@ -48,10 +70,13 @@ impl ExecContext {
 /// A run's fields checked once, at the start.
 struct Validated {
     task_id: TaskId,
-    /// A valid subtask name, or AIDA's own name for a read-only run.
+    /// A valid subtask name, or [`PLANNER`] for a read-only run.
     subtask: String,
+    /// `aida/<task>/<subtask>`; empty for a read-only run.
     branch: String,
     agent: Agent,
+    /// The repository, canonical when roots are configured.
+    repo: String,
 }
 
 /// Why a `SubtaskRun` cannot be run on this worker at all: the caller's
@@ -74,40 +99,73 @@ fn validate_run(run: &SubtaskRun, ctx: &ExecContext) -> Result<Validated, String
         return Err("base_commit is required".into());
     }
     let task_id = TaskId::parse(&run.task_id).map_err(|e| e.to_string())?;
-    // A read-only run (the planner) has a reserved name of AIDA's own and
-    // no branch; it only needs to be a safe directory name component.
-    let subtask = if run.read_only {
-        if run.subtask.contains(['/', '\\']) || run.subtask.starts_with('.') {
+    // A read-only run has no branch and runs in a snapshot named after the
+    // task, so only AIDA's own planner may be one.
+    let (subtask, branch) = if run.read_only {
+        if run.subtask != PLANNER {
             return Err(format!(
-                "subtask name {:?} is not a safe directory name",
+                "a read-only run must be AIDA's planner ({PLANNER:?}), not {:?}",
                 run.subtask
             ));
         }
-        run.subtask.clone()
+        (run.subtask.clone(), String::new())
     } else {
-        SubtaskName::parse(&run.subtask)
-            .map_err(|e| e.to_string())?
-            .to_string()
+        // Whatever branch the caller named, the run writes only its own.
+        let name = SubtaskName::parse(&run.subtask).map_err(|e| e.to_string())?;
+        (name.to_string(), task_id.subtask_branch(&name))
     };
+    if !is_object_id(&run.base_commit) {
+        return Err("base_commit must be a full commit id".into());
+    }
+    for dep in &run.dependencies {
+        // By commit id only: a dependency's branch may have moved since,
+        // and a name could point anywhere.
+        if !is_object_id(&dep.commit) {
+            return Err(format!(
+                "dependency {:?} must name a full commit id",
+                dep.subtask
+            ));
+        }
+    }
+    let repo = repo_under_roots(&run.repo, &ctx.repo_roots)?;
     let agent = match &run.agent {
         Some(spec) => {
             Agent::from_spec(spec, &run.prompt, &ctx.agents).map_err(|e| e.to_string())?
         }
         None => return Err("agent is required".into()),
     };
-    let branch = if run.read_only {
-        String::new()
-    } else if run.branch.is_empty() {
-        task_id.subtask_branch(&SubtaskName::parse(&subtask).map_err(|e| e.to_string())?)
-    } else {
-        run.branch.clone()
-    };
     Ok(Validated {
         task_id,
         subtask,
         branch,
         agent,
+        repo,
     })
+}
+
+/// A full hexadecimal object id (SHA-1 or SHA-256), not a name or an
+/// abbreviation git would resolve.
+fn is_object_id(rev: &str) -> bool {
+    matches!(rev.len(), 40 | 64) && rev.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `repo` canonicalized (symlinks and `..` resolved) when `roots` are set,
+/// and refused with one generic answer unless it lies below one of them.
+/// Without roots, `repo` as it is.
+fn repo_under_roots(repo: &str, roots: &[PathBuf]) -> Result<String, String> {
+    if roots.is_empty() {
+        return Ok(repo.to_owned());
+    }
+    let Ok(canonical) = Path::new(repo).canonicalize() else {
+        return Err(REPO_OUTSIDE_ROOTS.into());
+    };
+    if !roots.iter().any(|root| canonical.starts_with(root)) {
+        return Err(REPO_OUTSIDE_ROOTS.into());
+    }
+    canonical
+        .into_os_string()
+        .into_string()
+        .map_err(|_| REPO_OUTSIDE_ROOTS.to_owned())
 }
 
 fn failure(error: impl Into<String>) -> RunResult {
@@ -187,6 +245,11 @@ async fn run_masked(
     if cancel.is_cancelled() {
         return failure("cancelled");
     }
+    // From here on the repository is the checked, canonical path.
+    let run = SubtaskRun {
+        repo: v.repo.clone(),
+        ..run
+    };
     if run.read_only {
         return run_read_only(&run, &v, ctx, &logs, cancel).await;
     }
@@ -316,17 +379,21 @@ async fn run_in_worktree(
         blocking(move || worktree_include::copy_included(&repo, &path)).await
     };
     match included {
-        Ok(files) if files.is_empty() => {}
-        Ok(files) => {
-            note(
-                logs,
-                format!(
-                    "copied from {}: {}",
-                    worktree_include::FILE_NAME,
-                    files.join(", ")
-                ),
-            )
-            .await
+        Ok(included) => {
+            if !included.copied.is_empty() {
+                note(
+                    logs,
+                    format!(
+                        "copied from {}: {}",
+                        worktree_include::FILE_NAME,
+                        included.copied.join(", ")
+                    ),
+                )
+                .await;
+            }
+            for skipped in included.skipped {
+                note(logs, format!("{}: {skipped}", worktree_include::FILE_NAME)).await;
+            }
         }
         Err(e) => {
             let error = format!(

@@ -57,6 +57,27 @@ pub struct Config {
     /// `HEARTBEAT_INTERVAL_MS`: how often a running attempt's lease is
     /// renewed; keep it well under the orchestrator's LEASE_TIMEOUT_SECS.
     pub heartbeat_interval_ms: u64,
+    /// `AIDA_AGENT_ENV`: more of the worker's environment variables that
+    /// agents inherit, as a comma-separated list of names or globs
+    /// (`MY_TOOL_*`). The base list and each CLI's own variables are always
+    /// passed; the worker's own settings (`AIDA_*`, `DATABASE_URL`,
+    /// `REDIS_*`) never are.
+    pub aida_agent_env: Option<String>,
+    /// `AGENT_TIMEOUT_SECS`: the time limit of a run whose spec sets no
+    /// `timeout_secs`; every run has one.
+    pub agent_timeout_secs: u64,
+    /// `LOG_QUOTA_BYTES`: how many bytes of output lines one run may log;
+    /// past it one "log truncated" line is logged and the rest dropped.
+    pub log_quota_bytes: u64,
+    /// `AIDA_REPO_ROOTS`: a comma-separated list of directories; when set,
+    /// a run's repository must lie below one of them (after resolving
+    /// symlinks and `..`).
+    pub aida_repo_roots: Option<String>,
+    /// The internal credential: presented to the orchestrator, required
+    /// from callers of this worker's own service. Read by
+    /// [`Config::from_env`].
+    #[serde(skip)]
+    pub security: aida_core::grpc::Security,
 }
 
 impl Default for Config {
@@ -64,7 +85,7 @@ impl Default for Config {
         Self {
             worker_id: hostname(),
             orchestrator_addr: "http://127.0.0.1:50051".into(),
-            worker_listen_addr: "0.0.0.0:0".into(),
+            worker_listen_addr: "127.0.0.1:0".into(),
             worker_advertise_addr: None,
             worktree_root: None,
             claude_path: "claude".into(),
@@ -72,11 +93,23 @@ impl Default for Config {
             codex_path: "codex".into(),
             allow_bypass_permissions: false,
             heartbeat_interval_ms: 3000,
+            aida_agent_env: None,
+            agent_timeout_secs: agent::DEFAULT_TIMEOUT.as_secs(),
+            log_quota_bytes: agent::DEFAULT_LOG_QUOTA_BYTES,
+            aida_repo_roots: None,
+            security: Default::default(),
         }
     }
 }
 
 impl Config {
+    /// The settings and the internal credential from the environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let mut config: Config = aida_core::config::from_env()?;
+        config.security = aida_core::grpc::Security::from_env()?;
+        Ok(config)
+    }
+
     /// The worktree root, defaulting per worker so workers never share one.
     pub fn worktree_root(&self) -> PathBuf {
         self.worktree_root.clone().unwrap_or_else(|| {
@@ -87,13 +120,37 @@ impl Config {
     }
 
     /// Where the agent CLIs are and what they may do.
-    pub fn agent_config(&self) -> AgentConfig {
-        AgentConfig {
+    pub fn agent_config(&self) -> anyhow::Result<AgentConfig> {
+        if self.agent_timeout_secs == 0 {
+            anyhow::bail!(
+                "AGENT_TIMEOUT_SECS must be at least 1: a run without a time limit would hold the worker forever"
+            );
+        }
+        Ok(AgentConfig {
             claude_path: self.claude_path.clone(),
             gemini_path: self.gemini_path.clone(),
             codex_path: self.codex_path.clone(),
             allow_bypass_permissions: self.allow_bypass_permissions,
-        }
+            env: agent::AgentEnv::new(self.aida_agent_env.as_deref().unwrap_or(""))?,
+            default_timeout: std::time::Duration::from_secs(self.agent_timeout_secs),
+            log_quota_bytes: self.log_quota_bytes,
+        })
+    }
+
+    /// The repository roots, canonical; empty when `AIDA_REPO_ROOTS` is
+    /// unset. A root that does not exist is a mistake worth stopping for.
+    pub fn repo_roots(&self) -> anyhow::Result<Vec<PathBuf>> {
+        self.aida_repo_roots
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(|root| {
+                std::fs::canonicalize(root)
+                    .with_context(|| format!("AIDA_REPO_ROOTS: cannot resolve {root:?}"))
+            })
+            .collect()
     }
 }
 
@@ -137,14 +194,16 @@ pub async fn run(
         .clone()
         .filter(|a| !a.trim().is_empty())
         .unwrap_or_else(|| format!("127.0.0.1:{}", local.port()));
+    config.security.require()?;
     let endpoint = aida_core::config::grpc_endpoint(&config.orchestrator_addr);
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
-        .with_context(|| format!("invalid orchestrator address {endpoint:?}"))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .connect_lazy();
+    let channel = config
+        .security
+        .connect_lazy(&config.orchestrator_addr)
+        .with_context(|| format!("invalid orchestrator address {endpoint:?}"))?;
 
     let stop = CancellationToken::new();
-    let agents = config.agent_config();
+    let agents = config.agent_config()?;
+    let repo_roots = config.repo_roots()?;
     let agent_kinds: Arc<[String]> = agents.available_kinds().into();
     let secrets = secrets::SecretMask::from_env();
     let runner = runner::Runner {
@@ -157,6 +216,7 @@ pub async fn run(
             worktree_root: config.worktree_root(),
             agents,
             secrets: Arc::new(secrets),
+            repo_roots,
         }),
         agent_kinds,
         tracker: TaskTracker::new(),
@@ -170,6 +230,10 @@ pub async fn run(
         agent_kinds = ?runner.agent_kinds,
         masked_secrets = runner.ctx.secrets.len(),
         allow_bypass_permissions = runner.ctx.agents.allow_bypass_permissions,
+        agent_env = ?runner.ctx.agents.env.extra_patterns(),
+        agent_timeout_secs = runner.ctx.agents.default_timeout.as_secs(),
+        log_quota_bytes = runner.ctx.agents.log_quota_bytes,
+        repo_roots = ?runner.ctx.repo_roots,
         "worker starting"
     );
 
@@ -209,12 +273,14 @@ pub async fn run(
         stop.clone(),
     ));
 
-    let grpc = aida_core::grpc::router(aida_proto::service_names::WORKER).await?;
-    let router = grpc
-        .router
-        .add_service(aida_proto::worker::worker_server::WorkerServer::new(
+    let grpc =
+        aida_core::grpc::router(&[aida_proto::service_names::WORKER], &config.security).await?;
+    let router = grpc.router.add_service(
+        aida_proto::worker::worker_server::WorkerServer::with_interceptor(
             service::WorkerService::new(runner.clone()),
-        ));
+            grpc.guard.clone(),
+        ),
+    );
     let served = aida_core::grpc::serve(router, listener, stop.clone().cancelled_owned()).await;
     // Whatever ended serving, stop everything else too.
     stop.cancel();
@@ -235,7 +301,7 @@ mod tests {
             worker_id: "w/1 x".into(),
             ..Config::default()
         };
-        assert_eq!(config.worker_listen_addr, "0.0.0.0:0");
+        assert_eq!(config.worker_listen_addr, "127.0.0.1:0");
         assert_eq!(
             config.worktree_root(),
             std::env::temp_dir().join("aida-worktrees").join("w_1_x")

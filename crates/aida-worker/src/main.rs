@@ -8,7 +8,7 @@ use aida_worker::Config;
 #[tokio::main]
 async fn main() -> ExitCode {
     aida_core::telemetry::init();
-    let config = match aida_core::config::from_env::<Config>() {
+    let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("aida-worker: invalid configuration: {e}");

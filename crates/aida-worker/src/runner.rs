@@ -12,8 +12,9 @@ use tokio_util::task::TaskTracker;
 use crate::executor::{self, ExecContext};
 use crate::state::{CurrentRun, WorkerState};
 
-/// Log lines buffered between the agent and whoever forwards them.
-const LOG_BUFFER: usize = 1024;
+/// Log lines buffered between the agent and whoever forwards them. Lines
+/// may be 64 KiB long: this bounds what a slow reader makes the worker hold.
+const LOG_BUFFER: usize = 128;
 
 #[derive(Debug, Clone)]
 pub struct Runner {

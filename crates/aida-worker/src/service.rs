@@ -42,7 +42,8 @@ impl Worker for WorkerService {
             subtask: busy.subtask,
         })?;
 
-        let (tx, rx) = mpsc::channel(256);
+        // Lines may be 64 KiB long: a slow caller holds at most a few MiB.
+        let (tx, rx) = mpsc::channel(64);
         // The run goes on if the caller hangs up; `Stop` ends it.
         self.runner.tracker.spawn(async move {
             let mut logs = started.logs;

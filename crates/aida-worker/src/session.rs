@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use aida_core::grpc::AuthChannel as Channel;
 use aida_proto::common::{LogLine, RunResult, SubtaskRun};
 use aida_proto::orchestrator::orchestrator_client::OrchestratorClient;
 use aida_proto::orchestrator::{
@@ -12,7 +13,6 @@ use aida_proto::orchestrator::{
     worker_command,
 };
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 use crate::runner::{Runner, StartedRun};
 
@@ -20,6 +20,9 @@ const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Log lines are sent in batches: at most this many per ReportLog ...
 const LOG_BATCH_LINES: usize = 64;
+/// ... and about this many bytes of text (lines may be 64 KiB long; 64 of
+/// them would pass the 4 MiB message limit of a gRPC server) ...
+const LOG_BATCH_BYTES: usize = 1024 * 1024;
 /// ... and at least this often while lines are waiting.
 const LOG_FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Unary calls to the orchestrator give up after this long.
@@ -55,6 +58,12 @@ pub async fn run(
         runner.state.set_connected(false);
         match outcome {
             Ok(()) => tracing::info!("orchestrator closed the session, reconnecting"),
+            // Without the right credential nothing can be taken or reported:
+            // say so every time, it is a setting to fix.
+            Err(status) if status.code() == tonic::Code::Unauthenticated => tracing::error!(
+                error = %status.message(),
+                "the orchestrator refused this worker's credential (AIDA_INTERNAL_TOKEN or its TLS certificate); retrying"
+            ),
             // Loud on the first failure, quiet while the orchestrator stays down.
             Err(status) if backoff == BACKOFF_START => tracing::warn!(
                 code = ?status.code(),
@@ -171,6 +180,7 @@ impl Reporter {
     async fn follow(self, started: StartedRun) {
         let StartedRun { mut logs, result } = started;
         let mut batch = Vec::new();
+        let mut batch_bytes = 0;
         let mut tick = tokio::time::interval(LOG_FLUSH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heartbeat = tokio::time::interval(self.heartbeat_every);
@@ -179,14 +189,19 @@ impl Reporter {
             tokio::select! {
                 line = logs.recv() => match line {
                     Some(line) => {
+                        batch_bytes += line.line.len();
                         batch.push(line);
-                        if batch.len() >= LOG_BATCH_LINES {
+                        if batch.len() >= LOG_BATCH_LINES || batch_bytes >= LOG_BATCH_BYTES {
                             self.report_logs(&mut batch).await;
+                            batch_bytes = 0;
                         }
                     }
                     None => break,
                 },
-                _ = tick.tick() => self.report_logs(&mut batch).await,
+                _ = tick.tick() => {
+                    self.report_logs(&mut batch).await;
+                    batch_bytes = 0;
+                }
                 _ = heartbeat.tick() => self.heartbeat().await,
             }
         }

@@ -182,6 +182,7 @@ pub fn prepare(
 }
 
 /// The base commit with every dependency commit merged in, in order.
+/// Dependencies count by commit id only; their `branch` is never read.
 fn start_commit(
     repo: &Repository,
     run: &SubtaskRun,
@@ -189,12 +190,7 @@ fn start_commit(
 ) -> Result<Oid, WorktreeError> {
     let mut start = resolve(repo, "base commit", &run.base_commit)?;
     for dep in &run.dependencies {
-        let rev = if dep.commit.is_empty() {
-            &dep.branch
-        } else {
-            &dep.commit
-        };
-        let dep_commit = resolve(repo, &format!("dependency {}", dep.subtask), rev)?;
+        let dep_commit = resolve(repo, &format!("dependency {}", dep.subtask), &dep.commit)?;
         if dep_commit == start
             || repo
                 .graph_descendant_of(start, dep_commit)
@@ -214,13 +210,20 @@ fn start_commit(
     Ok(start)
 }
 
-fn resolve(repo: &Repository, what: &str, rev: &str) -> Result<Oid, WorktreeError> {
+/// The commit a full object id names. Never a revision expression: a name
+/// (`main`, `HEAD@{1}`, `:/text`) is not accepted from a caller.
+fn resolve(repo: &Repository, what: &str, id: &str) -> Result<Oid, WorktreeError> {
     let resolve_err = |source| WorktreeError::Resolve {
         what: what.to_owned(),
-        rev: rev.to_owned(),
+        rev: id.to_owned(),
         source,
     };
-    repo.revparse_single(rev)
+    let full = matches!(id.len(), 40 | 64) && id.bytes().all(|b| b.is_ascii_hexdigit());
+    if !full {
+        return Err(resolve_err(git2::Error::from_str("not a full commit id")));
+    }
+    Oid::from_str(id)
+        .and_then(|oid| repo.find_object(oid, None))
         .and_then(|o| o.peel_to_commit())
         .map(|c| c.id())
         .map_err(resolve_err)
@@ -415,14 +418,10 @@ pub fn snapshot(repo_path: &str, commit: &str, dir: &Path) -> Result<Oid, Worktr
         repo: repo_path.to_owned(),
         source,
     })?;
+    let commit = resolve(&repo, "base commit", commit)?;
     let commit = repo
-        .revparse_single(commit)
-        .and_then(|o| o.peel_to_commit())
-        .map_err(|source| WorktreeError::Resolve {
-            what: "base commit".into(),
-            rev: commit.to_owned(),
-            source,
-        })?;
+        .find_commit(commit)
+        .map_err(git("reading the base commit"))?;
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|source| WorktreeError::Io {
             what: format!("removing a stale snapshot at {}", dir.display()),

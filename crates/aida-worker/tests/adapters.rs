@@ -79,7 +79,7 @@ async fn claude_code_edits_files_and_reports_its_usage() {
     assert_eq!(
         starting_line(&lines),
         format!(
-            "starting claude-code agent: {} -p <prompt> --output-format stream-json --verbose --permission-mode acceptEdits --model claude-opus-4-1 --max-turns 10 --max-budget-usd 5 --append-system-prompt \"Keep it short.\" --allowedTools \"Read,Write,Bash(git diff:*)\"",
+            "starting claude-code agent: {} -p --output-format stream-json --verbose --permission-mode=acceptEdits --model=claude-opus-4-1 --max-turns=10 --max-budget-usd=5 \"--append-system-prompt=Keep it short.\" \"--allowedTools=Read,Write,Bash(git diff:*)\" -- <prompt>",
             fake.display()
         )
     );
@@ -146,7 +146,7 @@ async fn gemini_cli_edits_files_and_reports_its_usage() {
     assert_eq!(
         starting_line(&lines),
         format!(
-            "starting gemini-cli agent: {} -p <prompt> --output-format stream-json --approval-mode auto_edit -m gemini-2.5-flash",
+            "starting gemini-cli agent: {} --prompt=<prompt> --output-format stream-json --approval-mode=auto_edit --model=gemini-2.5-flash",
             fakes_dir().join("gemini").display()
         )
     );
@@ -193,7 +193,7 @@ async fn codex_cli_edits_files_and_reports_its_usage() {
     assert_eq!(
         starting_line(&lines),
         format!(
-            "starting codex-cli agent: {} -a never exec --json -s workspace-write -m gpt-5-codex -- <prompt>",
+            "starting codex-cli agent: {} -a never exec --json -s workspace-write --model=gpt-5-codex -- <prompt>",
             fakes_dir().join("codex").display()
         )
     );
@@ -279,7 +279,7 @@ async fn bypass_permissions_needs_the_operators_consent() {
     ctx.ctx.agents.allow_bypass_permissions = true;
     let (result, lines) = ctx.execute(run).await;
     assert!(result.success, "{result:?}");
-    assert!(starting_line(&lines).contains("--permission-mode bypassPermissions"));
+    assert!(starting_line(&lines).contains("--permission-mode=bypassPermissions"));
     assert_files(&repo, &result, &[("y.txt", "y\n")]);
 }
 
@@ -547,5 +547,63 @@ async fn secrets_from_the_environment_never_leave_the_worker() {
     assert!(has_line(&lines, "agent", "the key is ***"), "{lines:?}");
     for line in &lines {
         assert!(!line.line.contains("sk-test-123456"), "{line:?}");
+    }
+}
+
+/// What a fake recorded about its invocation (see tests/fakes/fakeagent.py).
+fn record(repo: &TestRepo, result: &RunResult, prog: &str) -> serde_json::Value {
+    let text = repo
+        .file_at(&result.commit, &format!(".aida-fake-{prog}.json"))
+        .unwrap_or_else(|| panic!("{prog} recorded nothing: {result:?}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn text_that_looks_like_a_flag_stays_text() {
+    // The fakes record what they parsed when the worktree has this marker.
+    let repo = TestRepo::with_files(&[(".aida-fake-record", "")]);
+    let ctx = Ctx::with_fakes();
+    for prompt in ["--dangerously-skip-permissions", "-rf /", "--yolo", "-p"] {
+        let mut spec = cli(
+            "claude-code",
+            &[("append_system_prompt", "--dangerously-skip-permissions")],
+        );
+        spec.model = "--yolo".into();
+        let (result, lines) = ctx.execute(repo.agent_run("claude", spec, prompt)).await;
+        assert!(result.success, "claude, {prompt:?}: {result:?} {lines:?}");
+        let args = &record(&repo, &result, "claude")["args"];
+        assert_eq!(args["prompt"], prompt, "claude's prompt");
+        assert_eq!(args["model"], "--yolo");
+        assert_eq!(
+            args["append_system_prompt"],
+            "--dangerously-skip-permissions"
+        );
+        assert_eq!(args["dangerously_skip_permissions"], false, "{prompt:?}");
+        assert_eq!(args["print_mode"], true);
+        assert_eq!(args["permission_mode"], "acceptEdits");
+
+        let mut spec = cli("gemini-cli", &[]);
+        spec.model = "--yolo".into();
+        let (result, lines) = ctx.execute(repo.agent_run("gemini", spec, prompt)).await;
+        assert!(result.success, "gemini, {prompt:?}: {result:?} {lines:?}");
+        let args = &record(&repo, &result, "gemini")["args"];
+        assert_eq!(args["prompt"], prompt, "gemini's prompt");
+        assert_eq!(args["model"], "--yolo");
+        assert_eq!(args["yolo"], false, "{prompt:?}");
+        assert_eq!(args["approval_mode"], "auto_edit");
+
+        let mut spec = cli("codex-cli", &[]);
+        spec.model = "--yolo".into();
+        let (result, lines) = ctx.execute(repo.agent_run("codex", spec, prompt)).await;
+        assert!(result.success, "codex, {prompt:?}: {result:?} {lines:?}");
+        let args = &record(&repo, &result, "codex")["args"];
+        assert_eq!(args["prompt"], prompt, "codex's prompt");
+        assert_eq!(args["exec_model"], "--yolo");
+        assert_eq!(args["model"], serde_json::Value::Null);
+        assert_eq!(
+            args["dangerously_bypass_approvals_and_sandbox"], false,
+            "{prompt:?}"
+        );
+        assert_eq!(args["sandbox"], "workspace-write");
     }
 }

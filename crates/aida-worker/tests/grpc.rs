@@ -3,6 +3,9 @@
 
 mod common;
 
+use aida_core::grpc::Security;
+use aida_core::grpc::security::AttachCredential;
+use aida_core::secret::SecretString;
 use aida_proto::common::{LogLine, RunResult};
 use aida_proto::worker::worker_client::WorkerClient;
 use aida_proto::worker::{ExecuteRequest, ExecutionLog, StatusRequest, StopRequest, execution_log};
@@ -11,10 +14,11 @@ use common::TestRepo;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_stream::StreamExt;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 struct TestWorker {
-    client: WorkerClient<Channel>,
+    client: WorkerClient<InterceptedService<Channel, AttachCredential>>,
     stop: oneshot::Sender<()>,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
     _root: tempfile::TempDir,
@@ -26,6 +30,7 @@ async fn spawn_worker() -> TestWorker {
     let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
+    let security = Security::with_token(SecretString::from(aida_core::secret::random_hex(32)));
     let config = Config {
         worker_id: "grpc-worker".into(),
         orchestrator_addr: dead_addr.to_string(),
@@ -35,6 +40,7 @@ async fn spawn_worker() -> TestWorker {
         claude_path: common::fakes_dir().join("claude").display().to_string(),
         gemini_path: "/nonexistent/gemini".into(),
         codex_path: "no-such-codex-aida".into(),
+        security: security.clone(),
         ..Config::default()
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -43,9 +49,12 @@ async fn spawn_worker() -> TestWorker {
     let handle = tokio::spawn(aida_worker::run(config, listener, async move {
         let _ = stopped.await;
     }));
-    let client = WorkerClient::connect(format!("http://{addr}"))
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
         .await
         .unwrap();
+    let client = WorkerClient::with_interceptor(channel, security.credential());
     TestWorker {
         client,
         stop,

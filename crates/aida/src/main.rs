@@ -1,9 +1,12 @@
 //! The `aida` command line: drives a running AIDA through the gateway's REST
-//! API. Data goes to stdout, diagnostics to stderr. Adding a subcommand is a
-//! variant of [`Command`] plus a module in `commands`.
+//! API, signed in (see `credentials` for which token a request carries).
+//! Data goes to stdout, diagnostics to stderr; no token or password is ever
+//! printed. Adding a subcommand is a variant of [`Command`] plus a module in
+//! `commands`.
 
 mod client;
 mod commands;
+mod credentials;
 mod output;
 
 use std::process::ExitCode;
@@ -34,12 +37,28 @@ enum Command {
     Workers(commands::workers::WorkersArgs),
     /// Follow a task's events until it finished; exit 0 if it succeeded.
     Watch(commands::watch::WatchArgs),
-    /// Run every service in this process: gateway, orchestrator (SQLite),
-    /// workers and aggregator, on their usual ports.
+    /// Run every service in this process on 127.0.0.1: gateway,
+    /// orchestrator (SQLite), workers and aggregator; sign-in on, secrets
+    /// and an admin token made under data/.
     Dev(commands::dev::DevArgs),
-    /// Back up and restore the orchestrator's database.
+    /// Back up and restore the orchestrator's database, and make users on
+    /// it directly.
     #[command(subcommand)]
     Admin(commands::admin::AdminCommand),
+    /// Sign in to a gateway; later commands send the login's token.
+    Login(commands::login::LoginArgs),
+    /// End the stored login for the gateway and forget it.
+    Logout(commands::login::LogoutArgs),
+    /// Who the gateway takes you for.
+    Whoami(commands::login::WhoamiArgs),
+    /// Create, list and revoke API tokens (admin).
+    #[command(subcommand)]
+    Token(commands::token::TokenCommand),
+    /// List, create, change and delete users (admin).
+    #[command(subcommand)]
+    User(commands::user::UserCommand),
+    /// Read the audit trail, newest first (admin).
+    Audit(commands::audit::AuditArgs),
 }
 
 #[tokio::main]
@@ -51,6 +70,12 @@ async fn main() -> ExitCode {
         Command::Watch(args) => args.run(&cli.global).await,
         Command::Dev(args) => args.run(&cli.global).await,
         Command::Admin(command) => command.run().await,
+        Command::Login(args) => args.run(&cli.global).await,
+        Command::Logout(args) => args.run(&cli.global).await,
+        Command::Whoami(args) => args.run(&cli.global).await,
+        Command::Token(command) => command.run(&cli.global).await,
+        Command::User(command) => command.run(&cli.global).await,
+        Command::Audit(args) => args.run(&cli.global).await,
     };
     result.unwrap_or_else(|err| {
         eprintln!("aida: {err:#}");
@@ -250,6 +275,30 @@ mod tests {
             .request()
             .unwrap_err();
         assert!(format!("{err:#}").contains("unknown field `typo`"));
+    }
+
+    #[test]
+    fn aida_dev_listens_on_loopback_unless_told_otherwise() {
+        let Command::Dev(args) = Cli::try_parse_from(["aida", "dev"]).unwrap().command else {
+            panic!("not dev");
+        };
+        // The variables may be set where the tests run.
+        for (addr, var, default) in [
+            (&args.gateway_addr, "GATEWAY_LISTEN_ADDR", "127.0.0.1:8080"),
+            (
+                &args.orchestrator_addr,
+                "ORCHESTRATOR_LISTEN_ADDR",
+                "127.0.0.1:50051",
+            ),
+            (
+                &args.aggregator_addr,
+                "AGGREGATOR_LISTEN_ADDR",
+                "127.0.0.1:50053",
+            ),
+        ] {
+            let expected = std::env::var(var).unwrap_or_else(|_| default.into());
+            assert_eq!(addr, &expected);
+        }
     }
 
     #[test]

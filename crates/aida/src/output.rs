@@ -1,4 +1,5 @@
-//! Human-readable renderings of tasks, workers and events, and writing to
+//! Human-readable renderings of tasks, workers, events, users, API tokens
+//! and audit lines, and writing to
 //! stdout without panicking when the reader went away (`aida task list |
 //! head`).
 
@@ -6,7 +7,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use aida_core::event::kind;
-use aida_gateway::api::{Event, Subtask, Task, Worker};
+use aida_gateway::api::{ApiToken, AuditEntry, Event, Subtask, Task, User, Worker};
 use chrono::{DateTime, Local, Utc};
 use serde::Serialize;
 
@@ -33,7 +34,7 @@ fn short(commit: &str) -> &str {
     commit.get(..10).unwrap_or(commit)
 }
 
-fn local(at: DateTime<Utc>) -> String {
+pub fn local(at: DateTime<Utc>) -> String {
     at.with_timezone(&Local)
         .format("%Y-%m-%d %H:%M:%S")
         .to_string()
@@ -57,8 +58,17 @@ pub fn task(task: &Task) -> String {
         _ => {}
     }
     out.push('\n');
-    if let Some(created) = task.created_at {
-        let _ = writeln!(out, "  created: {}", local(created));
+    match (task.created_at, &task.created_by) {
+        (Some(at), Some(by)) => {
+            let _ = writeln!(out, "  created: {} by {by}", local(at));
+        }
+        (Some(at), None) => {
+            let _ = writeln!(out, "  created: {}", local(at));
+        }
+        (None, Some(by)) => {
+            let _ = writeln!(out, "  created by: {by}");
+        }
+        (None, None) => {}
     }
     if let Some(branch) = &task.result_branch {
         let commit = task.result_commit.as_deref().map(short).unwrap_or("-");
@@ -129,8 +139,8 @@ pub fn task_table(tasks: &[Task]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:36}  {:10}  {:8}  {:19}  DESCRIPTION",
-        "ID", "STATUS", "SUBTASKS", "CREATED"
+        "{:36}  {:10}  {:8}  {:19}  {:12}  DESCRIPTION",
+        "ID", "STATUS", "SUBTASKS", "CREATED", "BY"
     );
     for task in tasks {
         let done = task
@@ -140,11 +150,12 @@ pub fn task_table(tasks: &[Task]) -> String {
             .count();
         let _ = writeln!(
             out,
-            "{:36}  {:10}  {:8}  {:19}  {}",
+            "{:36}  {:10}  {:8}  {:19}  {:12}  {}",
             task.id,
             task.status.label(),
             format!("{done}/{}", task.subtasks.len()),
             task.created_at.map(local).unwrap_or_default(),
+            task.created_by.as_deref().unwrap_or("-"),
             first_line(task.description.as_deref().unwrap_or(""), 60),
         );
     }
@@ -175,6 +186,143 @@ pub fn worker_table(workers: &[Worker]) -> String {
         );
     }
     out
+}
+
+/// Rows under a header, each column as wide as its widest cell; the last
+/// column is not padded.
+fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<&str>| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == N {
+                text.push_str(cell);
+            } else {
+                let pad = widths[i] - cell.chars().count();
+                text.push_str(cell);
+                text.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn when(at: Option<DateTime<Utc>>) -> String {
+    at.map(local).unwrap_or_else(|| "-".to_owned())
+}
+
+/// One line per API token; its state as of `now`.
+pub fn token_table(tokens: &[ApiToken], now: DateTime<Utc>) -> String {
+    let rows: Vec<[String; 7]> = tokens
+        .iter()
+        .map(|t| {
+            let state = if t.revoked_at.is_some() {
+                "revoked"
+            } else if t.expires_at.is_some_and(|at| at <= now) {
+                "expired"
+            } else {
+                "active"
+            };
+            [
+                t.id.clone(),
+                t.name.clone(),
+                t.role.clone(),
+                t.owner.clone(),
+                state.to_owned(),
+                when(t.expires_at),
+                when(t.last_used_at),
+            ]
+        })
+        .collect();
+    table(
+        [
+            "ID",
+            "NAME",
+            "ROLE",
+            "OWNER",
+            "STATE",
+            "EXPIRES",
+            "LAST USED",
+        ],
+        &rows,
+    )
+}
+
+/// One line per user.
+pub fn user_table(users: &[User]) -> String {
+    let rows: Vec<[String; 6]> = users
+        .iter()
+        .map(|u| {
+            let state = if u.disabled {
+                "disabled".to_owned()
+            } else if let Some(until) = u.locked_until {
+                format!("locked until {}", local(until))
+            } else {
+                "active".to_owned()
+            };
+            [
+                u.name.clone(),
+                u.role.clone(),
+                state,
+                when(u.last_login_at),
+                when(u.created_at),
+                u.created_by.clone().unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
+        .collect();
+    table(
+        [
+            "NAME",
+            "ROLE",
+            "STATE",
+            "LAST LOGIN",
+            "CREATED",
+            "CREATED BY",
+        ],
+        &rows,
+    )
+}
+
+/// One line per audit entry, its details as compact JSON.
+pub fn audit_table(entries: &[AuditEntry]) -> String {
+    let rows: Vec<[String; 8]> = entries
+        .iter()
+        .map(|e| {
+            let detail = match &e.detail {
+                serde_json::Value::Null => String::new(),
+                serde_json::Value::Object(map) if map.is_empty() => String::new(),
+                other => other.to_string(),
+            };
+            [
+                when(e.at),
+                e.user.clone(),
+                e.role.clone(),
+                e.client_addr.clone(),
+                e.action.clone(),
+                e.object.clone(),
+                e.result.clone(),
+                first_line(&detail, 120),
+            ]
+        })
+        .collect();
+    table(
+        [
+            "TIME", "USER", "ROLE", "FROM", "ACTION", "OBJECT", "RESULT", "DETAIL",
+        ],
+        &rows,
+    )
 }
 
 /// One line for one event: time, kind, subtask and worker, then the log
@@ -266,6 +414,50 @@ fn first_line(text: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_fit_their_widest_cell() {
+        let text = table(
+            ["A", "LONG HEADER", "LAST"],
+            &[
+                ["wide cell".into(), "x".into(), "end".into()],
+                ["b".into(), "".into(), "".into()],
+            ],
+        );
+        assert_eq!(
+            text,
+            "A          LONG HEADER  LAST\nwide cell  x            end\nb\n"
+        );
+    }
+
+    #[test]
+    fn token_states_follow_revocation_and_expiry() {
+        let now = Utc::now();
+        let token = |revoked: bool, expired: bool| ApiToken {
+            id: "abc".into(),
+            name: "ci".into(),
+            role: "operator".into(),
+            owner: "alice".into(),
+            created_at: Some(now),
+            expires_at: Some(if expired {
+                now - chrono::Duration::days(1)
+            } else {
+                now + chrono::Duration::days(1)
+            }),
+            last_used_at: None,
+            revoked_at: revoked.then_some(now),
+        };
+        let text = token_table(
+            &[token(true, false), token(false, true), token(false, false)],
+            now,
+        );
+        let states: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().nth(4).unwrap())
+            .collect();
+        assert_eq!(states, ["revoked", "expired", "active"]);
+    }
 
     #[test]
     fn log_events_show_their_line_and_status_events_their_status() {

@@ -1,15 +1,15 @@
 //! A task's shared context: `GET /api/tasks/{id}/context`,
-//! `GET /api/tasks/{id}/context/{key}` (everyone) and
-//! `PUT /api/tasks/{id}/context/{key}` (agents, with the task's token as a
-//! bearer token: they find it in `AIDA_CONTEXT_TOKEN`).
+//! `GET /api/tasks/{id}/context/{key}` and `PUT /api/tasks/{id}/context/{key}`,
+//! for users (reading needs viewer, writing operator) and for the task's
+//! agents, whose token (`AIDA_CONTEXT_TOKEN`) works for their own task only.
 
 use aida_proto::orchestrator as orch;
-use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, header};
+use axum::{Extension, Json};
 
 use crate::api::{ContextEntry, ContextHistoryQuery, ContextList, ErrorBody, PutContext};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -20,20 +20,12 @@ fn task_and_key(
     Ok((aida_core::ids::TaskId::parse(&id)?.to_string(), key))
 }
 
-fn bearer(headers: &HeaderMap) -> String {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_owned())
-        .unwrap_or_default()
-}
-
 /// The latest value of each key (every value with `?history=true`).
 #[utoipa::path(
     get,
     path = "/api/tasks/{id}/context",
     tag = "context",
+    security(("bearer" = []), ("context_token" = [])),
     params(("id" = String, Path, description = "task id"), ContextHistoryQuery),
     responses(
         (status = 200, body = ContextList),
@@ -67,6 +59,7 @@ pub async fn list_context(
     get,
     path = "/api/tasks/{id}/context/{key}",
     tag = "context",
+    security(("bearer" = []), ("context_token" = [])),
     params(("id" = String, Path, description = "task id"), ("key" = String, Path), ContextHistoryQuery),
     responses(
         (status = 200, description = "the latest entry, or `{\"context\": [...]}` with history", body = ContextEntry),
@@ -109,18 +102,19 @@ pub async fn get_context(
     tag = "context",
     params(("id" = String, Path, description = "task id"), ("key" = String, Path)),
     request_body = PutContext,
-    security(("context_token" = [])),
+    security(("bearer" = []), ("context_token" = [])),
     responses(
         (status = 200, body = ContextEntry),
         (status = 400, body = ErrorBody),
-        (status = 401, description = "no or a wrong task token", body = ErrorBody),
+        (status = 401, description = "no or a wrong token", body = ErrorBody),
+        (status = 403, description = "a viewer, or an agent of another task", body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
 )]
 pub async fn put_context(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
     body: Result<Json<PutContext>, JsonRejection>,
 ) -> Result<Json<ContextEntry>, ApiError> {
     let (task_id, key) = task_and_key(path)?;
@@ -131,8 +125,12 @@ pub async fn put_context(
             task_id,
             key,
             value: body.value,
-            token: bearer(&headers),
+            token: principal
+                .context_token()
+                .map(|t| aida_core::secret::ExposeSecret::expose_secret(t).to_owned())
+                .unwrap_or_default(),
             author: body.author.unwrap_or_default(),
+            actor: Some(principal.actor()),
         })
         .await?
         .into_inner();

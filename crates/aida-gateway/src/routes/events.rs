@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use aida_core::ids::TaskId;
 use aida_proto::orchestrator as orch;
+use axum::Extension;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -15,6 +16,7 @@ use axum::response::sse::{self, KeepAlive, Sse};
 use futures::Stream;
 
 use crate::api::{ErrorBody, Event, ProgressQuery};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -26,6 +28,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
     get,
     path = "/api/events",
     tag = "events",
+    security(("bearer" = [])),
     params(
         ProgressQuery,
         ("Last-Event-ID" = Option<i64>, Header, description = "resume after this event id"),
@@ -34,15 +37,25 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
         (status = 200, description = "a text/event-stream of events", content_type = "text/event-stream", body = String),
         (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 429, description = "too many live streams for this user", body = ErrorBody),
         (status = 503, body = ErrorBody),
     )
 )]
 pub async fn follow_events(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     query: Result<Query<ProgressQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>, ApiError> {
     let Query(query) = query?;
+    // Held by the stream: the slot frees when the client goes away.
+    let slot = state.limits().streams().open(&principal.username).ok_or_else(|| {
+        ApiError::TooManyStreams(format!(
+            "{} has {} live event streams open already (AIDA_MAX_SSE_PER_USER); close one first",
+            principal.username,
+            state.limits().streams().max()
+        ))
+    })?;
     let task_id = match query.task.as_deref().map(str::trim) {
         Some(raw) if !raw.is_empty() => Some(TaskId::parse(raw)?),
         _ => None,
@@ -61,6 +74,7 @@ pub async fn follow_events(
     tracing::debug!(task_id = ?task_id, after, "following events");
 
     let stream = async_stream::stream! {
+        let _slot = slot;
         loop {
             let message = tokio::select! {
                 message = updates.message() => message,

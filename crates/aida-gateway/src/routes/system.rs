@@ -5,14 +5,16 @@ use std::time::Duration;
 
 use aida_proto::orchestrator as orch;
 use aida_proto::service_names;
-use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use utoipa::OpenApi;
 
-use crate::api::{ErrorBody, Health, LockList, WorkerList};
+use crate::api::{ErrorBody, Health, LockList, Worker, WorkerList};
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
@@ -25,6 +27,7 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
     get,
     path = "/api/workers",
     tag = "workers",
+    security(("bearer" = [])),
     responses(
         (status = 200, body = WorkerList),
         (status = 503, body = ErrorBody),
@@ -41,11 +44,74 @@ pub async fn list_workers(State(state): State<AppState>) -> Result<Json<WorkerLi
     }))
 }
 
+/// Drains a worker: it finishes what it runs and is given nothing new until
+/// resumed, so it can be stopped without losing work.
+#[utoipa::path(
+    post,
+    path = "/api/workers/{id}/drain",
+    tag = "workers",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "worker id")),
+    responses(
+        (status = 200, body = Worker),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn drain_worker(
+    state: State<AppState>,
+    principal: Extension<Principal>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Worker>, ApiError> {
+    set_drain(state, principal, path, true).await
+}
+
+/// Lets a drained worker take work again.
+#[utoipa::path(
+    post,
+    path = "/api/workers/{id}/resume",
+    tag = "workers",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "worker id")),
+    responses(
+        (status = 200, body = Worker),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+pub async fn resume_worker(
+    state: State<AppState>,
+    principal: Extension<Principal>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<Worker>, ApiError> {
+    set_drain(state, principal, path, false).await
+}
+
+async fn set_drain(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    path: Result<Path<String>, PathRejection>,
+    drain: bool,
+) -> Result<Json<Worker>, ApiError> {
+    let Path(worker_id) = path?;
+    let worker = state
+        .orchestrator()
+        .set_worker_drain(orch::SetWorkerDrainRequest {
+            worker_id,
+            drain,
+            actor: Some(principal.actor()),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(worker.into()))
+}
+
 /// Locks held right now: a merge holds its repository's lock.
 #[utoipa::path(
     get,
     path = "/api/locks",
     tag = "system",
+    security(("bearer" = [])),
     responses(
         (status = 200, body = LockList),
         (status = 503, body = ErrorBody),
@@ -108,6 +174,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     get,
     path = "/api/openapi.json",
     tag = "system",
+    security(("bearer" = [])),
     responses((status = 200, description = "the OpenAPI document", body = Object))
 )]
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {

@@ -3,15 +3,16 @@
 
 use aida_core::ids::TaskId;
 use aida_proto::orchestrator as orch;
-use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 
 use crate::api::{
     CreateTask, ErrorBody, Event, EventList, ListEventsQuery, ListTasksQuery, Task, TaskList,
 };
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -27,6 +28,7 @@ pub(crate) fn task_id(path: Result<Path<String>, PathRejection>) -> Result<TaskI
     post,
     path = "/api/tasks",
     tag = "tasks",
+    security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "the same key always yields the same task")),
     request_body = CreateTask,
     responses(
@@ -37,11 +39,13 @@ pub(crate) fn task_id(path: Result<Path<String>, PathRejection>) -> Result<TaskI
 )]
 pub async fn create_task(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     body: Result<Json<CreateTask>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
     let mut request = orch::CreateTaskRequest::from(body);
+    request.actor = Some(principal.actor());
     // The same key always answers with the same task, never a second one.
     if let Some(key) = headers.get("idempotency-key") {
         request.idempotency_key = key
@@ -70,6 +74,7 @@ pub async fn create_task(
     post,
     path = "/api/orchestrate",
     tag = "tasks",
+    security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "the same key always yields the same task")),
     request_body = CreateTask,
     responses(
@@ -80,10 +85,11 @@ pub async fn create_task(
 )]
 pub async fn orchestrate(
     state: State<AppState>,
+    principal: Extension<Principal>,
     headers: HeaderMap,
     body: Result<Json<CreateTask>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    create_task(state, headers, body).await
+    create_task(state, principal, headers, body).await
 }
 
 /// Lists tasks, newest first.
@@ -91,6 +97,7 @@ pub async fn orchestrate(
     get,
     path = "/api/tasks",
     tag = "tasks",
+    security(("bearer" = [])),
     params(ListTasksQuery),
     responses(
         (status = 200, body = TaskList),
@@ -119,6 +126,7 @@ pub async fn list_tasks(
     get,
     path = "/api/tasks/{id}",
     tag = "tasks",
+    security(("bearer" = [])),
     params(("id" = String, Path, description = "task id (a UUID)")),
     responses(
         (status = 200, body = Task),
@@ -147,6 +155,7 @@ pub async fn get_task(
     post,
     path = "/api/tasks/{id}/subtasks/{name}/cancel",
     tag = "tasks",
+    security(("bearer" = [])),
     params(("id" = String, Path, description = "task id (a UUID)"), ("name" = String, Path, description = "subtask name")),
     responses(
         (status = 200, description = "the task as it is after cancelling the subtask", body = Task),
@@ -157,6 +166,7 @@ pub async fn get_task(
 )]
 pub async fn cancel_subtask(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<Task>, ApiError> {
     let Path((id, name)) = path?;
@@ -166,6 +176,7 @@ pub async fn cancel_subtask(
         .stop_subtask(orch::StopSubtaskRequest {
             task_id: id.to_string(),
             subtask: name.clone(),
+            actor: Some(principal.actor()),
         })
         .await?
         .into_inner()
@@ -179,6 +190,7 @@ pub async fn cancel_subtask(
     post,
     path = "/api/tasks/{id}/approve",
     tag = "tasks",
+    security(("bearer" = [])),
     params(("id" = String, Path, description = "task id (a UUID)")),
     responses(
         (status = 200, description = "the task, queued to run its plan", body = Task),
@@ -189,6 +201,7 @@ pub async fn cancel_subtask(
 )]
 pub async fn approve_task(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Task>, ApiError> {
     let id = task_id(path)?;
@@ -196,6 +209,7 @@ pub async fn approve_task(
         .orchestrator()
         .approve_task(orch::ApproveTaskRequest {
             task_id: id.to_string(),
+            actor: Some(principal.actor()),
         })
         .await?
         .into_inner()
@@ -209,6 +223,7 @@ pub async fn approve_task(
     post,
     path = "/api/tasks/{id}/cancel",
     tag = "tasks",
+    security(("bearer" = [])),
     params(("id" = String, Path, description = "task id (a UUID)")),
     responses(
         (status = 200, description = "the task as it is after cancelling", body = Task),
@@ -219,6 +234,7 @@ pub async fn approve_task(
 )]
 pub async fn cancel_task(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Task>, ApiError> {
     let id = task_id(path)?;
@@ -226,6 +242,7 @@ pub async fn cancel_task(
         .orchestrator()
         .cancel_task(orch::CancelTaskRequest {
             task_id: id.to_string(),
+            actor: Some(principal.actor()),
         })
         .await?
         .into_inner()
@@ -240,6 +257,7 @@ pub async fn cancel_task(
     get,
     path = "/api/tasks/{id}/report",
     tag = "tasks",
+    security(("bearer" = [])),
     params(("id" = String, Path, description = "task id (a UUID)")),
     responses(
         (status = 200, description = "the report", content(
@@ -297,6 +315,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
     get,
     path = "/api/tasks/{id}/events",
     tag = "events",
+    security(("bearer" = [])),
     params(("id" = String, Path, description = "task id (a UUID)"), ListEventsQuery),
     responses(
         (status = 200, body = EventList),

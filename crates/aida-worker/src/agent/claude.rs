@@ -1,7 +1,13 @@
 //! The "claude-code" adapter: Claude Code in headless mode,
-//! `claude -p <prompt> --output-format stream-json --verbose
-//! --permission-mode <mode> [--model M] [--max-turns N] [--max-budget-usd X]
-//! [--append-system-prompt S] [--allowedTools T,...]`.
+//! `claude -p --output-format stream-json --verbose --permission-mode=<mode>
+//! [--model=M] [--max-turns=N] [--max-budget-usd=X]
+//! [--append-system-prompt=S] [--allowedTools=T,...] -- <prompt>`.
+//!
+//! `-p/--print` is a switch and the prompt a positional argument: it goes
+//! after `--` (commander.js, which Claude Code parses its flags with, takes
+//! everything after it as arguments), and every value AIDA passes on a
+//! user's behalf is glued to its option with `=`, so text that starts with
+//! a dash (`--dangerously-skip-permissions`) can never become a flag.
 //!
 //! Its stream-json output is one JSON object per line: a `system` event
 //! (subtype `init`, with `session_id`, `model`, `permissionMode`), then
@@ -18,7 +24,8 @@ use serde_json::Value;
 
 use super::{
     AgentConfig, AgentError, CLAUDE_CODE, Exit, Finished, StreamParser, clip, exit_failure,
-    json_object, list_option, note_unused, option, str_at, text_lines, tool_input_summary, u64_at,
+    json_object, list_option, note_unused, option, remember_tool, str_at, text_lines,
+    tool_input_summary, u64_at,
 };
 
 /// Edits are fine in a throwaway worktree; anything more needs the operator.
@@ -41,33 +48,32 @@ pub(super) fn argv(
     let mut argv: Vec<String> = [
         config.claude_path.as_str(),
         "-p",
-        prompt,
         "--output-format",
         "stream-json",
         "--verbose",
-        "--permission-mode",
-        mode,
     ]
     .map(str::to_owned)
     .to_vec();
+    argv.push(format!("--permission-mode={mode}"));
     if !spec.model.trim().is_empty() {
-        argv.extend(["--model".into(), spec.model.trim().to_owned()]);
+        argv.push(format!("--model={}", spec.model.trim()));
     }
     if spec.max_turns > 0 {
-        argv.extend(["--max-turns".into(), spec.max_turns.to_string()]);
+        argv.push(format!("--max-turns={}", spec.max_turns));
     }
     if spec.max_budget_usd > 0.0 {
-        argv.extend(["--max-budget-usd".into(), spec.max_budget_usd.to_string()]);
+        argv.push(format!("--max-budget-usd={}", spec.max_budget_usd));
     }
     if let Some(extra) = option(spec, "append_system_prompt") {
-        argv.extend(["--append-system-prompt".into(), extra.to_owned()]);
+        argv.push(format!("--append-system-prompt={extra}"));
     }
     let tools = list_option(spec, "allowed_tools")?;
     if !tools.is_empty() {
-        // One comma-separated value, the documented form: a list of values
-        // would swallow whatever argument came after it.
-        argv.extend(["--allowedTools".into(), tools.join(",")]);
+        // One comma-separated value, the documented form; glued with `=`
+        // it cannot swallow the arguments after it either.
+        argv.push(format!("--allowedTools={}", tools.join(",")));
     }
+    argv.extend(["--".to_owned(), prompt.to_owned()]);
     note_unused(
         spec,
         CLAUDE_CODE,
@@ -172,8 +178,7 @@ impl ClaudeParser {
                 }
                 "tool_use" => {
                     let name = str_at(block, "name");
-                    self.tools
-                        .insert(str_at(block, "id").to_owned(), name.to_owned());
+                    remember_tool(&mut self.tools, str_at(block, "id"), name);
                     let input = block.get("input").map(tool_input_summary);
                     out.push((
                         "agent",
@@ -378,22 +383,17 @@ mod tests {
             [
                 "/opt/claude",
                 "-p",
-                "do it",
                 "--output-format",
                 "stream-json",
                 "--verbose",
-                "--permission-mode",
-                "acceptEdits",
-                "--model",
-                "sonnet",
-                "--max-turns",
-                "5",
-                "--max-budget-usd",
-                "1.5",
-                "--append-system-prompt",
-                "Be brief.",
-                "--allowedTools",
-                "Read,Bash(git diff:*)",
+                "--permission-mode=acceptEdits",
+                "--model=sonnet",
+                "--max-turns=5",
+                "--max-budget-usd=1.5",
+                "--append-system-prompt=Be brief.",
+                "--allowedTools=Read,Bash(git diff:*)",
+                "--",
+                "do it",
             ]
         );
         assert_eq!(
@@ -407,12 +407,20 @@ mod tests {
         assert!(matches!(err, AgentError::BypassNotAllowed { .. }), "{err}");
         let allowed = AgentConfig {
             allow_bypass_permissions: true,
-            ..config
+            ..config.clone()
         };
         let argv = super::argv(&spec, "x", &allowed, &mut Vec::new()).unwrap();
-        assert!(
-            argv.windows(2)
-                .any(|w| w == ["--permission-mode", "bypassPermissions"])
+        assert!(argv.contains(&"--permission-mode=bypassPermissions".to_owned()));
+        // User text that looks like a flag stays glued to its option or
+        // after `--`.
+        let sneaky = AgentSpec {
+            model: "--dangerously-skip-permissions".into(),
+            ..Default::default()
+        };
+        let argv = super::argv(&sneaky, "-rf /", &config, &mut Vec::new()).unwrap();
+        assert_eq!(
+            &argv[argv.len() - 3..],
+            ["--model=--dangerously-skip-permissions", "--", "-rf /"]
         );
 
         spec.options.insert("allowed_tools".into(), "[1, 2".into());

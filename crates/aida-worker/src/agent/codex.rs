@@ -1,5 +1,10 @@
 //! The "codex-cli" adapter: Codex CLI's non-interactive mode,
-//! `codex -a never exec --json -s workspace-write [-m MODEL] -- <prompt>`.
+//! `codex -a never exec --json -s workspace-write [--model=MODEL] -- <prompt>`.
+//!
+//! The prompt is positional, after `--` (clap takes everything after it as
+//! arguments); the model is glued to `--model=`, since `-m --yolo` would
+//! otherwise turn on codex's `--yolo` (its alias of
+//! `--dangerously-bypass-approvals-and-sandbox`).
 //!
 //! `-a/--ask-for-approval` is an option of `codex` itself: `codex exec`
 //! rejects it ("unexpected argument '-a' found", openai/codex#13614), so it
@@ -40,7 +45,7 @@ pub(super) fn argv(
     .map(str::to_owned)
     .to_vec();
     if !spec.model.trim().is_empty() {
-        argv.extend(["-m".into(), spec.model.trim().to_owned()]);
+        argv.push(format!("--model={}", spec.model.trim()));
     }
     // The prompt may start with a dash.
     argv.extend(["--".into(), prompt.to_owned()]);
@@ -298,8 +303,7 @@ mod tests {
                 "--json",
                 "-s",
                 "workspace-write",
-                "-m",
-                "gpt-5-codex",
+                "--model=gpt-5-codex",
                 "--",
                 "-x"
             ]

@@ -1,6 +1,10 @@
 //! The "gemini-cli" adapter: Gemini CLI in headless mode,
-//! `gemini -p <prompt> --output-format stream-json --approval-mode <mode>
-//! [-m MODEL]`.
+//! `gemini --prompt=<prompt> --output-format stream-json
+//! --approval-mode=<mode> [--model=MODEL]`.
+//!
+//! `-p/--prompt` takes a value; glued to it with `=` (yargs, which Gemini
+//! CLI parses its flags with, takes whatever follows the `=` as the value)
+//! a prompt or model name that starts with a dash (`--yolo`) stays a value.
 //!
 //! Its stream-json output is one JSON event per line, each with `type` and
 //! `timestamp`: `init` (`session_id`, `model`), `message` (`role`,
@@ -22,7 +26,8 @@ use serde_json::Value;
 
 use super::{
     AgentConfig, AgentError, Exit, Finished, GEMINI_CLI, StreamParser, clip, json_object,
-    note_unused, option, stderr_hint, str_at, text_lines, tool_input_summary, u64_at,
+    keep_tail, note_unused, option, remember_tool, stderr_hint, str_at, text_lines,
+    tool_input_summary, u64_at,
 };
 
 /// Edits without asking, nothing more; `yolo` needs the operator's consent.
@@ -42,19 +47,15 @@ pub(super) fn argv(
             mode: mode.to_owned(),
         });
     }
-    let mut argv: Vec<String> = [
-        config.gemini_path.as_str(),
-        "-p",
-        prompt,
-        "--output-format",
-        "stream-json",
-        "--approval-mode",
-        mode,
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let mut argv: Vec<String> = vec![
+        config.gemini_path.clone(),
+        format!("--prompt={prompt}"),
+        "--output-format".into(),
+        "stream-json".into(),
+        format!("--approval-mode={mode}"),
+    ];
     if !spec.model.trim().is_empty() {
-        argv.extend(["-m".into(), spec.model.trim().to_owned()]);
+        argv.push(format!("--model={}", spec.model.trim()));
     }
     if spec.max_turns > 0 {
         notes.push(format!(
@@ -111,8 +112,7 @@ impl StreamParser for GeminiParser {
             }
             "tool_use" => {
                 let name = str_at(&event, "tool_name");
-                self.tools
-                    .insert(str_at(&event, "tool_id").to_owned(), name.to_owned());
+                remember_tool(&mut self.tools, str_at(&event, "tool_id"), name);
                 self.since_tool.clear();
                 let input = event
                     .get("parameters")
@@ -217,9 +217,13 @@ impl GeminiParser {
         }
         let content = str_at(event, "content");
         self.since_tool.push_str(content);
+        // The final message is what came last; a stream of deltas that
+        // never calls a tool must not grow it without bound.
+        keep_tail(&mut self.since_tool, super::command::MAX_OUTPUT);
         self.pending.push_str(content);
         let delta = event.get("delta").and_then(Value::as_bool) == Some(true);
-        if !delta {
+        // Text that never ends its line is logged in 64 KiB pieces.
+        if !delta || self.pending.len() > super::process::MAX_LINE {
             return self.flush();
         }
         // Log whole lines as they complete.
@@ -334,20 +338,24 @@ mod tests {
             argv,
             [
                 "gemini",
-                "-p",
-                "go",
+                "--prompt=go",
                 "--output-format",
                 "stream-json",
-                "--approval-mode",
-                "auto_edit",
-                "-m",
-                "gemini-2.5-flash"
+                "--approval-mode=auto_edit",
+                "--model=gemini-2.5-flash"
             ]
         );
         assert!(
             notes[0].starts_with("max_turns 3 cannot be applied"),
             "{notes:?}"
         );
+        let sneaky = AgentSpec {
+            model: "--yolo".into(),
+            ..spec.clone()
+        };
+        let argv = super::argv(&sneaky, "-y", &AgentConfig::default(), &mut notes).unwrap();
+        assert_eq!(argv[1], "--prompt=-y");
+        assert_eq!(argv[5], "--model=--yolo");
         let mut yolo = spec.clone();
         yolo.options.insert("approval_mode".into(), "yolo".into());
         assert!(matches!(

@@ -6,7 +6,12 @@
 //! program's stdout into readable log lines and reads what the CLI reports
 //! at the end (final message, session, turns, tokens, cost). Running the
 //! process is shared by all of them (see [`process`]): own process group,
-//! streamed output, timeout and cancellation kill the whole group.
+//! an allow-listed environment (see [`env`]), output cut into bounded lines
+//! under a quota, timeout and cancellation kill the whole group.
+//!
+//! User text (prompts, model names, options) never stands where a CLI parses
+//! options: it goes after `--` or as `--option=value`, so a prompt such as
+//! `--dangerously-skip-permissions` stays a prompt.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -19,8 +24,11 @@ use tokio_util::sync::CancellationToken;
 pub mod claude;
 pub mod codex;
 pub mod command;
+pub mod env;
 pub mod gemini;
 mod process;
+
+pub use env::AgentEnv;
 
 pub const COMMAND: &str = "command";
 pub const CLAUDE_CODE: &str = "claude-code";
@@ -29,6 +37,12 @@ pub const CODEX_CLI: &str = "codex-cli";
 
 /// Every kind this build knows, in the order they are advertised.
 pub const KINDS: &[&str] = &[COMMAND, CLAUDE_CODE, GEMINI_CLI, CODEX_CLI];
+
+/// How long a run may take when its spec sets no `timeout_secs`: a run
+/// without a limit would hold the worker forever.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How many bytes of output lines a run may log (100 MB).
+pub const DEFAULT_LOG_QUOTA_BYTES: u64 = 100_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -93,6 +107,13 @@ pub struct AgentConfig {
     /// gemini-cli with `yolo`): only for workers isolated from anything
     /// that matters.
     pub allow_bypass_permissions: bool,
+    /// Which of the worker's environment variables agents inherit.
+    pub env: AgentEnv,
+    /// The time limit of a run whose spec sets none.
+    pub default_timeout: Duration,
+    /// Bytes of output lines a run may log; past it the log says so once
+    /// and keeps nothing more.
+    pub log_quota_bytes: u64,
 }
 
 impl Default for AgentConfig {
@@ -102,6 +123,9 @@ impl Default for AgentConfig {
             gemini_path: "gemini".into(),
             codex_path: "codex".into(),
             allow_bypass_permissions: false,
+            env: AgentEnv::default(),
+            default_timeout: DEFAULT_TIMEOUT,
+            log_quota_bytes: DEFAULT_LOG_QUOTA_BYTES,
         }
     }
 }
@@ -190,11 +214,15 @@ pub struct Agent {
     pub kind: AgentKind,
     /// Program and arguments, the prompt included for the CLI adapters.
     pub argv: Vec<String>,
-    /// Wall-clock limit of the run.
-    pub timeout: Option<Duration>,
+    /// Wall-clock limit of the run: the spec's, or the worker's default.
+    pub timeout: Duration,
     /// Said in the log before the agent starts: settings this kind cannot
     /// honour.
     pub notes: Vec<String>,
+    /// Which of the worker's variables the process inherits.
+    pub env: AgentEnv,
+    /// Bytes of output lines the run may log.
+    pub log_quota_bytes: u64,
 }
 
 /// What the agent is told about its run.
@@ -205,7 +233,8 @@ pub struct Invocation {
     pub subtask: String,
     pub branch: String,
     pub worktree: PathBuf,
-    /// Extra environment from the orchestrator (the task's shared context).
+    /// Extra environment from the orchestrator (the task's shared context);
+    /// only `AIDA_*` names are set.
     pub env: Vec<(String, String)>,
 }
 
@@ -273,13 +302,18 @@ impl Agent {
             AgentKind::GeminiCli => gemini::argv(spec, prompt, config, &mut notes)?,
             AgentKind::CodexCli => codex::argv(spec, prompt, config, &mut notes)?,
         };
-        let timeout =
-            (spec.timeout_secs > 0).then(|| Duration::from_secs(spec.timeout_secs.into()));
+        let timeout = if spec.timeout_secs > 0 {
+            Duration::from_secs(spec.timeout_secs.into())
+        } else {
+            config.default_timeout
+        };
         Ok(Self {
             kind,
             argv,
             timeout,
             notes,
+            env: config.env.clone(),
+            log_quota_bytes: config.log_quota_bytes,
         })
     }
 
@@ -295,13 +329,18 @@ impl Agent {
     }
 
     /// The argv as shown in the log: the prompt is left out, it is long and
-    /// already known.
+    /// already known (also as `--prompt=<prompt>`).
     pub fn display(&self, prompt: &str) -> String {
         self.argv
             .iter()
             .map(|a| {
+                let option = a
+                    .strip_suffix(prompt)
+                    .filter(|o| !prompt.is_empty() && o.starts_with("--") && o.ends_with('='));
                 if !prompt.is_empty() && a == prompt {
                     "<prompt>".to_owned()
+                } else if let Some(option) = option {
+                    format!("{option}<prompt>")
                 } else if a.is_empty() || a.contains(char::is_whitespace) {
                     format!("{a:?}")
                 } else {
@@ -399,6 +438,39 @@ fn tool_input_summary(input: &Value) -> String {
     }
 }
 
+/// Tool names remembered per run to name their results; a stream that
+/// never ends cannot grow the map past this.
+const MAX_TOOLS: usize = 4096;
+
+/// Remembers a tool call's name by its id, within bounds.
+fn remember_tool(tools: &mut std::collections::HashMap<String, String>, id: &str, name: &str) {
+    if tools.len() >= MAX_TOOLS {
+        tools.clear();
+    }
+    tools.insert(truncated(id, 256), truncated(name, 256));
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncated(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// Drops the front of `text` so that at most about `max` bytes remain.
+fn keep_tail(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text.drain(..start);
+}
+
 /// Log lines for a block of text, one per line.
 fn text_lines(prefix: &str, text: &str) -> Vec<(&'static str, String)> {
     text.lines()
@@ -463,7 +535,7 @@ mod tests {
             claude_path: "/bin/sh".into(),
             gemini_path: "/nonexistent/gemini".into(),
             codex_path: "no-such-program-aida".into(),
-            allow_bypass_permissions: false,
+            ..AgentConfig::default()
         };
         assert_eq!(config.available_kinds(), vec!["command", "claude-code"]);
     }
@@ -477,8 +549,33 @@ mod tests {
             ..Default::default()
         };
         let agent = Agent::from_spec(&spec, "p", &AgentConfig::default()).unwrap();
-        assert_eq!(agent.timeout, Some(Duration::from_secs(7)));
+        assert_eq!(agent.timeout, Duration::from_secs(7));
         assert_eq!(agent.display("p"), "echo \"two words\"");
+        // No timeout in the spec: the worker's default, never none.
+        let config = AgentConfig {
+            default_timeout: Duration::from_secs(42),
+            ..AgentConfig::default()
+        };
+        let spec = AgentSpec {
+            timeout_secs: 0,
+            ..spec
+        };
+        assert_eq!(
+            Agent::from_spec(&spec, "p", &config).unwrap().timeout,
+            Duration::from_secs(42)
+        );
+        let spec = AgentSpec {
+            kind: "gemini-cli".into(),
+            ..Default::default()
+        };
+        let agent = Agent::from_spec(&spec, "a long prompt", &AgentConfig::default()).unwrap();
+        assert!(
+            agent
+                .display("a long prompt")
+                .contains(" --prompt=<prompt> "),
+            "{}",
+            agent.display("a long prompt")
+        );
         let spec = AgentSpec {
             kind: "nope".into(),
             ..Default::default()

@@ -1,10 +1,17 @@
 //! Running an agent process in a worktree, for every kind: the program is
-//! executed directly (never through a shell) in its own process group, its
-//! stdout goes through the kind's parser and its stderr is streamed as is.
-//! A timeout or cancellation kills the whole process group (SIGTERM, then
-//! SIGKILL after a grace period).
+//! executed directly (never through a shell) in its own process group, with
+//! an allow-listed environment; its stdout goes through the kind's parser
+//! and its stderr is streamed as is. A timeout or cancellation kills the
+//! whole process group (SIGTERM, then SIGKILL after a grace period).
+//!
+//! Output is bounded whatever the agent prints: a line is cut at
+//! [`MAX_LINE`] bytes (the rest of it is read and dropped, never buffered),
+//! and once the run's lines add up to its quota one "log truncated" line is
+//! logged and nothing more; the pipes are still drained so the agent never
+//! blocks on them.
 
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +23,15 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::env::run_variable_allowed;
 use super::{Agent, AgentError, AgentKind, AgentOutput, Exit, Invocation, StreamParser, log_line};
+
+/// The longest output line kept, in bytes; longer ones are cut and marked.
+pub const MAX_LINE: usize = 64 * 1024;
+/// Appended to a line that was cut.
+pub const CUT_MARKER: &str = " [line cut at 64 KiB]";
+/// How much of a pipe is read at once.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// How long a stopped agent gets between SIGTERM and SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(2);
@@ -45,11 +60,37 @@ pub(super) async fn run(
     // The command agent reads its prompt on stdin; the CLIs get it as an
     // argument, and codex would append piped stdin to it.
     let gets_stdin = agent.kind == AgentKind::Command;
+    let inherited = agent.env.select(agent.kind, std::env::vars_os());
+    let (run_vars, refused): (Vec<_>, Vec<_>) =
+        inv.env.iter().partition(|(k, _)| run_variable_allowed(k));
+    let mut names: Vec<&str> = inherited
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .chain(run_vars.iter().map(|(k, _)| k.as_str()))
+        .chain(FIXED.iter().copied())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    // Names only: values may be secrets.
+    tracing::info!(kind = agent.kind.name(), variables = %names.join(","), "agent environment");
+    let _ = logs
+        .send(log_line(
+            "aida",
+            format!("agent environment: {}", names.join(", ")),
+        ))
+        .await;
+    if !refused.is_empty() {
+        let refused: Vec<&str> = refused.iter().map(|(k, _)| k.as_str()).collect();
+        tracing::warn!(variables = %refused.join(","), "run variables outside AIDA_* not set");
+    }
     let spawned = Command::new(program)
         .args(&agent.argv[1..])
         .current_dir(&inv.worktree)
-        // The run's own variables first: AIDA's fixed ones below win.
-        .envs(inv.env.iter().map(|(k, v)| (k, v)))
+        // Nothing of the worker's environment but the allow-list.
+        .env_clear()
+        .envs(inherited)
+        // The run's own variables next: AIDA's fixed ones below win.
+        .envs(run_vars.iter().map(|(k, v)| (k, v)))
         .env("AIDA_PROMPT", &inv.prompt)
         .env("AIDA_TASK_ID", &inv.task_id)
         .env("AIDA_SUBTASK_NAME", &inv.subtask)
@@ -93,26 +134,32 @@ pub(super) async fn run(
     }
     let parser: SharedParser = Arc::new(Mutex::new(agent.kind.parser()));
     let stderr_tail = Arc::new(Mutex::new(String::new()));
+    let quota = Arc::new(LogQuota::new(agent.log_quota_bytes));
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
         let sink = Sink::Parsed(parser.clone());
-        readers.push(tokio::spawn(read_lines(out, sink, logs.clone())));
+        readers.push(tokio::spawn(read_lines(
+            out,
+            sink,
+            quota.clone(),
+            logs.clone(),
+        )));
     }
     if let Some(err) = child.stderr.take() {
         let sink = Sink::Raw(stderr_tail.clone());
-        readers.push(tokio::spawn(read_lines(err, sink, logs.clone())));
+        readers.push(tokio::spawn(read_lines(
+            err,
+            sink,
+            quota.clone(),
+            logs.clone(),
+        )));
     }
 
-    let deadline = async {
-        match agent.timeout {
-            Some(limit) => tokio::time::sleep(limit).await,
-            None => std::future::pending().await,
-        }
-    };
+    let timeout_secs = u32::try_from(agent.timeout.as_secs()).unwrap_or(u32::MAX);
     let ended = tokio::select! {
         status = child.wait() => Ok(status),
         _ = cancel.cancelled() => Err(Stop::Cancelled),
-        _ = deadline => Err(Stop::TimedOut(agent.timeout.map(|t| t.as_secs() as u32).unwrap_or_default())),
+        _ = tokio::time::sleep(agent.timeout) => Err(Stop::TimedOut(timeout_secs)),
     };
     let status = match ended {
         Ok(status) => {
@@ -215,6 +262,15 @@ fn take(m: &Mutex<String>) -> String {
     std::mem::take(&mut *lock(m))
 }
 
+/// Variables AIDA sets for every run (see [`run`]).
+const FIXED: &[&str] = &[
+    "AIDA_PROMPT",
+    "AIDA_TASK_ID",
+    "AIDA_SUBTASK_NAME",
+    "AIDA_BRANCH",
+    "AIDA_WORKTREE",
+];
+
 /// Where one pipe's lines go.
 enum Sink {
     /// Through the kind's parser (stdout).
@@ -223,37 +279,259 @@ enum Sink {
     Raw(Arc<Mutex<String>>),
 }
 
-async fn read_lines(pipe: impl AsyncRead + Unpin, sink: Sink, logs: mpsc::Sender<LogLine>) {
+/// A run's log budget, shared by its stdout and stderr.
+struct LogQuota {
+    limit: u64,
+    used: AtomicU64,
+    exceeded: AtomicBool,
+}
+
+/// What to do with one log line.
+#[derive(Debug, PartialEq, Eq)]
+enum Admit {
+    Send,
+    /// The first line past the quota: say that the log ends here.
+    Truncate,
+    Drop,
+}
+
+impl LogQuota {
+    fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            used: AtomicU64::new(0),
+            exceeded: AtomicBool::new(false),
+        }
+    }
+
+    fn admit(&self, bytes: usize) -> Admit {
+        if self.exceeded.load(Ordering::Relaxed) {
+            return Admit::Drop;
+        }
+        let bytes = bytes as u64;
+        let before = self.used.fetch_add(bytes, Ordering::Relaxed);
+        if before.saturating_add(bytes) <= self.limit {
+            Admit::Send
+        } else if !self.exceeded.swap(true, Ordering::Relaxed) {
+            // Exactly one reader gets here, however the two race.
+            Admit::Truncate
+        } else {
+            Admit::Drop
+        }
+    }
+
+    fn notice(&self) -> String {
+        format!(
+            "log truncated: this run printed more than {} bytes; the rest is not kept",
+            self.limit
+        )
+    }
+}
+
+/// One line of a pipe, at most [`MAX_LINE`] bytes of it.
+struct Line {
+    bytes: Vec<u8>,
+    /// Whether the agent's line was longer.
+    cut: bool,
+}
+
+/// Reads lines of at most [`MAX_LINE`] bytes: the rest of a longer line is
+/// read and dropped, so memory stays bounded whatever the agent prints
+/// (2 GB without a newline included). Returns `None` at the end.
+struct LineReader<R> {
+    reader: BufReader<R>,
+    /// Inside a line that was cut: drop bytes up to the next newline.
+    skipping: bool,
+}
+
+impl<R: AsyncRead + Unpin> LineReader<R> {
+    fn new(pipe: R) -> Self {
+        Self {
+            reader: BufReader::with_capacity(READ_BUFFER, pipe),
+            skipping: false,
+        }
+    }
+
+    async fn next_line(&mut self) -> std::io::Result<Option<Line>> {
+        let mut line = Vec::new();
+        loop {
+            let chunk = self.reader.fill_buf().await?;
+            if chunk.is_empty() {
+                // The end; a last line without a newline still counts.
+                return Ok((!line.is_empty()).then_some(Line {
+                    bytes: line,
+                    cut: false,
+                }));
+            }
+            // `contains` runs the standard library's optimized memchr; only
+            // a chunk with a newline is searched byte by byte.
+            let newline = if chunk.contains(&b'\n') {
+                chunk.iter().position(|&b| b == b'\n')
+            } else {
+                None
+            };
+            let data = &chunk[..newline.unwrap_or(chunk.len())];
+            let used = data.len() + usize::from(newline.is_some());
+            if self.skipping {
+                self.skipping = newline.is_none();
+                self.reader.consume(used);
+                continue;
+            }
+            let room = MAX_LINE - line.len();
+            if data.len() > room {
+                line.extend_from_slice(&data[..room]);
+                self.skipping = newline.is_none();
+                self.reader.consume(used);
+                cut_at_char_boundary(&mut line);
+                return Ok(Some(Line {
+                    bytes: line,
+                    cut: true,
+                }));
+            }
+            line.extend_from_slice(data);
+            self.reader.consume(used);
+            if newline.is_some() {
+                return Ok(Some(Line {
+                    bytes: line,
+                    cut: false,
+                }));
+            }
+        }
+    }
+}
+
+/// Drops a UTF-8 sequence the cut left incomplete at the end, so the cut
+/// line does not end in a replacement character.
+fn cut_at_char_boundary(line: &mut Vec<u8>) {
+    let len = line.len();
+    for back in 1..=len.min(4) {
+        let byte = line[len - back];
+        if byte & 0xC0 == 0x80 {
+            continue; // a continuation byte: look further back
+        }
+        let needed = match byte {
+            b if b & 0x80 == 0 => 1,
+            b if b & 0xE0 == 0xC0 => 2,
+            b if b & 0xF0 == 0xE0 => 3,
+            b if b & 0xF8 == 0xF0 => 4,
+            _ => return,
+        };
+        if needed > back {
+            line.truncate(len - back);
+        }
+        return;
+    }
+}
+
+async fn read_lines(
+    pipe: impl AsyncRead + Unpin,
+    sink: Sink,
+    quota: Arc<LogQuota>,
+    logs: mpsc::Sender<LogLine>,
+) {
     // Bytes, not `lines()`: an agent printing invalid UTF-8 must not stop
     // the reading (a full pipe would block it).
-    let mut reader = BufReader::new(pipe);
-    let mut buf = Vec::new();
+    let mut reader = LineReader::new(pipe);
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) => break,
-            Ok(_) => {
-                let line = String::from_utf8_lossy(&buf);
-                let line = line.trim_end_matches(['\n', '\r']);
-                let out = match &sink {
-                    Sink::Parsed(parser) => lock(parser).line(line),
-                    Sink::Raw(tail) => {
-                        if !line.trim().is_empty() {
-                            *lock(tail) = line.to_owned();
-                        }
-                        vec![("stderr", line.to_owned())]
-                    }
-                };
-                for (stream, text) in out {
-                    let _ = logs.send(log_line(stream, text)).await;
-                }
-            }
+        let line = match reader.next_line().await {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
             Err(e) => {
                 let _ = logs
                     .send(log_line("aida", format!("cannot read agent output: {e}")))
                     .await;
                 break;
             }
+        };
+        let text = String::from_utf8_lossy(&line.bytes);
+        let text = text.trim_end_matches(['\n', '\r']);
+        // The parser sees every line, also past the quota: the final
+        // report (usage, summary) comes last.
+        let mut out = match &sink {
+            Sink::Parsed(parser) => lock(parser).line(text),
+            Sink::Raw(tail) => {
+                if !text.trim().is_empty() {
+                    *lock(tail) = text.to_owned();
+                }
+                vec![("stderr", text.to_owned())]
+            }
+        };
+        if line.cut {
+            tracing::debug!(max_bytes = MAX_LINE, "agent output line cut");
+            match out.last_mut() {
+                Some((_, last)) => last.push_str(CUT_MARKER),
+                None => out.push(("stdout", CUT_MARKER.trim_start().to_owned())),
+            }
         }
+        for (stream, text) in out {
+            match quota.admit(text.len()) {
+                Admit::Send => {
+                    let _ = logs.send(log_line(stream, text)).await;
+                }
+                Admit::Truncate => {
+                    tracing::info!(limit = quota.limit, "agent log truncated at its quota");
+                    let _ = logs.send(log_line("aida", quota.notice())).await;
+                }
+                Admit::Drop => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines(input: &[u8]) -> Vec<(usize, bool)> {
+        let mut reader = LineReader::new(input);
+        let mut out = Vec::new();
+        while let Some(line) = reader.next_line().await.unwrap() {
+            out.push((line.bytes.len(), line.cut));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn lines_are_cut_at_64_kib_and_the_rest_dropped() {
+        let mut input = vec![b'x'; MAX_LINE];
+        input.push(b'\n');
+        input.extend(vec![b'y'; MAX_LINE + 1]);
+        input.push(b'\n');
+        input.extend(vec![b'z'; 3 * MAX_LINE]);
+        input.extend(b"\nlast");
+        assert_eq!(
+            lines(&input).await,
+            [
+                (MAX_LINE, false),
+                (MAX_LINE, true),
+                (MAX_LINE, true),
+                (4, false)
+            ]
+        );
+        assert_eq!(
+            lines(b"a\n\nb\n").await,
+            [(1, false), (0, false), (1, false)]
+        );
+    }
+
+    #[test]
+    fn a_cut_never_leaves_half_a_character() {
+        let mut line = "ab€".as_bytes().to_vec();
+        line.truncate(4); // 'a', 'b' and the first byte of '€'
+        cut_at_char_boundary(&mut line);
+        assert_eq!(line, b"ab");
+        let mut whole = "ab€".as_bytes().to_vec();
+        cut_at_char_boundary(&mut whole);
+        assert_eq!(whole, "ab€".as_bytes());
+    }
+
+    #[test]
+    fn the_quota_admits_lines_up_to_its_limit_then_truncates_once() {
+        let quota = LogQuota::new(10);
+        assert_eq!(quota.admit(6), Admit::Send);
+        assert_eq!(quota.admit(4), Admit::Send);
+        assert_eq!(quota.admit(1), Admit::Truncate);
+        assert_eq!(quota.admit(0), Admit::Drop);
+        assert_eq!(quota.admit(5), Admit::Drop);
     }
 }

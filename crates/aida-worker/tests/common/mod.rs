@@ -105,7 +105,7 @@ pub fn fake_agents() -> AgentConfig {
         claude_path: fakes.join("claude").display().to_string(),
         gemini_path: fakes.join("gemini").display().to_string(),
         codex_path: fakes.join("codex").display().to_string(),
-        allow_bypass_permissions: false,
+        ..AgentConfig::default()
     }
 }
 

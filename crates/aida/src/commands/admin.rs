@@ -24,7 +24,7 @@ use crate::output;
 static MIGRATOR: Migrator = sqlx::migrate!("../aida-orchestrator/migrations");
 
 /// The default of the orchestrator's `DATABASE_URL`.
-const DEFAULT_DATABASE_URL: &str = "sqlite://data/aida.db";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/aida.db";
 
 #[derive(Debug, Subcommand)]
 pub enum AdminCommand {
@@ -34,17 +34,23 @@ pub enum AdminCommand {
     /// Check a backup and install it as the database of an orchestrator
     /// that is not running yet.
     Restore(RestoreArgs),
+    /// Create a user in the database (the first admin, before anything
+    /// runs); the password comes from stdin or a prompt.
+    CreateUser(super::admin_users::CreateUserArgs),
+    /// Set a user's password in the database, lift a lockout and end their
+    /// sessions.
+    ResetPassword(super::admin_users::ResetPasswordArgs),
 }
 
 impl AdminCommand {
     pub async fn run(self) -> anyhow::Result<ExitCode> {
-        let summary = match &self {
-            AdminCommand::Backup(args) => backup(args).await?,
-            AdminCommand::Restore(args) => restore(args).await?,
-        };
-        let json = match &self {
-            AdminCommand::Backup(args) => args.json,
-            AdminCommand::Restore(args) => args.json,
+        let (summary, json) = match &self {
+            AdminCommand::Backup(args) => (backup(args).await?, args.json),
+            AdminCommand::Restore(args) => (restore(args).await?, args.json),
+            AdminCommand::CreateUser(args) => return super::admin_users::create_user(args).await,
+            AdminCommand::ResetPassword(args) => {
+                return super::admin_users::reset_password(args).await;
+            }
         };
         if json {
             output::print_json(&summary)?;

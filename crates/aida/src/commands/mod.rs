@@ -3,14 +3,20 @@
 //! dispatches.
 
 pub mod admin;
+pub mod admin_users;
+pub mod audit;
 pub mod dev;
+pub mod login;
 pub mod task;
+pub mod token;
+pub mod user;
 pub mod watch;
 pub mod workers;
 
 use clap::Args;
 
 use crate::client::Client;
+use crate::credentials::{self, Credential};
 
 /// Options every subcommand accepts.
 #[derive(Debug, Clone, Args)]
@@ -19,14 +25,16 @@ pub struct Global {
     #[arg(
         long,
         env = "AIDA_URL",
-        default_value = "http://127.0.0.1:8080",
+        default_value = credentials::DEFAULT_URL,
         global = true
     )]
     pub url: String,
 }
 
 impl Global {
+    /// A client for the gateway whose requests carry the token found for
+    /// it (`AIDA_TOKEN`, the stored login, or `aida dev`'s token).
     pub fn client(&self) -> anyhow::Result<Client> {
-        Client::new(&self.url)
+        Client::new(&self.url, Credential::resolve(&self.url)?)
     }
 }

@@ -14,6 +14,10 @@ use utoipa::{IntoParams, ToSchema};
 
 pub use aida_core::event::Event;
 
+mod auth;
+
+pub use auth::*;
+
 /// How a subtask's agent is run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -489,6 +493,9 @@ pub struct Task {
     /// Wall-clock limit of the whole task, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u32>,
+    /// Who created it: a user's name, or `system` for a webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -519,6 +526,9 @@ pub struct Worker {
     pub connected_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// An admin drained it: it finishes what it runs and takes nothing new.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -691,6 +701,8 @@ impl From<CreateTask> for orch::CreateTaskRequest {
             max_attempts: t.max_attempts.unwrap_or_default(),
             timeout_secs: t.timeout_secs.unwrap_or_default(),
             idempotency_key: String::new(),
+            actor: None,
+            webhook_delivery: String::new(),
             plan: t.plan.map(|p| orch::PlanSpec {
                 agent: p.agent.map(Into::into),
                 approve: p.approve.unwrap_or_default(),
@@ -780,6 +792,7 @@ impl From<pb::Task> for Task {
             approve: non_empty(t.approve),
             max_attempts: t.max_attempts,
             timeout_secs: (t.timeout_secs > 0).then_some(t.timeout_secs),
+            created_by: non_empty(t.created_by),
         }
     }
 }
@@ -796,6 +809,7 @@ impl From<orch::WorkerInfo> for Worker {
             completed: w.completed,
             connected_at: timestamp(w.connected_at),
             last_seen_at: timestamp(w.last_seen_at),
+            draining: w.draining,
         }
     }
 }

@@ -1,7 +1,12 @@
 //! Serving a gRPC service the AIDA way: beside it the gRPC health protocol
 //! and server reflection (v1 and v1alpha, since grpcurl 1.8 asks for the
 //! latter), so `grpcurl -plaintext HOST:PORT list` and `describe` work with
-//! no proto files at hand.
+//! no proto files at hand; the service itself only answers callers with the
+//! internal credential ([`security`]).
+
+pub mod security;
+
+pub use security::{AuthChannel, RequireCredential, Security};
 
 use std::future::Future;
 
@@ -14,41 +19,64 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
 
-/// A router with health and reflection already in place; add the service
-/// itself with `add_service` and hand the result to [`serve`].
+/// A router with health and reflection already in place; add the services
+/// themselves with `add_service`, each wrapped in `guard`
+/// (`XServer::with_interceptor(service, guard.clone())`), and hand the
+/// result to [`serve`].
 pub struct GrpcRouter {
     pub router: Router,
     pub health: HealthReporter,
+    /// Refuses calls without the internal credential.
+    pub guard: RequireCredential,
 }
 
-/// `service_name` is the fully qualified name reflection advertises and
-/// health reports on, for example `aida.orchestrator.Orchestrator`.
-pub async fn router(service_name: &'static str) -> anyhow::Result<GrpcRouter> {
+/// `service_names` are the fully qualified names reflection advertises and
+/// health reports on, for example `aida.orchestrator.Orchestrator`. Serves
+/// over mutual TLS when `security` has it.
+pub async fn router(
+    service_names: &[&'static str],
+    security: &Security,
+) -> anyhow::Result<GrpcRouter> {
+    security.require()?;
     let health = HealthReporter::new();
-    health
-        .set_service_status(service_name, ServingStatus::Serving)
-        .await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
+    for name in service_names {
+        health
+            .set_service_status(*name, ServingStatus::Serving)
+            .await;
+    }
+    let mut v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(aida_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name(service_name)
-        .with_service_name("grpc.health.v1.Health")
-        .build_v1()
-        .context("building the reflection service")?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .with_service_name("grpc.health.v1.Health");
+    let mut v1alpha = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(aida_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name(service_name)
-        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.health.v1.Health");
+    for name in service_names {
+        v1 = v1.with_service_name(*name);
+        v1alpha = v1alpha.with_service_name(*name);
+    }
+    let reflection_v1 = v1.build_v1().context("building the reflection service")?;
+    let reflection_v1alpha = v1alpha
         .build_v1alpha()
         .context("building the reflection service")?;
-    let router = Server::builder()
+    let mut server = Server::builder();
+    if let Some(tls) = security.server_tls() {
+        server = server
+            .tls_config(tls)
+            .context("setting up mutual TLS (AIDA_TLS_CERT, AIDA_TLS_KEY, AIDA_TLS_CA)")?;
+    }
+    let router = server
         .add_service(HealthServer::new(HealthService::from_health_reporter(
             health.clone(),
         )))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    Ok(GrpcRouter { router, health })
+    Ok(GrpcRouter {
+        router,
+        health,
+        guard: security.guard(),
+    })
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight calls finish.

@@ -1,4 +1,6 @@
-//! Persistence: tasks, subtasks, events and workers in SQLite through sqlx.
+//! Persistence: tasks, subtasks, events and workers in SQLite through sqlx;
+//! users, tokens and webhook deliveries in [`auth`], the audit trail in
+//! [`audit`].
 //! Every status change is a guarded `UPDATE ... WHERE status = ...`, so two
 //! racing writers cannot both win and a stale report cannot overwrite a newer
 //! state. All SQL lives here, so a PostgreSQL backend replaces this module
@@ -26,12 +28,18 @@ use sqlx::{Row, SqlitePool};
 
 use crate::error::Result;
 
+pub mod audit;
+pub mod auth;
+
+pub use audit::{AuditFilter, AuditRow};
+pub use auth::{ApiTokenRow, ContextTokenRow, RefreshRow, UserChange, UserRow};
+
 /// A validated task, ready to be stored.
 #[derive(Debug, Clone)]
 pub struct NewTask {
     pub id: String,
-    /// Agents present it to write the task's shared context.
-    pub context_token: String,
+    /// Who creates it: a user's name, or `webhook:<source>`.
+    pub created_by: String,
     pub repo: String,
     pub base: String,
     pub base_commit: String,
@@ -48,6 +56,9 @@ pub struct NewTask {
     pub timeout_secs: u32,
     /// "" for none.
     pub idempotency_key: String,
+    /// The webhook event that creates it, recorded with it so that a second
+    /// delivery of the event creates nothing; "" for none.
+    pub webhook_delivery: String,
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +204,18 @@ pub struct SubtaskOutcome {
 }
 
 /// An event before the database gave it an id.
+/// A new attempt at a subtask: who runs it, its number (the fencing
+/// token), when, how long its lease holds, and its agent's context token
+/// (id and hash).
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptStart<'a> {
+    pub worker_id: &'a str,
+    pub attempt: u32,
+    pub now: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
+    pub context_token: Option<(&'a str, &'a str)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub channel: Channel,
@@ -212,6 +235,7 @@ pub struct WorkerRow {
     pub completed: u64,
     pub connected_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
+    pub draining: bool,
 }
 
 /// Rows per multi-row INSERT of events: 7 bound values each stays far under
@@ -267,9 +291,12 @@ impl Store {
             TaskStatus::Queued
         };
         let mut tx = self.pool.begin().await?;
+        if !task.webhook_delivery.is_empty() {
+            auth::claim_delivery(&mut *tx, &task.webhook_delivery, "task.create", now).await?;
+        }
         sqlx::query(
             "INSERT INTO tasks (id, status, repo, base, base_commit, description, agent_json, priority, created_at,
-                 context_token, approve, max_attempts, timeout_secs, idempotency_key)
+                 created_by, approve, max_attempts, timeout_secs, idempotency_key)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULLIF($14, ''))",
         )
         .bind(&task.id)
@@ -281,7 +308,7 @@ impl Store {
         .bind(serde_json::to_string(&task.agent).context("encoding agent")?)
         .bind(task.priority)
         .bind(now)
-        .bind(&task.context_token)
+        .bind(&task.created_by)
         .bind(&task.approve)
         .bind(task.max_attempts)
         .bind(task.timeout_secs)
@@ -476,11 +503,15 @@ impl Store {
         &self,
         task_id: &str,
         name: &str,
-        worker_id: &str,
-        attempt: u32,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
+        start: &AttemptStart<'_>,
     ) -> Result<bool> {
+        let AttemptStart {
+            worker_id,
+            attempt,
+            now,
+            lease_until,
+            context_token,
+        } = *start;
         let mut tx = self.pool.begin().await?;
         let result = sqlx::query(
             "UPDATE subtasks SET status = 'running', worker_id = $1, attempts = $2, started_at = $3,
@@ -509,6 +540,12 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        // The attempt's context token, in the same commit: one write less
+        // on every assignment.
+        if let Some((id, secret_hash)) = context_token {
+            auth::insert_context_token(&mut *tx, id, task_id, name, attempt, secret_hash, now)
+                .await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -785,6 +822,28 @@ impl Store {
             .collect()
     }
 
+    /// Whether `worker_id` holds attempt `attempt` of the subtask (it is
+    /// running it).
+    pub async fn holds_attempt(
+        &self,
+        worker_id: &str,
+        task_id: &str,
+        subtask: &str,
+        attempt: u32,
+    ) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM subtasks WHERE task_id = $1 AND name = $2 AND worker_id = $3
+                 AND attempts = $4 AND status = 'running'",
+        )
+        .bind(task_id)
+        .bind(subtask)
+        .bind(worker_id)
+        .bind(attempt)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
     pub async fn record_merge(
         &self,
         task_id: &str,
@@ -956,16 +1015,6 @@ impl Store {
 
     // --- shared context ---
 
-    pub async fn context_token(&self, task_id: &str) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT context_token FROM tasks WHERE id = $1")
-                .bind(task_id)
-                .fetch_optional(&self.pool)
-                .await?
-                .flatten(),
-        )
-    }
-
     /// A task's context entries, of one key or all: the latest value of
     /// each key, or with `history` every value, by key then version.
     pub async fn context(
@@ -1112,6 +1161,8 @@ impl Store {
 
     // --- workers ---
 
+    /// Records a worker's connection; returns whether it is draining (a
+    /// drain outlives reconnects).
     pub async fn upsert_worker(
         &self,
         worker_id: &str,
@@ -1119,22 +1170,33 @@ impl Store {
         agent_kinds: &[String],
         hostname: &str,
         now: DateTime<Utc>,
-    ) -> Result<()> {
-        sqlx::query(
+    ) -> Result<bool> {
+        let draining: i64 = sqlx::query_scalar(
             "INSERT INTO workers (worker_id, address, agent_kinds, hostname, state, connected_at, last_seen_at)
              VALUES ($1, $2, $3, $4, 'idle', $5, $5)
              ON CONFLICT (worker_id) DO UPDATE SET address = excluded.address, agent_kinds = excluded.agent_kinds,
                  hostname = excluded.hostname, state = 'idle', connected_at = excluded.connected_at,
-                 last_seen_at = excluded.last_seen_at",
+                 last_seen_at = excluded.last_seen_at
+             RETURNING draining",
         )
         .bind(worker_id)
         .bind(address)
         .bind(serde_json::to_string(agent_kinds).context("encoding agent kinds")?)
         .bind(hostname)
         .bind(now)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(())
+        Ok(draining != 0)
+    }
+
+    /// Drains or resumes a worker; false if no worker has that id.
+    pub async fn set_worker_draining(&self, worker_id: &str, draining: bool) -> Result<bool> {
+        let changed = sqlx::query("UPDATE workers SET draining = $2 WHERE worker_id = $1")
+            .bind(worker_id)
+            .bind(draining)
+            .execute(&self.pool)
+            .await?;
+        Ok(changed.rows_affected() == 1)
     }
 
     pub async fn set_worker_state(
@@ -1174,6 +1236,7 @@ impl Store {
                     completed: r.try_get::<i64, _>("completed")? as u64,
                     connected_at: r.try_get("connected_at")?,
                     last_seen_at: r.try_get("last_seen_at")?,
+                    draining: r.try_get::<i64, _>("draining")? != 0,
                 })
             })
             .collect()
@@ -1271,6 +1334,7 @@ fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Task> {
         approve: row.try_get("approve")?,
         max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
         timeout_secs: row.try_get::<i64, _>("timeout_secs")? as u32,
+        created_by: row.try_get("created_by")?,
     })
 }
 
@@ -1351,7 +1415,7 @@ mod tests {
         };
         let task = NewTask {
             id: "t1".into(),
-            context_token: "secret".into(),
+            created_by: "alice".into(),
             repo: "/r".into(),
             base: "main".into(),
             base_commit: "abc".into(),
@@ -1370,6 +1434,7 @@ mod tests {
             max_attempts: 3,
             timeout_secs: 0,
             idempotency_key: String::new(),
+            webhook_delivery: String::new(),
         };
         store.insert_task(&task, Utc::now()).await.unwrap();
         (dir, store)
@@ -1390,14 +1455,34 @@ mod tests {
         let lease = now + chrono::Duration::seconds(15);
         assert!(
             store
-                .start_subtask("t1", "a", "w1", 1, now, lease)
+                .start_subtask(
+                    "t1",
+                    "a",
+                    &AttemptStart {
+                        worker_id: "w1",
+                        attempt: 1,
+                        now,
+                        lease_until: lease,
+                        context_token: None
+                    }
+                )
                 .await
                 .unwrap()
         );
         // Already running: a second start loses.
         assert!(
             !store
-                .start_subtask("t1", "a", "w2", 1, now, lease)
+                .start_subtask(
+                    "t1",
+                    "a",
+                    &AttemptStart {
+                        worker_id: "w2",
+                        attempt: 1,
+                        now,
+                        lease_until: lease,
+                        context_token: None
+                    }
+                )
                 .await
                 .unwrap()
         );
@@ -1505,7 +1590,17 @@ mod tests {
         let secs = chrono::Duration::seconds;
         assert!(
             store
-                .start_subtask("t1", "a", "w1", 1, now, now + secs(15))
+                .start_subtask(
+                    "t1",
+                    "a",
+                    &AttemptStart {
+                        worker_id: "w1",
+                        attempt: 1,
+                        now,
+                        lease_until: now + secs(15),
+                        context_token: None
+                    }
+                )
                 .await
                 .unwrap()
         );
@@ -1543,13 +1638,33 @@ mod tests {
         );
         assert!(
             !store
-                .start_subtask("t1", "a", "w2", 2, later, later + secs(15))
+                .start_subtask(
+                    "t1",
+                    "a",
+                    &AttemptStart {
+                        worker_id: "w2",
+                        attempt: 2,
+                        now: later,
+                        lease_until: later + secs(15),
+                        context_token: None
+                    }
+                )
                 .await
                 .unwrap()
         );
         assert!(
             store
-                .start_subtask("t1", "a", "w2", 2, later + secs(5), later + secs(20))
+                .start_subtask(
+                    "t1",
+                    "a",
+                    &AttemptStart {
+                        worker_id: "w2",
+                        attempt: 2,
+                        now: later + secs(5),
+                        lease_until: later + secs(20),
+                        context_token: None
+                    }
+                )
                 .await
                 .unwrap()
         );
