@@ -43,6 +43,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Messages that carry passwords or tokens get a Debug of our own
         // (src/redacted.rs) that never prints them.
         .skip_debug(REDACTED)
+        // Stored as JSON by the orchestrator as they are.
+        .type_attribute(
+            "aida.common.DeliverSpec",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
+        )
+        .type_attribute(
+            "aida.common.PullRequestSpec",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
+        )
+        .type_attribute(
+            "aida.common.WorktreeSetup",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
+        )
         .compile_fds(fds)?;
     Ok(())
 }

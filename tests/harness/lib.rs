@@ -8,12 +8,14 @@
 pub mod git;
 pub mod process;
 pub mod redis_server;
+pub mod remote;
 pub mod standalone;
 pub mod system;
 pub mod tls;
 
 pub use git::GitRepo;
 pub use redis_server::RedisServer;
+pub use remote::{BareRepo, FakeProvider, GitDaemon, GitHttpServer, github_signature};
 pub use system::{Options, System};
 
 use std::time::Duration;

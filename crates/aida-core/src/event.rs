@@ -78,6 +78,19 @@ pub mod kind {
     pub const CONTEXT_UPDATED: &str = "context.updated";
     /// A status reported from outside (a CI result, through a webhook).
     pub const TASK_EXTERNAL_STATUS: &str = "task.external_status";
+    /// The result reached the remote: `data.status` (`pushed`, `opened`,
+    /// `skipped`), branch, commit, pull request URL and number.
+    pub const TASK_DELIVERED: &str = "task.delivered";
+    /// Delivery failed: `data.error` says why (never a secret).
+    pub const TASK_DELIVERY_FAILED: &str = "task.delivery_failed";
+    /// A follow-up instruction for an ended subtask: `data.prompt`, `data.by`.
+    pub const SUBTASK_FOLLOW_UP: &str = "subtask.follow_up";
+    /// The subtask's agent used up its attempts and its fallback agent takes
+    /// over: `data.agent` (its kind), `data.after_attempts`, `data.error`.
+    pub const SUBTASK_FALLBACK: &str = "subtask.fallback";
+    /// AIDA commented on the issue that started the task: `data.url`, or
+    /// `data.error` when it could not.
+    pub const TASK_ISSUE_COMMENT: &str = "task.issue_comment";
     pub const WORKER_CONNECTED: &str = "worker.connected";
     pub const WORKER_DISCONNECTED: &str = "worker.disconnected";
     /// `data.stream` and `data.line`.

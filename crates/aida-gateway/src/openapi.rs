@@ -3,7 +3,9 @@
 
 use utoipa::OpenApi;
 
-use crate::routes::{audit, auth, context, events, system, tasks, tokens, users, webhook};
+use crate::routes::{
+    audit, auth, context, events, system, tasks, tokens, users, webhook, workflows,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +25,7 @@ use crate::routes::{audit, auth, context, events, system, tasks, tokens, users, 
         tasks::cancel_task,
         tasks::approve_task,
         tasks::cancel_subtask,
+        tasks::follow_up,
         tasks::get_report,
         tasks::list_events,
         context::list_context,
@@ -44,6 +47,11 @@ use crate::routes::{audit, auth, context, events, system, tasks, tokens, users, 
         tokens::revoke_token,
         audit::list_audit,
         webhook::receive,
+        workflows::list_workflows,
+        workflows::put_workflow,
+        workflows::get_workflow,
+        workflows::delete_workflow,
+        workflows::run_workflow,
     ),
     modifiers(&SecuritySchemes),
     tags(
@@ -57,6 +65,7 @@ use crate::routes::{audit, auth, context, events, system, tasks, tokens, users, 
         (name = "tokens", description = "API tokens for CI and scripts (admins)"),
         (name = "audit", description = "The audit trail (admins)"),
         (name = "webhooks", description = "Signed events from other systems"),
+        (name = "workflows", description = "Reusable task templates: steps, parallel groups, fallbacks"),
     )
 )]
 pub struct ApiDoc;

@@ -29,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
                 depends_on: if s == 0 { vec![] } else { vec!["s0".into()] },
                 agent: agent.clone(),
                 branch: format!("aida/{id}/s{s}"),
+                ..Default::default()
             })
             .collect();
         let task = NewTask {
@@ -45,8 +46,7 @@ async fn main() -> anyhow::Result<()> {
             approve: "auto".into(),
             max_attempts: 3,
             timeout_secs: 0,
-            idempotency_key: String::new(),
-            webhook_delivery: String::new(),
+            ..Default::default()
         };
         store.insert_task(&task, chrono::Utc::now()).await?;
     }

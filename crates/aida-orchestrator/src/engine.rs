@@ -69,6 +69,8 @@ pub struct Engine {
     pub(crate) store: Store,
     pub(crate) events: EventLog,
     pub(crate) audit: Audit,
+    /// Remotes, mirrors and providers; `None` when no remote is allowed.
+    pub(crate) remotes: Option<Arc<crate::remotes::Remotes>>,
     pub(crate) workers: Mutex<HashMap<String, ConnectedWorker>>,
     pub(crate) next_connection: AtomicU64,
     /// Wakes the dispatch loop: a task arrived, a worker freed up.
@@ -89,6 +91,7 @@ impl Engine {
         store: Store,
         events: EventLog,
         audit: Audit,
+        remotes: Option<Arc<crate::remotes::Remotes>>,
         aggregator: AggregatorClient<AuthChannel>,
         settings: Settings,
         stop: CancellationToken,
@@ -97,6 +100,7 @@ impl Engine {
             store,
             events,
             audit,
+            remotes,
             workers: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
             wake: Notify::new(),

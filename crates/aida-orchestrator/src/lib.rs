@@ -22,17 +22,22 @@ use tokio_util::sync::CancellationToken;
 pub mod audit;
 pub mod auth;
 pub mod context;
+mod delivery;
 pub mod engine;
 pub mod error;
 pub mod events;
 mod external;
+mod follow_up;
+pub mod github;
 mod lifecycle;
 pub mod planning;
+pub mod remotes;
 pub mod repos;
 mod scheduler;
 pub mod service;
 pub mod store;
 mod verify;
+pub mod workflows;
 
 pub use engine::Engine;
 
@@ -87,6 +92,25 @@ pub struct Config {
     /// lines), besides the database.
     #[serde(rename = "aida_audit_log")]
     pub audit_log: Option<std::path::PathBuf>,
+    /// `AIDA_ALLOWED_REMOTES`: glob patterns of the remotes tasks may name
+    /// (comma-separated); none by default.
+    #[serde(rename = "aida_allowed_remotes")]
+    pub allowed_remotes: Option<String>,
+    /// `AIDA_REPO_CACHE`: where remotes are mirrored; workers must see it
+    /// at the same path. `remotes/` beside the database by default.
+    #[serde(rename = "aida_repo_cache")]
+    pub repo_cache: Option<std::path::PathBuf>,
+    /// `AIDA_GIT_PROVIDERS`: hosting APIs beyond github.com and gitlab.com
+    /// (`HOST=github@URL`, `HOST=gitlab@URL`, comma-separated).
+    #[serde(rename = "aida_git_providers")]
+    pub git_providers: Option<String>,
+    /// `AIDA_GIT_TIMEOUT_SECS`: the limit of one fetch or push.
+    #[serde(rename = "aida_git_timeout_secs")]
+    pub git_timeout_secs: u64,
+    /// `AIDA_GITHUB_CONFIG`: a TOML file mapping GitHub repositories to
+    /// AIDA (issues that start tasks, reviews that follow up).
+    #[serde(rename = "aida_github_config")]
+    pub github_config: Option<std::path::PathBuf>,
     /// The internal credential: callers must present it, and calls to the
     /// aggregator carry it. Read by [`Config::from_env`].
     #[serde(skip)]
@@ -118,6 +142,11 @@ impl Default for Config {
             max_failed_logins: 5,
             session_ttl_secs: 7 * 24 * 3600,
             audit_log: None,
+            allowed_remotes: None,
+            repo_cache: None,
+            git_providers: None,
+            git_timeout_secs: 300,
+            github_config: None,
             security: Default::default(),
             redis_password: None,
         }
@@ -161,6 +190,66 @@ fn redis_config(
     Ok(deadpool_redis::Config::from_connection_info(info))
 }
 
+/// Remotes, when any is allowed: their credentials, the mirror cache and
+/// the providers' APIs.
+fn remotes_from(config: &Config) -> anyhow::Result<Option<std::sync::Arc<remotes::Remotes>>> {
+    let allowed =
+        remotes::AllowedRemotes::parse(config.allowed_remotes.as_deref().unwrap_or_default())?;
+    if allowed.is_empty() {
+        anyhow::ensure!(
+            config.github_config.is_none(),
+            "AIDA_GITHUB_CONFIG needs AIDA_ALLOWED_REMOTES: the mapped repositories' remotes must be allowed"
+        );
+        return Ok(None);
+    }
+    let github = match &config.github_config {
+        Some(path) => {
+            let github = github::GitHubConfig::load(path)?;
+            for repo in &github.repositories {
+                let url = remotes::RemoteUrl::parse(&repo.remote)?;
+                allowed.check(&url).map_err(|e| {
+                    anyhow::anyhow!("AIDA_GITHUB_CONFIG: repository {}: {e}", repo.name)
+                })?;
+            }
+            Some(github)
+        }
+        None => None,
+    };
+    let cache = match &config.repo_cache {
+        Some(dir) => dir.clone(),
+        None => database_dir(&config.database_url)?.join("remotes"),
+    };
+    std::fs::create_dir_all(&cache)
+        .with_context(|| format!("creating AIDA_REPO_CACHE {}", cache.display()))?;
+    let cache = cache
+        .canonicalize()
+        .with_context(|| format!("resolving AIDA_REPO_CACHE {}", cache.display()))?;
+    let credentials = remotes::Credentials::from_env()?;
+    let providers = remotes::Providers::parse(config.git_providers.as_deref().unwrap_or_default())?;
+    tracing::info!(cache = %cache.display(), ?credentials, "remote repositories enabled");
+    Ok(Some(std::sync::Arc::new(remotes::Remotes::new(
+        allowed,
+        credentials,
+        cache,
+        providers,
+        Duration::from_secs(config.git_timeout_secs.max(5)),
+        github,
+    ))))
+}
+
+/// The directory of an SQLite database URL.
+fn database_dir(database_url: &str) -> anyhow::Result<std::path::PathBuf> {
+    use std::str::FromStr;
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(database_url)
+        .with_context(|| format!("invalid DATABASE_URL {database_url:?}"))?;
+    Ok(options
+        .get_filename()
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| std::path::PathBuf::from(".")))
+}
+
 /// Serves the orchestrator on `listener` until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -172,6 +261,7 @@ pub async fn run(
     let store = store::Store::connect(&config.database_url).await?;
     let events = events::EventLog::new(store.clone());
     let audit = audit::Audit::new(store.clone(), config.audit_log.as_deref())?;
+    let remotes = remotes_from(&config)?;
     let aggregator_channel = config
         .security
         .connect_lazy(&config.aggregator_addr)
@@ -199,6 +289,7 @@ pub async fn run(
         store.clone(),
         events.clone(),
         audit.clone(),
+        remotes,
         AggregatorClient::new(aggregator_channel),
         settings,
         stop.clone(),

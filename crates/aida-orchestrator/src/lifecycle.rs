@@ -21,6 +21,7 @@ use serde_json::json;
 use crate::engine::{Engine, RunKey, dependency_order, status_of, task_status_of};
 use crate::error::{OrchestratorError, Result};
 use crate::planning::PLANNER;
+use crate::remotes::RemoteUrl;
 use crate::store::{NewEvent, SubtaskOutcome};
 use tokio_util::sync::CancellationToken;
 
@@ -39,10 +40,30 @@ impl Engine {
         }
         let id = TaskId::new();
         let policy = self.settings.policy.clone();
+        // A remote: checked, then its mirror made or brought up to date.
+        let (target, freshness) = if RemoteUrl::looks_like_remote(&req.repo) {
+            let remotes = self.remotes.as_ref().ok_or_else(|| {
+                OrchestratorError::invalid(
+                    "this AIDA takes no remotes: the operator sets AIDA_ALLOWED_REMOTES and AIDA_REPO_CACHE",
+                )
+            })?;
+            let url = remotes.check(&req.repo)?;
+            let (path, freshness) = remotes.mirror(&url).await?;
+            (
+                crate::planning::RepoTarget::Mirror {
+                    path,
+                    remote: url.to_string(),
+                },
+                Some(freshness),
+            )
+        } else {
+            (crate::planning::RepoTarget::Local, None)
+        };
         // git2 is blocking; the repository may be on a slow volume.
-        let new = tokio::task::spawn_blocking(move || crate::planning::plan(req, id, &policy))
-            .await
-            .context("planning task panicked")??;
+        let new =
+            tokio::task::spawn_blocking(move || crate::planning::plan(req, id, &policy, target))
+                .await
+                .context("planning task panicked")??;
         if let Err(e) = self.store.insert_task(&new, Utc::now()).await {
             // Two requests with one key raced: the other one won; its task
             // is the answer to both.
@@ -66,6 +87,8 @@ impl Engine {
                     "base_commit": new.base_commit,
                     "priority": new.priority,
                     "created_by": new.created_by,
+                    "remote": new.remote,
+                    "mirror": freshness.map(|f| f.label()),
                     "subtasks": new.subtasks.iter().map(|s| &s.name).collect::<Vec<_>>(),
                 }),
             })
@@ -150,15 +173,24 @@ impl Engine {
             usage: result.usage,
             output: result.output,
         };
-        // A failure another attempt may cure is retried while attempts
-        // remain; bad input or a missing agent is not.
-        let retry = !result.success && !result.permanent && attempt < task.max_attempts.max(1);
-        let applied = if retry {
-            self.retry_attempt(worker_id, task_id, subtask, attempt, outcome, "failed")
-                .await?
+        let next = if result.success {
+            AfterAttempt::Finish
         } else {
-            self.finish_attempt(worker_id, task_id, subtask, attempt, outcome)
-                .await?
+            after_failure(&task, st, attempt, result.permanent)
+        };
+        let applied = match next {
+            AfterAttempt::Retry => {
+                self.retry_attempt(worker_id, task_id, subtask, attempt, outcome, "failed")
+                    .await?
+            }
+            AfterAttempt::Fallback => {
+                self.fall_back(worker_id, task_id, st, attempt, outcome)
+                    .await?
+            }
+            AfterAttempt::Finish => {
+                self.finish_attempt(worker_id, task_id, subtask, attempt, outcome)
+                    .await?
+            }
         };
         if applied {
             Ok(Ok(()))
@@ -187,12 +219,17 @@ impl Engine {
                 Err("a planning run reports the base commit only".into())
             };
         }
-        let dependencies: Vec<String> = task
-            .subtasks
-            .iter()
-            .filter(|d| st.depends_on.contains(&d.name))
-            .map(|d| d.commit.clone())
-            .collect();
+        // A follow-up builds on the subtask's own last commit (which holds
+        // its dependencies as they were then).
+        let dependencies: Vec<String> = if st.follow_up_pending {
+            vec![st.commit.clone()]
+        } else {
+            task.subtasks
+                .iter()
+                .filter(|d| st.depends_on.contains(&d.name))
+                .map(|d| d.commit.clone())
+                .collect()
+        };
         let (repo, branch, base) = (
             task.repo.clone(),
             st.branch.clone(),
@@ -345,6 +382,48 @@ impl Engine {
         Ok(true)
     }
 
+    /// Ends an attempt whose agent has used up its attempts and hands the
+    /// subtask to its fallback agent, which starts with a fresh budget.
+    pub(crate) async fn fall_back(
+        self: &Arc<Self>,
+        worker_id: &str,
+        task_id: &str,
+        st: &aida_core::proto::common::Subtask,
+        attempt: u32,
+        outcome: SubtaskOutcome,
+    ) -> Result<bool> {
+        let now = Utc::now();
+        if !self
+            .store
+            .switch_to_fallback(task_id, &st.name, worker_id, attempt, &outcome, now)
+            .await?
+        {
+            return Ok(false);
+        }
+        let fallback_kind = st
+            .fallback
+            .as_ref()
+            .map(|a| a.kind.clone())
+            .unwrap_or_default();
+        tracing::warn!(task_id, subtask = %st.name, attempt, fallback = %fallback_kind, error = %outcome.error, "agent used up its attempts; the fallback agent takes over");
+        self.events
+            .record(NewEvent {
+                channel: Channel::Task,
+                kind: kind::SUBTASK_FALLBACK,
+                task_id: Some(task_id.to_owned()),
+                subtask: Some(st.name.clone()),
+                worker_id: Some(worker_id.to_owned()),
+                data: json!({
+                    "agent": fallback_kind,
+                    "after_attempts": attempt,
+                    "error": outcome.error,
+                }),
+            })
+            .await?;
+        self.wake.notify_one();
+        Ok(true)
+    }
+
     /// Runs the periodic checks until `stop`: attempts whose lease expired
     /// (their worker stopped sending heartbeats) go to another worker, and
     /// tasks past their wall-clock limit stop.
@@ -371,7 +450,16 @@ impl Engine {
             // Whatever that worker still does for it is of no use now.
             self.send_cancel(&worker_id, &key).await;
             self.release_worker(&worker_id, &key).await?;
-            let max_attempts = self.task(&task_id).await?.max_attempts.max(1);
+            let task = self.task(&task_id).await?;
+            let Some(st) = task
+                .subtasks
+                .iter()
+                .chain(task.planner.iter())
+                .find(|s| s.name == subtask)
+            else {
+                continue;
+            };
+            let next = after_failure(&task, st, attempt, false);
             let outcome = SubtaskOutcome {
                 status: Some(SubtaskStatus::Failed),
                 error: format!(
@@ -381,12 +469,19 @@ impl Engine {
                 exit_code: -1,
                 ..Default::default()
             };
-            if attempt < max_attempts {
-                self.retry_attempt(&worker_id, &task_id, &subtask, attempt, outcome, "lost")
-                    .await?;
-            } else {
-                self.finish_attempt(&worker_id, &task_id, &subtask, attempt, outcome)
-                    .await?;
+            match next {
+                AfterAttempt::Retry => {
+                    self.retry_attempt(&worker_id, &task_id, &subtask, attempt, outcome, "lost")
+                        .await?;
+                }
+                AfterAttempt::Fallback => {
+                    self.fall_back(&worker_id, &task_id, st, attempt, outcome)
+                        .await?;
+                }
+                AfterAttempt::Finish => {
+                    self.finish_attempt(&worker_id, &task_id, &subtask, attempt, outcome)
+                        .await?;
+                }
             }
         }
         for (task_id, created_at, limit) in self.store.tasks_with_timeouts().await? {
@@ -765,6 +860,20 @@ impl Engine {
             task.error = e.clone();
         }
         self.write_report(&task).await;
+        // Delivery comes before the status too: a task that ends
+        // `succeeded` has its result on the remote (and its pull request
+        // open) when that was asked for. A failed delivery fails the task,
+        // with the merged result still in the mirror.
+        let (final_status, error) = match self.deliver(&task, final_status).await {
+            Some(Err(reason)) => {
+                let reason = format!("the result was merged but not delivered: {reason}");
+                task.status = TaskStatus::Failed as i32;
+                task.error = reason.clone();
+                self.write_report(&task).await;
+                (TaskStatus::Failed, Some(reason))
+            }
+            _ => (final_status, error),
+        };
         if self
             .store
             .transition_task(
@@ -779,6 +888,9 @@ impl Engine {
             self.task_status_event(task_id, final_status, error.as_deref())
                 .await?;
             tracing::info!(task_id, status = final_status.label(), "task finished");
+            if task.origin.is_some() {
+                self.spawn_issue_outcome(task_id.to_owned());
+            }
         }
         Ok(())
     }
@@ -1008,6 +1120,37 @@ const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 /// The delay before attempt `attempt + 1`: `base` doubled per failed
 /// attempt, at most `max`, times a random factor in [0.5, 1.5) so that
 /// subtasks failing together do not retry together.
+/// What follows an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterAttempt {
+    /// Another attempt of the same agent, after a backoff.
+    Retry,
+    /// The fallback agent takes over.
+    Fallback,
+    /// The subtask ends with this attempt's outcome.
+    Finish,
+}
+
+/// After a failed attempt: a failure another attempt may cure is retried
+/// while the budget lasts (counted from `attempt_floor`: a fallback or a
+/// follow-up starts a new one); bad input or a missing agent is not. Once
+/// the agent is done for, a fallback agent takes over if there is one.
+fn after_failure(
+    task: &Task,
+    st: &aida_core::proto::common::Subtask,
+    attempt: u32,
+    permanent: bool,
+) -> AfterAttempt {
+    let used = attempt.saturating_sub(st.attempt_floor);
+    if !permanent && used < task.max_attempts.max(1) {
+        AfterAttempt::Retry
+    } else if st.fallback.is_some() && !st.on_fallback {
+        AfterAttempt::Fallback
+    } else {
+        AfterAttempt::Finish
+    }
+}
+
 fn backoff(
     attempt: u32,
     base: std::time::Duration,

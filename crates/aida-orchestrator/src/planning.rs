@@ -5,9 +5,10 @@
 //! the problem, before anything is stored.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
 
 use aida_core::ids::{SubtaskName, TaskId};
-use aida_core::proto::common::AgentSpec;
+use aida_core::proto::common::{AgentSpec, DeliverSpec, WorktreeSetup};
 use aida_core::proto::orchestrator::{CreateTaskRequest, SubtaskSpec};
 
 use crate::error::{OrchestratorError, Result};
@@ -37,8 +38,22 @@ pub struct TaskPolicy {
     pub default_timeout_secs: u32,
 }
 
+/// Where a task's repository is.
+#[derive(Debug, Clone)]
+pub enum RepoTarget {
+    /// A path the request named: checked against the allowed roots.
+    Local,
+    /// The mirror of a remote, fetched just now.
+    Mirror { path: PathBuf, remote: String },
+}
+
 /// Validates `req` and resolves its base branch. Blocking (git2).
-pub fn plan(req: CreateTaskRequest, id: TaskId, policy: &TaskPolicy) -> Result<NewTask> {
+pub fn plan(
+    req: CreateTaskRequest,
+    id: TaskId,
+    policy: &TaskPolicy,
+    target: RepoTarget,
+) -> Result<NewTask> {
     let task_agent = usable(req.agent.clone());
     let approve = match req
         .plan
@@ -76,6 +91,7 @@ pub fn plan(req: CreateTaskRequest, id: TaskId, policy: &TaskPolicy) -> Result<N
                 depends_on: Vec::new(),
                 agent: check_agent(agent, PLANNER)?,
                 branch: String::new(),
+                fallback: None,
             })
         }
         (Some(_), false) => {
@@ -96,7 +112,18 @@ pub fn plan(req: CreateTaskRequest, id: TaskId, policy: &TaskPolicy) -> Result<N
         build_subtasks(&specs, &id, task_agent.as_ref())?
     };
 
-    let (repo, base, base_commit) = resolve_repo(&req.repo, &req.base, &policy.repo_roots)?;
+    let (repo, base, base_commit, remote) = match target {
+        RepoTarget::Local => {
+            let (repo, base, commit) = resolve_repo(&req.repo, &req.base, &policy.repo_roots)?;
+            (repo, base, commit, None)
+        }
+        RepoTarget::Mirror { path, remote } => {
+            let (repo, base, commit) = resolve_mirror(&path, &remote, &req.base)?;
+            (repo, base, commit, Some(remote))
+        }
+    };
+    let deliver = check_deliver(req.deliver.clone(), remote.is_some())?;
+    let setup = check_setup(req.setup.clone())?;
     // The plan's subtasks run the task's agent, or the planner's.
     let agent = task_agent.or_else(|| planner.as_ref().map(|p| p.agent.clone().into()));
     Ok(NewTask {
@@ -127,6 +154,11 @@ pub fn plan(req: CreateTaskRequest, id: TaskId, policy: &TaskPolicy) -> Result<N
         },
         idempotency_key: req.idempotency_key.trim().to_owned(),
         webhook_delivery: req.webhook_delivery.trim().to_owned(),
+        remote,
+        deliver,
+        setup,
+        origin: req.origin.clone(),
+        workflow: req.workflow.trim().to_owned(),
     })
 }
 
@@ -166,12 +198,16 @@ fn build_subtasks(
                     spec.name
                 ))
             })?;
+        let fallback = usable(spec.fallback.clone())
+            .map(|f| check_agent(f, &spec.name))
+            .transpose()?;
         subtasks.push(NewSubtask {
             branch: id.subtask_branch(&name),
             name: spec.name.clone(),
             prompt: spec.prompt.clone(),
             depends_on: spec.depends_on.clone(),
             agent: check_agent(agent, &spec.name)?,
+            fallback,
         });
     }
     check_dependencies(&subtasks)?;
@@ -242,6 +278,7 @@ pub fn subtasks_from_plan(output: &str, id: &TaskId, agent: &AgentSpec) -> Resul
         .subtasks
         .into_iter()
         .map(|s| SubtaskSpec {
+            fallback: None,
             name: s.name,
             prompt: s.prompt,
             depends_on: s.depends_on,
@@ -437,9 +474,118 @@ fn slug(text: &str) -> String {
     out
 }
 
+/// A delivery needs a remote to deliver to; a pull request's title is one
+/// line.
+fn check_deliver(deliver: Option<DeliverSpec>, on_remote: bool) -> Result<Option<DeliverSpec>> {
+    let Some(mut deliver) = deliver else {
+        return Ok(None);
+    };
+    if deliver.pull_request.is_some() {
+        // A pull request needs the branch on the remote.
+        deliver.push = true;
+    }
+    if deliver.push_subtasks {
+        deliver.push = true;
+    }
+    if !deliver.push {
+        return Ok(None);
+    }
+    if !on_remote {
+        return Err(OrchestratorError::invalid(
+            "\"deliver\" needs a task on a remote: \"repo\" must be a URL to push to",
+        ));
+    }
+    if let Some(pr) = &mut deliver.pull_request {
+        pr.title = pr.title.trim().to_owned();
+        if pr.title.len() > 256 || pr.title.contains(['\n', '\r']) {
+            return Err(OrchestratorError::invalid(
+                "\"deliver.pull_request.title\" is one line of at most 256 bytes",
+            ));
+        }
+        if pr.closes.len() > 20 || pr.closes.contains(&0) {
+            return Err(OrchestratorError::invalid(
+                "\"deliver.pull_request.closes\" lists at most 20 issue numbers",
+            ));
+        }
+    }
+    Ok(Some(deliver))
+}
+
+/// The task's worktree set-up: an argv, plain environment names (not
+/// AIDA's own), a handful of ports.
+fn check_setup(setup: Option<WorktreeSetup>) -> Result<Option<WorktreeSetup>> {
+    let Some(setup) = setup else {
+        return Ok(None);
+    };
+    if setup.command.first().is_some_and(|p| p.trim().is_empty()) {
+        return Err(OrchestratorError::invalid(
+            "\"setup.command\" is an argv whose first word names a program",
+        ));
+    }
+    for name in setup.env.keys() {
+        let plain = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let reserved =
+            name.starts_with("AIDA_") || name == "DATABASE_URL" || name.starts_with("REDIS_");
+        if !plain || reserved {
+            return Err(OrchestratorError::invalid(format!(
+                "\"setup.env\": {name:?} is not a variable a task may set (plain names, not AIDA_*, DATABASE_URL or REDIS_*)"
+            )));
+        }
+    }
+    if setup.ports > 16 {
+        return Err(OrchestratorError::invalid("\"setup.ports\" is at most 16"));
+    }
+    Ok(Some(setup))
+}
+
+/// Opens a remote's mirror and resolves the base branch among the remote's
+/// branches (`refs/remotes/origin/*`); without one, the remote's default.
+pub(crate) fn resolve_mirror(
+    path: &std::path::Path,
+    remote: &str,
+    base: &str,
+) -> Result<(String, String, String)> {
+    let git = git2::Repository::open_bare(path).map_err(|e| {
+        OrchestratorError::Unexpected(anyhow::anyhow!(
+            "cannot open the mirror {}: {}",
+            path.display(),
+            e.message()
+        ))
+    })?;
+    let base = match base.trim() {
+        "" => git
+            .find_reference("refs/remotes/origin/HEAD")
+            .ok()
+            .and_then(|r| r.symbolic_target().map(str::to_owned))
+            .and_then(|t| t.strip_prefix("refs/remotes/origin/").map(str::to_owned))
+            .ok_or_else(|| {
+                OrchestratorError::invalid(format!(
+                    "{remote} names no default branch; name a \"base\" branch"
+                ))
+            })?,
+        base => base.to_owned(),
+    };
+    let commit = git
+        .find_reference(&format!("refs/remotes/origin/{base}"))
+        .and_then(|r| r.peel_to_commit())
+        .map_err(|_| {
+            OrchestratorError::invalid(format!("base branch {base:?} does not exist on {remote}"))
+        })?;
+    let repo = path.to_str().ok_or_else(|| {
+        OrchestratorError::Unexpected(anyhow::anyhow!("the mirror path is not UTF-8"))
+    })?;
+    Ok((repo.to_owned(), base, commit.id().to_string()))
+}
+
 /// Checks the repository against the allowed roots, opens it and resolves
 /// the base branch to a commit. The task keeps the canonical path.
-fn resolve_repo(repo: &str, base: &str, roots: &RepoRoots) -> Result<(String, String, String)> {
+pub(crate) fn resolve_repo(
+    repo: &str,
+    base: &str,
+    roots: &RepoRoots,
+) -> Result<(String, String, String)> {
     if repo.trim().is_empty() {
         return Err(OrchestratorError::invalid(
             "\"repo\" is required: the path of a local git repository",
@@ -507,6 +653,7 @@ mod tests {
             prompt: "p".into(),
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
             agent: None,
+            fallback: None,
         }
     }
 
@@ -544,7 +691,7 @@ mod tests {
     }
 
     fn err(req: CreateTaskRequest) -> String {
-        match plan(req, TaskId::new(), &policy()) {
+        match plan(req, TaskId::new(), &policy(), RepoTarget::Local) {
             Err(OrchestratorError::InvalidArgument(m)) => m,
             other => panic!("expected invalid argument, got {other:?}"),
         }
@@ -596,6 +743,7 @@ mod tests {
             request(dir.path().to_str().unwrap(), vec![spec("api", &[])]),
             id,
             &policy(),
+            RepoTarget::Local,
         )
         .unwrap();
         assert_eq!(task.timeout_secs, 3600, "the default timeout applies");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use aida_core::event::{Channel, kind};
 use aida_core::proto::common::{
-    DependencyCommit, Subtask, SubtaskRun, SubtaskStatus, Task, TaskStatus,
+    AgentSpec, DependencyCommit, Subtask, SubtaskRun, SubtaskStatus, Task, TaskStatus,
 };
 use aida_core::proto::orchestrator::{
     Assignment, CancelSubtask, RegisterWorkerRequest, WorkerCommand, worker_command,
@@ -589,10 +589,18 @@ fn startable(task: &Task) -> Vec<&Subtask> {
 }
 
 fn agent_kind(st: &Subtask) -> &str {
-    st.agent
-        .as_ref()
+    current_agent(st)
         .map(|a| a.kind.as_str())
         .unwrap_or("command")
+}
+
+/// The agent that runs the subtask now: its fallback once that took over.
+fn current_agent(st: &Subtask) -> Option<&AgentSpec> {
+    if st.on_fallback {
+        st.fallback.as_ref().or(st.agent.as_ref())
+    } else {
+        st.agent.as_ref()
+    }
 }
 
 /// What a worker needs to run subtask `index`: its dependencies' commits
@@ -618,6 +626,28 @@ fn subtask_run(
             commit: d.commit.clone(),
         })
         .collect();
+    let mut env = env;
+    // A follow-up continues the subtask's own branch from its last commit,
+    // in the agent's earlier session where its CLI can resume one.
+    let follow_up = st.follow_up_pending.then(|| st.follow_ups.last()).flatten();
+    let (prompt, continue_from, resume_session) = match follow_up {
+        Some(instruction) => {
+            env.insert("AIDA_FOLLOW_UP".to_owned(), instruction.clone());
+            (
+                follow_up_prompt(&st.prompt, instruction),
+                st.commit.clone(),
+                st.usage
+                    .as_ref()
+                    .map(|u| u.session_id.clone())
+                    .unwrap_or_default(),
+            )
+        }
+        None => (
+            prompt_with_context(&st.prompt, &deps),
+            String::new(),
+            String::new(),
+        ),
+    };
     SubtaskRun {
         task_id: task.id.clone(),
         subtask: st.name.clone(),
@@ -626,11 +656,23 @@ fn subtask_run(
         base_commit: task.base_commit.clone(),
         branch: st.branch.clone(),
         dependencies,
-        prompt: prompt_with_context(&st.prompt, &deps),
-        agent: st.agent.clone(),
+        prompt,
+        agent: current_agent(st).cloned(),
         env,
         read_only,
+        continue_from,
+        resume_session,
+        setup: task.setup.clone(),
     }
+}
+
+/// What the agent is told on a follow-up: the new instruction first, then
+/// what the subtask was about (an agent that cannot resume its session
+/// starts from this alone; the branch holds its earlier work).
+fn follow_up_prompt(prompt: &str, instruction: &str) -> String {
+    format!(
+        "{instruction}\n\n---\nThis is a follow-up on your earlier work on this task, which is already committed in this worktree. The original instruction was:\n\n{prompt}"
+    )
 }
 
 /// The subtask's prompt followed by what its dependencies did (their final

@@ -9,12 +9,14 @@ use aida_core::proto::common::{ContextEntry, Event, Report, Task};
 use aida_core::proto::orchestrator::orchestrator_server::Orchestrator;
 use aida_core::proto::orchestrator::{
     ApproveTaskRequest, AssignTaskRequest, Assignment, CancelTaskRequest, CompleteTaskRequest,
-    CreateTaskRequest, ExternalStatusRequest, GetContextRequest, GetReportRequest, GetTaskRequest,
-    HeartbeatRequest, HeartbeatResponse, ListContextRequest, ListContextResponse,
-    ListEventsRequest, ListEventsResponse, ListLocksRequest, ListLocksResponse, ListTasksRequest,
-    ListTasksResponse, ListWorkersRequest, ListWorkersResponse, ProgressRequest, ProgressUpdate,
-    PutContextRequest, RegisterWorkerRequest, ReportLogRequest, ReportLogResponse,
-    SetWorkerDrainRequest, StopSubtaskRequest, TaskResult, WorkerCommand, WorkerInfo,
+    CreateTaskRequest, ExternalStatusRequest, FollowUpRequest, GetContextRequest, GetReportRequest,
+    GetTaskRequest, GetWorkflowRequest, GitHubEventOutcome, GitHubEventRequest, HeartbeatRequest,
+    HeartbeatResponse, ListContextRequest, ListContextResponse, ListEventsRequest,
+    ListEventsResponse, ListLocksRequest, ListLocksResponse, ListTasksRequest, ListTasksResponse,
+    ListWorkersRequest, ListWorkersResponse, ListWorkflowsRequest, ListWorkflowsResponse,
+    ProgressRequest, ProgressUpdate, PutContextRequest, PutWorkflowRequest, RegisterWorkerRequest,
+    ReportLogRequest, ReportLogResponse, RunWorkflowRequest, SetWorkerDrainRequest,
+    StopSubtaskRequest, TaskResult, WorkerCommand, WorkerInfo, Workflow,
 };
 use aida_core::time::to_proto;
 use futures::{Stream, StreamExt};
@@ -433,6 +435,125 @@ impl Orchestrator for OrchestratorService {
         .with("state", &req.state);
         let outcome = self.engine.record_external_status(&id, &req).await;
         Ok(Response::new(self.audited(line, outcome).await?.into()))
+    }
+
+    async fn follow_up(&self, request: Request<FollowUpRequest>) -> Result<Response<Task>, Status> {
+        let req = request.into_inner();
+        let id = task_id(&req.task_id)?;
+        let line = AuditLine::new(
+            req.actor.as_ref(),
+            "subtask.follow_up",
+            format!("task:{id}"),
+        )
+        .with("subtask", &req.subtask);
+        let by = req
+            .actor
+            .as_ref()
+            .map(|a| a.username.clone())
+            .unwrap_or_default();
+        let outcome = self
+            .engine
+            .follow_up(&id, &req.subtask, &req.prompt, &by)
+            .await;
+        Ok(Response::new(self.audited(line, outcome).await?))
+    }
+
+    async fn handle_git_hub_event(
+        &self,
+        request: Request<GitHubEventRequest>,
+    ) -> Result<Response<GitHubEventOutcome>, Status> {
+        let req = request.into_inner();
+        let actor = req.actor.unwrap_or_default();
+        let line = AuditLine::new(
+            Some(&actor),
+            "webhook.github",
+            format!("github:{}", req.delivery),
+        )
+        .with("event", &req.event);
+        let outcome = self
+            .engine
+            .handle_github_event(&req.event, &req.delivery, &req.payload, actor.clone())
+            .await;
+        let line = match &outcome {
+            Ok(o) => line
+                .with("outcome", &o.outcome)
+                .with("task_id", &o.task_id)
+                .with("message", &o.message),
+            Err(_) => line,
+        };
+        Ok(Response::new(self.audited(line, outcome).await?))
+    }
+
+    async fn put_workflow(
+        &self,
+        request: Request<PutWorkflowRequest>,
+    ) -> Result<Response<Workflow>, Status> {
+        let req = request.into_inner();
+        let actor = req.actor.unwrap_or_default();
+        let line = AuditLine::new(Some(&actor), "workflow.put", "workflow:?");
+        let outcome = self.engine.put_workflow(&req.source, &actor).await;
+        let line = match &outcome {
+            Ok(w) => AuditLine {
+                object: format!("workflow:{}", w.name),
+                ..line
+            },
+            Err(_) => line,
+        };
+        Ok(Response::new(self.audited(line, outcome).await?))
+    }
+
+    async fn list_workflows(
+        &self,
+        request: Request<ListWorkflowsRequest>,
+    ) -> Result<Response<ListWorkflowsResponse>, Status> {
+        let req = request.into_inner();
+        let workflows = self.engine.list_workflows(&req.repo, &req.base).await?;
+        Ok(Response::new(ListWorkflowsResponse { workflows }))
+    }
+
+    async fn get_workflow(
+        &self,
+        request: Request<GetWorkflowRequest>,
+    ) -> Result<Response<Workflow>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(
+            self.engine
+                .get_workflow(&req.name, &req.repo, &req.base)
+                .await?,
+        ))
+    }
+
+    async fn delete_workflow(
+        &self,
+        request: Request<GetWorkflowRequest>,
+    ) -> Result<Response<Workflow>, Status> {
+        let req = request.into_inner();
+        let line = AuditLine::new(
+            req.actor.as_ref(),
+            "workflow.delete",
+            format!("workflow:{}", req.name),
+        );
+        let outcome = self.engine.delete_workflow(&req.name).await;
+        Ok(Response::new(self.audited(line, outcome).await?))
+    }
+
+    async fn run_workflow(
+        &self,
+        request: Request<RunWorkflowRequest>,
+    ) -> Result<Response<Task>, Status> {
+        let req = request.into_inner();
+        let line = AuditLine::new(
+            req.actor.as_ref(),
+            "workflow.run",
+            format!("workflow:{}", req.name),
+        )
+        .with("repo", &req.repo);
+        let outcome = self.engine.run_workflow(req).await;
+        let line = match &outcome {
+            Ok(task) => line.with("task_id", &task.id),
+            Err(_) => line,
+        };
+        Ok(Response::new(self.audited(line, outcome).await?))
     }
 
     async fn complete_task(

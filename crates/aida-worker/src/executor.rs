@@ -1,18 +1,21 @@
 //! One subtask run from start to end: validate it, prepare the worktree
-//! (copying what `.worktreeinclude` lists), run the agent, commit what it
-//! left, remove the worktree. Both the gRPC `Execute` call and the
-//! orchestrator's assignments come through here, and every log line, the
-//! summary and the error leave it with secrets masked.
+//! (copying what `.worktreeinclude` lists, reserving the run's ports and
+//! running the set-up command of `.aida/config.toml` or the task), run the
+//! agent, commit what it left, remove the worktree. Both the gRPC `Execute`
+//! call and the orchestrator's assignments come through here, and every
+//! log line, the summary and the error leave it with secrets masked.
 //!
 //! What a caller can make a run touch is fixed here: the branch is always
 //! `aida/<task>/<subtask>`, derived from the validated ids (the request's
-//! `branch` is ignored); the base and dependencies are used by commit id
-//! only; a read-only run is only AIDA's planner and writes only below the
-//! worktree root; with `AIDA_REPO_ROOTS` set, the repository must lie below
-//! one of the roots.
+//! `branch` is ignored); the base, the dependencies and a follow-up's
+//! `continue_from` are used by commit id only; a read-only run is only
+//! AIDA's planner and writes only below the worktree root; with
+//! `AIDA_REPO_ROOTS` set, the repository must lie below one of the roots.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use aida_core::ids::{SubtaskName, TaskId};
 use aida_proto::common::{LogLine, RunResult, SubtaskRun};
@@ -20,7 +23,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{self, Agent, AgentConfig, AgentError, Invocation};
+use crate::ports::{self, PortLease};
+use crate::repo_config::{self, SetupPlan};
 use crate::secrets::SecretMask;
+use crate::setup::{self, SetupRun};
 use crate::worktree::{self, PreparedWorktree};
 use crate::worktree_include;
 
@@ -52,10 +58,16 @@ pub struct ExecContext {
     pub secrets: Arc<SecretMask>,
     /// Canonical directories repositories must lie under; empty: any.
     pub repo_roots: Vec<PathBuf>,
+    /// The set-up command's limit when neither the repository nor the task
+    /// sets one.
+    pub setup_timeout: Duration,
+    /// Where port leases are locked; shared by every worker of the host.
+    pub port_lock_dir: PathBuf,
 }
 
 impl ExecContext {
-    /// Default agent settings, no secrets to mask, no repository roots.
+    /// Default agent settings, no secrets to mask, no repository roots,
+    /// the default set-up timeout and port lock directory.
     pub fn new(worker_id: impl Into<String>, worktree_root: impl Into<PathBuf>) -> Self {
         Self {
             worker_id: worker_id.into(),
@@ -63,6 +75,8 @@ impl ExecContext {
             agents: AgentConfig::default(),
             secrets: Arc::default(),
             repo_roots: Vec::new(),
+            setup_timeout: setup::DEFAULT_TIMEOUT,
+            port_lock_dir: ports::default_lock_dir(),
         }
     }
 }
@@ -117,6 +131,17 @@ fn validate_run(run: &SubtaskRun, ctx: &ExecContext) -> Result<Validated, String
     if !is_object_id(&run.base_commit) {
         return Err("base_commit must be a full commit id".into());
     }
+    if !run.continue_from.is_empty() {
+        if run.read_only {
+            return Err("a read-only run cannot continue a branch (continue_from)".into());
+        }
+        if !is_object_id(&run.continue_from) {
+            return Err("continue_from must be a full commit id".into());
+        }
+    }
+    if let Some(setup) = &run.setup {
+        repo_config::validate_task_setup(setup)?;
+    }
     for dep in &run.dependencies {
         // By commit id only: a dependency's branch may have moved since,
         // and a name could point anywhere.
@@ -129,9 +154,8 @@ fn validate_run(run: &SubtaskRun, ctx: &ExecContext) -> Result<Validated, String
     }
     let repo = repo_under_roots(&run.repo, &ctx.repo_roots)?;
     let agent = match &run.agent {
-        Some(spec) => {
-            Agent::from_spec(spec, &run.prompt, &ctx.agents).map_err(|e| e.to_string())?
-        }
+        Some(spec) => Agent::from_spec(spec, &run.prompt, run.resume_session.trim(), &ctx.agents)
+            .map_err(|e| e.to_string())?,
         None => return Err("agent is required".into()),
     };
     Ok(Validated {
@@ -180,8 +204,8 @@ async fn note(logs: &mpsc::Sender<LogLine>, line: impl Into<String>) {
     let _ = logs.send(agent::log_line("aida", line)).await;
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, worktree::WorktreeError> + Send + 'static,
+async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, String> {
     match tokio::task::spawn_blocking(f).await {
         Ok(result) => result.map_err(|e| e.to_string()),
@@ -203,9 +227,14 @@ pub async fn run_subtask(
     // Every line passes the mask on its way out; the masking task ends once
     // the run dropped its sender, so all lines are out before the result.
     // The run's own environment may carry secrets too (the context token).
-    let secrets = Arc::new(ctx.secrets.merged(&SecretMask::from_vars(
-        run.env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-    )));
+    let secrets = Arc::new(
+        ctx.secrets.merged(&SecretMask::from_vars(
+            run.env
+                .iter()
+                .chain(run.setup.iter().flat_map(|s| s.env.iter()))
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )),
+    );
     let (masked_tx, mut masked_rx) = mpsc::channel::<LogLine>(MASK_BUFFER);
     let masking = {
         let secrets = Arc::clone(&secrets);
@@ -261,28 +290,47 @@ async fn run_masked(
             ctx.worktree_root.clone(),
             ctx.worker_id.clone(),
         );
-        blocking(move || worktree::prepare(&run, &branch, &root, &worker_id)).await
+        tokio::task::spawn_blocking(move || {
+            worktree::prepare(&run, &branch, &root, &worker_id)
+                .map_err(|e| (e.to_string(), e.is_permanent()))
+        })
+        .await
+        .unwrap_or_else(|e| Err((format!("git task failed: {e}"), false)))
     };
     let wt = match prepared {
         Ok(wt) => wt,
-        Err(e) => {
+        Err((e, permanent)) => {
             tracing::warn!(error = %e, "cannot prepare worktree");
             note(&logs, format!("cannot prepare worktree: {e}")).await;
             return RunResult {
                 branch: v.branch,
+                permanent,
                 ..failure(e)
             };
         }
     };
-    note(
-        &logs,
-        format!(
-            "worktree ready at {}, starting from {}",
-            wt.path.display(),
-            wt.start_commit
-        ),
-    )
-    .await;
+    if run.continue_from.is_empty() {
+        note(
+            &logs,
+            format!(
+                "worktree ready at {}, starting from {}",
+                wt.path.display(),
+                wt.start_commit
+            ),
+        )
+        .await;
+    } else {
+        note(
+            &logs,
+            format!(
+                "worktree ready at {}, continuing branch {} from {} (a follow-up)",
+                wt.path.display(),
+                wt.branch,
+                wt.start_commit
+            ),
+        )
+        .await;
+    }
 
     let mut result = run_in_worktree(&run, &v, &wt, ctx, &logs, cancel).await;
 
@@ -342,6 +390,7 @@ async fn run_read_only(
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        setup_env: Vec::new(),
     };
     note(
         logs,
@@ -401,28 +450,16 @@ async fn run_in_worktree(
                 worktree_include::FILE_NAME
             );
             note(logs, error.clone()).await;
-            return RunResult {
-                branch: wt.branch.clone(),
-                start_commit: wt.start_commit.to_string(),
-                commit: wt.start_commit.to_string(),
-                exit_code: -1,
-                ..failure(error)
-            };
+            return worktree_failure(wt, error, false);
         }
     }
 
-    let inv = Invocation {
-        prompt: run.prompt.clone(),
-        task_id: v.task_id.to_string(),
-        subtask: v.subtask.clone(),
-        branch: wt.branch.clone(),
-        worktree: wt.path.clone(),
-        env: run
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+    // Held until the run ends: the agent may listen on its ports.
+    let set_up = match set_up(run, v, wt, ctx, logs, cancel.clone()).await {
+        Ok(set_up) => set_up,
+        Err(result) => return result,
     };
+    let inv = invocation(run, v, wt, set_up.env.clone());
     note(
         logs,
         format!(
@@ -439,13 +476,15 @@ async fn run_in_worktree(
     }
 
     let committed = {
-        let (wt, subtask, prompt, worker_id) = (
+        let (wt, subtask, prompt, worker_id, leave_out) = (
             wt.clone(),
             run.subtask.clone(),
             run.prompt.clone(),
             ctx.worker_id.clone(),
+            set_up.created.clone(),
         );
-        blocking(move || worktree::commit_changes(&wt, &subtask, &prompt, &worker_id)).await
+        blocking(move || worktree::commit_changes(&wt, &subtask, &prompt, &worker_id, &leave_out))
+            .await
     };
     let mut result = RunResult {
         branch: wt.branch.clone(),
@@ -484,4 +523,160 @@ async fn run_in_worktree(
         }
     }
     result
+}
+
+/// A failure inside the prepared worktree, before the agent ran: nothing
+/// was committed.
+fn worktree_failure(wt: &PreparedWorktree, error: String, permanent: bool) -> RunResult {
+    RunResult {
+        branch: wt.branch.clone(),
+        start_commit: wt.start_commit.to_string(),
+        commit: wt.start_commit.to_string(),
+        exit_code: -1,
+        permanent,
+        ..failure(error)
+    }
+}
+
+/// What the agent (and the set-up command) is told about the run.
+fn invocation(
+    run: &SubtaskRun,
+    v: &Validated,
+    wt: &PreparedWorktree,
+    setup_env: Vec<(String, String)>,
+) -> Invocation {
+    Invocation {
+        prompt: run.prompt.clone(),
+        task_id: v.task_id.to_string(),
+        subtask: v.subtask.clone(),
+        branch: wt.branch.clone(),
+        worktree: wt.path.clone(),
+        env: run
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        setup_env,
+    }
+}
+
+/// What the worktree's set-up gave the run.
+struct SetUp {
+    /// The run's ports, claimed until this is dropped.
+    _ports: PortLease,
+    /// For the agent: the set-up env and the ports' variables.
+    env: Vec<(String, String)>,
+    /// Untracked files the set-up command left: never committed.
+    created: BTreeSet<String>,
+}
+
+/// Reads `.aida/config.toml`, lays the task's settings over it, claims the
+/// ports and runs the set-up command. A failure comes back as the run's
+/// result.
+async fn set_up(
+    run: &SubtaskRun,
+    v: &Validated,
+    wt: &PreparedWorktree,
+    ctx: &ExecContext,
+    logs: &mpsc::Sender<LogLine>,
+    cancel: CancellationToken,
+) -> Result<SetUp, RunResult> {
+    let loaded = {
+        let path = wt.path.clone();
+        blocking(move || repo_config::load(&path)).await
+    };
+    let config = match loaded {
+        Ok(config) => config,
+        Err(e) => {
+            note(logs, e.clone()).await;
+            // The file is part of the start commit: a retry reads it again.
+            return Err(worktree_failure(wt, e, true));
+        }
+    };
+    if config.is_some() {
+        note(logs, format!("read {}", repo_config::CONFIG_PATH)).await;
+    }
+    let plan = SetupPlan::merge(config, run.setup.as_ref());
+
+    let ports = if plan.ports == 0 {
+        PortLease::none()
+    } else {
+        let (count, dir) = (plan.ports, ctx.port_lock_dir.clone());
+        match blocking(move || PortLease::acquire(count, &dir)).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                let error = format!("cannot reserve {count} ports: {e}");
+                note(logs, error.clone()).await;
+                return Err(worktree_failure(wt, error, false));
+            }
+        }
+    };
+    if !ports.ports().is_empty() {
+        let list: Vec<String> = ports.ports().iter().map(u16::to_string).collect();
+        note(logs, format!("ports reserved: {}", list.join(", "))).await;
+    }
+    let env: Vec<(String, String)> = plan.env.into_iter().chain(ports.env()).collect();
+
+    let mut created = BTreeSet::new();
+    if !plan.command.is_empty() {
+        let command = setup::display(&plan.command);
+        note(logs, format!("running set-up command: {command}")).await;
+        let inv = invocation(run, v, wt, env.clone());
+        let ran = setup::run(
+            SetupRun {
+                command: &plan.command,
+                inv: &inv,
+                allow: &ctx.agents.env,
+                timeout: plan.timeout.unwrap_or(ctx.setup_timeout),
+                log_quota_bytes: ctx.agents.log_quota_bytes,
+            },
+            logs.clone(),
+            cancel,
+        )
+        .await;
+        if let Err(e) = ran {
+            note(logs, format!("set-up failed: {e}")).await;
+            return Err(worktree_failure(wt, e.to_string(), e.is_permanent()));
+        }
+        note(logs, "set-up command finished").await;
+        let untracked = {
+            let wt = wt.clone();
+            blocking(move || worktree::untracked_files(&wt)).await
+        };
+        created = match untracked {
+            Ok(files) => files,
+            Err(e) => {
+                let error = format!("cannot list the files the set-up command created: {e}");
+                note(logs, error.clone()).await;
+                return Err(worktree_failure(wt, error, false));
+            }
+        };
+        if !created.is_empty() {
+            note(
+                logs,
+                format!(
+                    "leaving {} untracked files the set-up command created out of the commit: {}",
+                    created.len(),
+                    sample(&created, 10)
+                ),
+            )
+            .await;
+        }
+    }
+    Ok(SetUp {
+        _ports: ports,
+        env,
+        created,
+    })
+}
+
+/// The first `n` of `items`, and how many more there are.
+fn sample(items: &BTreeSet<String>, n: usize) -> String {
+    let mut shown: Vec<&str> = items.iter().take(n).map(String::as_str).collect();
+    let more = items.len().saturating_sub(n);
+    let more = format!("and {more} more");
+    if items.len() > n {
+        shown.push(&more);
+    }
+    shown.join(", ")
 }

@@ -16,10 +16,13 @@ use tokio_util::task::TaskTracker;
 pub mod agent;
 pub mod error;
 pub mod executor;
+pub mod ports;
+pub mod repo_config;
 pub mod runner;
 pub mod secrets;
 pub mod service;
 pub mod session;
+pub mod setup;
 pub mod state;
 pub mod worktree;
 pub mod worktree_include;
@@ -73,6 +76,17 @@ pub struct Config {
     /// a run's repository must lie below one of them (after resolving
     /// symlinks and `..`).
     pub aida_repo_roots: Option<String>,
+    /// `AIDA_REPO_CACHE`: where the orchestrator keeps its mirrors of
+    /// remotes (the same path here as there); with `AIDA_REPO_ROOTS` set,
+    /// repositories below it are allowed too.
+    pub aida_repo_cache: Option<PathBuf>,
+    /// `SETUP_TIMEOUT_SECS`: the time limit of a worktree's set-up command
+    /// when neither `.aida/config.toml` nor the task sets one.
+    pub setup_timeout_secs: u64,
+    /// `AIDA_PORT_LOCK_DIR`: where runs lock the ports they lease, so that
+    /// no two runs on the host share one; every worker of a host must use
+    /// the same directory. `<tmp>/aida-ports` when unset.
+    pub aida_port_lock_dir: Option<PathBuf>,
     /// The internal credential: presented to the orchestrator, required
     /// from callers of this worker's own service. Read by
     /// [`Config::from_env`].
@@ -97,6 +111,9 @@ impl Default for Config {
             agent_timeout_secs: agent::DEFAULT_TIMEOUT.as_secs(),
             log_quota_bytes: agent::DEFAULT_LOG_QUOTA_BYTES,
             aida_repo_roots: None,
+            aida_repo_cache: None,
+            setup_timeout_secs: setup::DEFAULT_TIMEOUT.as_secs(),
+            aida_port_lock_dir: None,
             security: Default::default(),
         }
     }
@@ -137,10 +154,31 @@ impl Config {
         })
     }
 
+    /// The set-up command's default limit.
+    pub fn setup_timeout(&self) -> anyhow::Result<std::time::Duration> {
+        if self.setup_timeout_secs == 0 {
+            anyhow::bail!(
+                "SETUP_TIMEOUT_SECS must be at least 1: a set-up command without a time limit would hold the worker forever"
+            );
+        }
+        Ok(std::time::Duration::from_secs(self.setup_timeout_secs))
+    }
+
+    /// Where port leases are locked.
+    pub fn port_lock_dir(&self) -> PathBuf {
+        self.aida_port_lock_dir
+            .clone()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or_else(ports::default_lock_dir)
+    }
+
     /// The repository roots, canonical; empty when `AIDA_REPO_ROOTS` is
     /// unset. A root that does not exist is a mistake worth stopping for.
+    /// The mirror cache counts as a root (it is made if missing: the
+    /// orchestrator may not have mirrored anything yet).
     pub fn repo_roots(&self) -> anyhow::Result<Vec<PathBuf>> {
-        self.aida_repo_roots
+        let mut roots: Vec<PathBuf> = self
+            .aida_repo_roots
             .as_deref()
             .unwrap_or("")
             .split(',')
@@ -150,7 +188,22 @@ impl Config {
                 std::fs::canonicalize(root)
                     .with_context(|| format!("AIDA_REPO_ROOTS: cannot resolve {root:?}"))
             })
-            .collect()
+            .collect::<anyhow::Result<_>>()?;
+        if let Some(cache) = self
+            .aida_repo_cache
+            .as_ref()
+            .filter(|c| !c.as_os_str().is_empty())
+            && !roots.is_empty()
+        {
+            std::fs::create_dir_all(cache)
+                .with_context(|| format!("AIDA_REPO_CACHE: cannot create {}", cache.display()))?;
+            roots.push(
+                std::fs::canonicalize(cache).with_context(|| {
+                    format!("AIDA_REPO_CACHE: cannot resolve {}", cache.display())
+                })?,
+            );
+        }
+        Ok(roots)
     }
 }
 
@@ -217,6 +270,8 @@ pub async fn run(
             agents,
             secrets: Arc::new(secrets),
             repo_roots,
+            setup_timeout: config.setup_timeout()?,
+            port_lock_dir: config.port_lock_dir(),
         }),
         agent_kinds,
         tracker: TaskTracker::new(),
@@ -234,6 +289,8 @@ pub async fn run(
         agent_timeout_secs = runner.ctx.agents.default_timeout.as_secs(),
         log_quota_bytes = runner.ctx.agents.log_quota_bytes,
         repo_roots = ?runner.ctx.repo_roots,
+        setup_timeout_secs = runner.ctx.setup_timeout.as_secs(),
+        port_lock_dir = %runner.ctx.port_lock_dir.display(),
         "worker starting"
     );
 
@@ -307,5 +364,15 @@ mod tests {
             std::env::temp_dir().join("aida-worktrees").join("w_1_x")
         );
         assert!(!Config::default().worker_id.is_empty());
+        assert_eq!(
+            config.port_lock_dir(),
+            std::env::temp_dir().join("aida-ports")
+        );
+        assert_eq!(config.setup_timeout().unwrap().as_secs(), 600);
+        let no_limit = Config {
+            setup_timeout_secs: 0,
+            ..Config::default()
+        };
+        assert!(no_limit.setup_timeout().is_err());
     }
 }

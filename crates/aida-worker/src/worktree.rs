@@ -1,19 +1,22 @@
 //! The git side of a run: computes the start commit (base plus dependency
 //! commits), points the subtask's branch at it, adds a worktree on that
-//! branch, commits what the agent left and removes the worktree again.
+//! branch, commits what the agent left and removes the worktree again. A
+//! follow-up run instead continues the branch where the subtask's last run
+//! left it, after checking that nothing else moved it.
 //!
 //! It touches the subtask's branch, the objects database and the
 //! repository's worktree metadata; never the base branch, the main working
 //! tree or its index. Everything here is blocking: callers run it on
 //! `spawn_blocking`.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use aida_proto::common::SubtaskRun;
 use git2::{
-    Commit, ErrorCode, IndexAddOption, Oid, Repository, Signature, WorktreeAddOptions,
-    WorktreePruneOptions,
+    Commit, ErrorCode, IndexAddOption, Oid, Repository, Signature, Status, StatusOptions,
+    WorktreeAddOptions, WorktreePruneOptions,
 };
 use nix::fcntl::{Flock, FlockArg};
 
@@ -40,6 +43,16 @@ pub enum WorktreeError {
     InvalidBranch(String),
     #[error("branch {0} is checked out in the main working tree; it cannot be reset")]
     BranchIsHead(String),
+    #[error("branch {0} is checked out in the main working tree; a follow-up cannot work on it")]
+    FollowUpOnHead(String),
+    #[error("branch {0} does not exist: a follow-up continues the subtask's earlier work")]
+    FollowUpNoBranch(String),
+    #[error("branch {branch} moved: its tip is {tip}, the follow-up expected {expected}")]
+    BranchMoved {
+        branch: String,
+        tip: Oid,
+        expected: String,
+    },
     #[error("{what}: {source}")]
     Git { what: String, source: git2::Error },
     #[error("{what}: {source}")]
@@ -63,6 +76,16 @@ fn lock_metadata(repo: &Repository) -> Result<Flock<std::fs::File>, WorktreeErro
         .map_err(io(format!("opening {}", path.display())))?;
     Flock::lock(file, FlockArg::LockExclusive)
         .map_err(|(_, errno)| io(format!("locking {}", path.display()))(errno.into()))
+}
+
+impl WorktreeError {
+    /// Trying again cannot help: the follow-up's branch is gone or moved.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            WorktreeError::FollowUpNoBranch(_) | WorktreeError::BranchMoved { .. }
+        )
+    }
 }
 
 fn git(what: impl Into<String>) -> impl FnOnce(git2::Error) -> WorktreeError {
@@ -108,7 +131,8 @@ pub struct PreparedWorktree {
     pub path: PathBuf,
     /// The subtask's branch (without `refs/heads/`), checked out here.
     pub branch: String,
-    /// Base commit plus merged dependencies: what the agent starts from.
+    /// Base commit plus merged dependencies (a follow-up: the branch's
+    /// tip): what the agent starts from.
     pub start_commit: Oid,
 }
 
@@ -119,7 +143,10 @@ pub fn worktree_name(run: &SubtaskRun) -> String {
 }
 
 /// Computes the start commit, resets `branch` to it and adds a worktree for
-/// it under `root`.
+/// it under `root`. A follow-up (`run.continue_from` set) instead checks
+/// that `branch` exists with its tip at `continue_from` (or on top of it:
+/// an earlier attempt's partial work, which is reset away) and adds the
+/// worktree there: no dependency merge.
 pub fn prepare(
     run: &SubtaskRun,
     branch: &str,
@@ -134,7 +161,12 @@ pub fn prepare(
     if !git2::Reference::is_valid_name(&refname) {
         return Err(WorktreeError::InvalidBranch(branch.to_owned()));
     }
-    let start = start_commit(&repo, run, worker_id)?;
+    let follow_up = !run.continue_from.is_empty();
+    let start = if follow_up {
+        resolve(&repo, "continue_from", &run.continue_from)?
+    } else {
+        start_commit(&repo, run, worker_id)?
+    };
 
     let name = worktree_name(run);
     let path = root.join(&name);
@@ -147,23 +179,51 @@ pub fn prepare(
     let _lock = lock_metadata(&repo)?;
     clear_leftovers(&repo, &name, &path, &refname)?;
 
-    if repo
+    let is_head = repo
         .head()
         .ok()
         .and_then(|h| h.name().map(str::to_owned))
-        .is_some_and(|h| h == refname)
-    {
+        .is_some_and(|h| h == refname);
+    if is_head && follow_up {
+        return Err(WorktreeError::FollowUpOnHead(branch.to_owned()));
+    }
+    if is_head {
         return Err(WorktreeError::BranchIsHead(branch.to_owned()));
     }
-    let reference = retry_locked(|| {
-        repo.reference(
-            &refname,
-            start,
-            true,
-            &format!("aida: start {} attempt {}", run.subtask, run.attempt),
-        )
-    })
-    .map_err(git(format!("pointing branch {branch} at the start commit")))?;
+    let reference = if follow_up {
+        // Read under the metadata lock, after the leftovers are gone: the
+        // branch is checked out nowhere else now.
+        let reference = match repo.find_reference(&refname) {
+            Ok(reference) => reference,
+            Err(e) if e.code() == ErrorCode::NotFound => {
+                return Err(WorktreeError::FollowUpNoBranch(branch.to_owned()));
+            }
+            Err(e) => return Err(git(format!("reading branch {branch}"))(e)),
+        };
+        let tip = reference
+            .peel_to_commit()
+            .map_err(git(format!("reading branch {branch}")))?
+            .id();
+        if tip == start {
+            reference
+        } else if repo.graph_descendant_of(tip, start).unwrap_or(false) {
+            // An earlier attempt of this follow-up left partial work on top
+            // of where it starts: a retry starts over, as any retry does.
+            drop(reference);
+            start_branch(&repo, &refname, start, run).map_err(git(format!(
+                "resetting branch {branch} to the follow-up's start"
+            )))?
+        } else {
+            return Err(WorktreeError::BranchMoved {
+                branch: branch.to_owned(),
+                tip,
+                expected: run.continue_from.clone(),
+            });
+        }
+    } else {
+        start_branch(&repo, &refname, start, run)
+            .map_err(git(format!("pointing branch {branch} at the start commit")))?
+    };
 
     let mut opts = WorktreeAddOptions::new();
     // Locked for as long as the run lasts, so neither another worker's
@@ -178,6 +238,23 @@ pub fn prepare(
         path,
         branch: branch.to_owned(),
         start_commit: start,
+    })
+}
+
+/// Points the branch at the start commit, creating it or resetting it.
+fn start_branch<'r>(
+    repo: &'r Repository,
+    refname: &str,
+    start: Oid,
+    run: &SubtaskRun,
+) -> Result<git2::Reference<'r>, git2::Error> {
+    retry_locked(|| {
+        repo.reference(
+            refname,
+            start,
+            true,
+            &format!("aida: start {} attempt {}", run.subtask, run.attempt),
+        )
     })
 }
 
@@ -346,22 +423,63 @@ pub struct Committed {
     pub created: bool,
 }
 
+/// The files in the worktree that git does not track and does not ignore,
+/// relative to it: what a set-up command created, when called right after
+/// it.
+pub fn untracked_files(wt: &PreparedWorktree) -> Result<BTreeSet<String>, WorktreeError> {
+    let repo = Repository::open(&wt.path).map_err(|source| WorktreeError::OpenRepo {
+        repo: wt.path.display().to_string(),
+        source,
+    })?;
+    let mut opts = StatusOptions::new();
+    opts.include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false)
+        .exclude_submodules(true);
+    let statuses = repo
+        .statuses(Some(&mut opts))
+        .map_err(git("listing untracked files"))?;
+    Ok(statuses
+        .iter()
+        .filter(|e| e.status().contains(Status::WT_NEW))
+        .filter_map(|e| e.path().map(str::to_owned))
+        .collect())
+}
+
 /// Stages everything in the worktree (deletions and untracked files too,
-/// .gitignore respected) and commits it on the branch if anything changed.
-/// Commits the agent made itself stay; the leftovers go on top.
+/// .gitignore respected) but the untracked files in `leave_out`, and
+/// commits it on the branch if anything changed. Commits the agent made
+/// itself stay; the leftovers go on top.
 pub fn commit_changes(
     wt: &PreparedWorktree,
     subtask: &str,
     prompt: &str,
     worker_id: &str,
+    leave_out: &BTreeSet<String>,
 ) -> Result<Committed, WorktreeError> {
     let repo = Repository::open(&wt.path).map_err(|source| WorktreeError::OpenRepo {
         repo: wt.path.display().to_string(),
         source,
     })?;
     let mut index = repo.index().map_err(git("opening the worktree index"))?;
+    // Only files not in the index are left out: one the agent staged or
+    // committed itself is its work.
+    let left_out: BTreeSet<&str> = leave_out
+        .iter()
+        .map(String::as_str)
+        .filter(|p| index.get_path(Path::new(p), 0).is_none())
+        .collect();
+    // Positive: skip the file.
+    let mut skip = |path: &Path, _: &[u8]| -> i32 {
+        i32::from(path.to_str().is_some_and(|p| left_out.contains(p)))
+    };
+    let callback: Option<&mut git2::IndexMatchedPath<'_>> = if left_out.is_empty() {
+        None
+    } else {
+        Some(&mut skip)
+    };
     index
-        .add_all(["*"], IndexAddOption::DEFAULT, None)
+        .add_all(["*"], IndexAddOption::DEFAULT, callback)
         .map_err(git("staging the agent's changes"))?;
     index
         .update_all(["*"], None)

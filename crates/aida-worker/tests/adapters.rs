@@ -607,3 +607,91 @@ async fn text_that_looks_like_a_flag_stays_text() {
         assert_eq!(args["sandbox"], "workspace-write");
     }
 }
+
+#[tokio::test]
+async fn resuming_a_session_passes_its_id_to_each_cli() {
+    let repo = TestRepo::with_files(&[(".aida-fake-record", "")]);
+    let ctx = Ctx::with_fakes();
+    let session = "0199a213-81c0-7800-8aa1-bbab2a035a53";
+    for (kind, prog, resume_arg) in [
+        ("claude-code", "claude", format!("--resume={session}")),
+        ("gemini-cli", "gemini", format!("--resume={session}")),
+        ("codex-cli", "codex", "resume".to_owned()),
+    ] {
+        let mut spec = cli(kind, &[]);
+        spec.model = "m-1".into();
+        let mut run = repo.agent_run(prog, spec, "-p\nwrite again.txt: more");
+        run.resume_session = session.into();
+        let (result, lines) = ctx.execute(run).await;
+        assert!(result.success, "{kind}: {result:?} {lines:?}");
+        assert_files(&repo, &result, &[("again.txt", "more\n")]);
+        // The CLI reports the session it resumed.
+        assert_eq!(
+            result.usage.clone().unwrap_or_default().session_id,
+            session,
+            "{kind}"
+        );
+        let recorded = record(&repo, &result, prog);
+        let argv: Vec<&str> = recorded["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(argv.contains(&resume_arg.as_str()), "{kind}: {argv:?}");
+        let args = &recorded["args"];
+        assert_eq!(args["prompt"], "-p\nwrite again.txt: more", "{kind}");
+        match prog {
+            "codex" => {
+                assert_eq!(
+                    &argv[..],
+                    [
+                        "-a",
+                        "never",
+                        "exec",
+                        "--json",
+                        "-s",
+                        "workspace-write",
+                        "--model=m-1",
+                        "resume",
+                        session,
+                        "--",
+                        "-p\nwrite again.txt: more"
+                    ]
+                );
+                assert_eq!(args["resume"], true);
+                assert_eq!(args["session_id"], session);
+                assert_eq!(args["last"], false);
+                assert_eq!(args["sandbox"], "workspace-write");
+                assert_eq!(args["json"], true);
+                assert_eq!(args["exec_model"], "m-1");
+            }
+            _ => assert_eq!(args["resume"], session, "{kind}"),
+        }
+        assert!(
+            starting_line(&lines).contains(&resume_arg),
+            "{kind}: {lines:?}"
+        );
+    }
+
+    // An id that could be read as a flag or worse is not passed on.
+    let mut run = repo.agent_run("bad-id", cli("claude-code", &[]), "say hi");
+    run.resume_session = "--dangerously-skip-permissions".into();
+    let (result, lines) = ctx.execute(run).await;
+    assert!(result.success, "{result:?}");
+    assert!(
+        has_line(
+            &lines,
+            "aida",
+            "resume_session \"--dangerously-skip-permissions\" is not a valid session id; starting a new session"
+        ),
+        "{lines:?}"
+    );
+    let recorded = record(&repo, &result, "claude");
+    assert_eq!(recorded["args"]["resume"], serde_json::Value::Null);
+    assert_eq!(recorded["args"]["dangerously_skip_permissions"], false);
+    assert_ne!(
+        result.usage.unwrap_or_default().session_id,
+        "--dangerously-skip-permissions"
+    );
+}

@@ -435,3 +435,170 @@ async fn a_read_only_run_answers_from_a_snapshot_and_changes_nothing() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_follow_up_commits_on_top_of_the_previous_commit_on_the_same_branch() {
+    let repo = TestRepo::new();
+    let ctx = Ctx::new();
+    let run_dep = repo.run("dep", &["sh", "-c", "echo dep > dep.txt"]);
+    let (dep, _) = ctx.execute(run_dep.clone()).await;
+    assert!(dep.success, "{dep:?}");
+    let first_run = repo.run("api", &["sh", "-c", "echo one > one.txt"]);
+    let (first, _) = ctx.execute(first_run.clone()).await;
+    assert!(first.success, "{first:?}");
+
+    // The same subtask again, told to continue: the branch keeps its work,
+    // and dependencies are not merged in again.
+    let follow_up = aida_proto::common::SubtaskRun {
+        attempt: 2,
+        prompt: "now add two".into(),
+        continue_from: first.commit.clone(),
+        dependencies: vec![dependency(&run_dep, &dep)],
+        agent: Some(common::command(&[
+            "sh",
+            "-c",
+            "cat one.txt > seen.txt; test -e dep.txt && echo merged >> seen.txt; echo two > two.txt",
+        ])),
+        ..first_run.clone()
+    };
+    let (second, lines) = ctx.execute(follow_up.clone()).await;
+    assert!(second.success, "{second:?} {lines:?}");
+    assert_eq!(second.branch, first_run.branch);
+    assert_eq!(second.start_commit, first.commit);
+    assert!(
+        has_line(
+            &lines,
+            "aida",
+            &format!(
+                "worktree ready at {}, continuing branch {} from {} (a follow-up)",
+                ctx.worktree_dir(&follow_up).display(),
+                first_run.branch,
+                first.commit
+            )
+        ),
+        "{lines:?}"
+    );
+    let git = repo.repo();
+    let tip = git
+        .refname_to_id(&format!("refs/heads/{}", first_run.branch))
+        .unwrap();
+    assert_eq!(tip.to_string(), second.commit);
+    let commit = git.find_commit(tip).unwrap();
+    assert_eq!(commit.parent_ids().count(), 1);
+    assert_eq!(commit.parent_id(0).unwrap().to_string(), first.commit);
+    assert_eq!(commit.message().unwrap(), "aida: api\n\nnow add two\n");
+    assert_eq!(
+        repo.file_at(&second.commit, "seen.txt").as_deref(),
+        Some("one\n"),
+        "started from the first run's work, without the dependency"
+    );
+    assert!(repo.file_at(&second.commit, "one.txt").is_some());
+    assert!(repo.file_at(&second.commit, "two.txt").is_some());
+    assert!(!ctx.worktree_dir(&follow_up).exists());
+    assert!(git.worktrees().unwrap().is_empty());
+    assert_eq!(repo.main_head(), repo.base);
+}
+
+#[tokio::test]
+async fn a_follow_up_retry_starts_over_and_a_moved_or_missing_branch_is_refused() {
+    let repo = TestRepo::new();
+    let ctx = Ctx::new();
+    let first_run = repo.run("api", &["sh", "-c", "echo one > one.txt"]);
+    let (first, _) = ctx.execute(first_run.clone()).await;
+    assert!(first.success, "{first:?}");
+    let agent = common::command(&["sh", "-c", "echo ran > ran.txt"]);
+
+    // A retry of a follow-up whose earlier attempt left partial work on top
+    // of where it starts: the branch is reset to the start, as for any retry.
+    let retried = aida_proto::common::SubtaskRun {
+        attempt: 2,
+        continue_from: repo.base.to_string(),
+        agent: Some(agent.clone()),
+        ..first_run.clone()
+    };
+    let (result, lines) = ctx.execute(retried.clone()).await;
+    assert!(result.success, "{result:?} {lines:?}");
+    let git = repo.repo();
+    let commit = git
+        .find_commit(git2::Oid::from_str(&result.commit).unwrap())
+        .unwrap();
+    assert_eq!(
+        commit.parent_id(0).unwrap(),
+        repo.base,
+        "started over from the base"
+    );
+    assert!(repo.file_at(&result.commit, "one.txt").is_none());
+
+    // Someone pointed the branch elsewhere (not on top of the start): it is
+    // left alone and the follow-up refused.
+    let sig = git2::Signature::now("someone", "someone@example.com").unwrap();
+    let base = git.find_commit(repo.base).unwrap();
+    let elsewhere = git
+        .commit(
+            None,
+            &sig,
+            &sig,
+            "elsewhere",
+            &base.tree().unwrap(),
+            &[&base],
+        )
+        .unwrap();
+    git.reference(
+        &format!("refs/heads/{}", first_run.branch),
+        elsewhere,
+        true,
+        "someone moved it",
+    )
+    .unwrap();
+    let moved = aida_proto::common::SubtaskRun {
+        attempt: 3,
+        continue_from: result.commit.clone(),
+        agent: Some(agent.clone()),
+        ..first_run.clone()
+    };
+    let (refused, _) = ctx.execute(moved.clone()).await;
+    assert!(!refused.success && refused.permanent, "{refused:?}");
+    assert_eq!(
+        refused.error,
+        format!(
+            "branch {} moved: its tip is {}, the follow-up expected {}",
+            first_run.branch, elsewhere, result.commit
+        )
+    );
+    let tip = git
+        .refname_to_id(&format!("refs/heads/{}", first_run.branch))
+        .unwrap();
+    assert_eq!(tip, elsewhere, "the branch is left alone");
+    assert!(!ctx.worktree_dir(&moved).exists());
+    assert!(git.worktrees().unwrap().is_empty());
+
+    // A subtask that never ran has no branch to continue.
+    let never_ran = aida_proto::common::SubtaskRun {
+        continue_from: repo.base.to_string(),
+        ..repo.run("other", &["true"])
+    };
+    let (result, _) = ctx.execute(never_ran.clone()).await;
+    assert!(result.permanent, "{result:?}");
+    assert_eq!(
+        result.error,
+        format!(
+            "branch {} does not exist: a follow-up continues the subtask's earlier work",
+            never_ran.branch
+        )
+    );
+    assert!(
+        git.find_reference(&format!("refs/heads/{}", never_ran.branch))
+            .is_err()
+    );
+
+    // Only a full commit id is accepted.
+    for bad in ["main", "HEAD", &first.commit[..12]] {
+        let run = aida_proto::common::SubtaskRun {
+            continue_from: bad.to_owned(),
+            ..first_run.clone()
+        };
+        let (result, _) = ctx.execute(run).await;
+        assert!(result.permanent, "{bad}: {result:?}");
+        assert_eq!(result.error, "continue_from must be a full commit id");
+    }
+}

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use aida_core::secret::ExposeSecret;
 use aida_gateway::api::{
     ApiToken, ApiTokenList, AuditEntry, AuditList, CreateApiToken, CreateTask, CreateUser,
-    ErrorBody, Event, EventList, Login, Me, Task, TaskList, TokenPair, UpdateUser, User, UserList,
-    Worker, WorkerList,
+    ErrorBody, Event, EventList, FollowUp, Login, Me, PutWorkflow, RunWorkflow, Task, TaskList,
+    TokenPair, UpdateUser, User, UserList, Worker, WorkerList, Workflow, WorkflowList,
+    WorkflowQuery,
 };
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
@@ -101,6 +102,18 @@ fn segment(value: &str) -> anyhow::Result<String> {
 
 impl std::error::Error for ApiError {}
 
+/// A workflow query as URL parameters (absent ones left out).
+fn workflow_query(query: &WorkflowQuery) -> Vec<(&'static str, String)> {
+    let mut pairs = Vec::new();
+    if let Some(repo) = &query.repo {
+        pairs.push(("repo", repo.clone()));
+    }
+    if let Some(base) = &query.base {
+        pairs.push(("base", base.clone()));
+    }
+    pairs
+}
+
 /// Events of a followed task, as they arrive.
 pub type EventStream = Pin<Box<dyn Stream<Item = anyhow::Result<Event>> + Send>>;
 
@@ -169,6 +182,56 @@ impl Client {
     pub async fn cancel_task(&self, id: &str) -> anyhow::Result<Task> {
         let path = format!("/api/tasks/{}/cancel", segment(id)?);
         self.json(self.http.post(self.url(&path))).await
+    }
+
+    pub async fn follow_up(
+        &self,
+        id: &str,
+        subtask: &str,
+        body: &FollowUp,
+    ) -> anyhow::Result<Task> {
+        let path = format!(
+            "/api/tasks/{}/subtasks/{}/follow-up",
+            segment(id)?,
+            segment(subtask)?
+        );
+        self.json(self.http.post(self.url(&path)).json(body)).await
+    }
+
+    pub async fn list_workflows(&self, query: &WorkflowQuery) -> anyhow::Result<Vec<Workflow>> {
+        let list: WorkflowList = self
+            .json(
+                self.http
+                    .get(self.url("/api/workflows"))
+                    .query(&workflow_query(query)),
+            )
+            .await?;
+        Ok(list.workflows)
+    }
+
+    pub async fn get_workflow(
+        &self,
+        name: &str,
+        query: &WorkflowQuery,
+    ) -> anyhow::Result<Workflow> {
+        let path = format!("/api/workflows/{}", segment(name)?);
+        self.json(self.http.get(self.url(&path)).query(&workflow_query(query)))
+            .await
+    }
+
+    pub async fn put_workflow(&self, body: &PutWorkflow) -> anyhow::Result<Workflow> {
+        self.json(self.http.post(self.url("/api/workflows")).json(body))
+            .await
+    }
+
+    pub async fn delete_workflow(&self, name: &str) -> anyhow::Result<Workflow> {
+        let path = format!("/api/workflows/{}", segment(name)?);
+        self.json(self.http.delete(self.url(&path))).await
+    }
+
+    pub async fn run_workflow(&self, name: &str, body: &RunWorkflow) -> anyhow::Result<Task> {
+        let path = format!("/api/workflows/{}/run", segment(name)?);
+        self.json(self.http.post(self.url(&path)).json(body)).await
     }
 
     pub async fn report_markdown(&self, id: &str) -> anyhow::Result<String> {

@@ -59,6 +59,11 @@ enum Command {
     User(commands::user::UserCommand),
     /// Read the audit trail, newest first (admin).
     Audit(commands::audit::AuditArgs),
+    /// List, show, store and delete workflows (reusable task templates).
+    #[command(subcommand)]
+    Workflow(commands::workflow::WorkflowCommand),
+    /// Make a task of a workflow with its parameters.
+    Run(commands::workflow::RunArgs),
 }
 
 #[tokio::main]
@@ -76,6 +81,8 @@ async fn main() -> ExitCode {
         Command::Token(command) => command.run(&cli.global).await,
         Command::User(command) => command.run(&cli.global).await,
         Command::Audit(args) => args.run(&cli.global).await,
+        Command::Workflow(command) => command.run(&cli.global).await,
+        Command::Run(args) => args.run(&cli.global).await,
     };
     result.unwrap_or_else(|err| {
         eprintln!("aida: {err:#}");
@@ -110,6 +117,7 @@ mod tests {
             prompt: prompt.into(),
             depends_on: depends_on.iter().map(|s| s.to_string()).collect(),
             agent: None,
+            fallback: None,
         }
     }
 
@@ -155,6 +163,8 @@ mod tests {
                 plan: None,
                 max_attempts: None,
                 timeout_secs: None,
+                deliver: None,
+                setup: None,
             }
         );
     }

@@ -15,8 +15,12 @@ use utoipa::{IntoParams, ToSchema};
 pub use aida_core::event::Event;
 
 mod auth;
+mod delivery;
+mod workflows;
 
 pub use auth::*;
+pub use delivery::*;
+pub use workflows::*;
 
 /// How a subtask's agent is run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -80,14 +84,19 @@ pub struct SubtaskSpec {
     /// Overrides the task's agent for this subtask.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentSpec>,
+    /// Takes the subtask over when its agent's attempts are used up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<AgentSpec>,
 }
 
 /// The body of `POST /api/tasks`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
-    /// Path of a local git repository, as the orchestrator and workers see it.
-    #[schema(example = "/srv/repos/shop")]
+    /// A git remote (`https://`, `ssh://`, `git@host:path`, `file://`; no
+    /// credentials in it) allowed by `AIDA_ALLOWED_REMOTES`, or the path of
+    /// a local repository under `AIDA_REPO_ROOTS`.
+    #[schema(example = "https://github.com/acme/shop.git")]
     pub repo: String,
     /// Branch to start from; the repository's HEAD branch when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,6 +123,12 @@ pub struct CreateTask {
     /// Wall-clock limit of the whole task, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u32>,
+    /// What happens after the merge: push, pull request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver: Option<DeliverSpec>,
+    /// Set-up of each worktree, over the repository's `.aida/config.toml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<WorktreeSetup>,
 }
 
 /// How an agent splits a task into subtasks.
@@ -376,6 +391,18 @@ pub struct Subtask {
     /// After a failed attempt: when the next one may start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<DateTime<Utc>>,
+    /// Takes over when the agent's attempts are used up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<AgentSpec>,
+    /// Follow-up instructions given after it ended, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub follow_ups: Vec<String>,
+    /// The last follow-up waits to run or runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow_up_pending: bool,
+    /// Its fallback agent runs it now: the first agent used up its attempts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_fallback: bool,
 }
 
 /// One attempt at a subtask.
@@ -496,6 +523,37 @@ pub struct Task {
     /// Who created it: a user's name, or `system` for a webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
+    /// The remote the task works on, when `repo` named one (`repo` is then
+    /// the local mirror).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver: Option<DeliverSpec>,
+    /// Where the result went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup: Option<WorktreeSetup>,
+    /// The issue that started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<TaskOrigin>,
+    /// The workflow it was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+}
+
+/// The issue that started a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TaskOrigin {
+    /// `github_issue`.
+    pub kind: String,
+    /// `owner/name`.
+    pub repository: String,
+    pub number: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -685,6 +743,7 @@ impl From<SubtaskSpec> for orch::SubtaskSpec {
             prompt: s.prompt,
             depends_on: s.depends_on,
             agent: s.agent.map(Into::into),
+            fallback: s.fallback.map(Into::into),
         }
     }
 }
@@ -703,6 +762,10 @@ impl From<CreateTask> for orch::CreateTaskRequest {
             idempotency_key: String::new(),
             actor: None,
             webhook_delivery: String::new(),
+            deliver: t.deliver.map(Into::into),
+            setup: t.setup.map(Into::into),
+            origin: None,
+            workflow: String::new(),
             plan: t.plan.map(|p| orch::PlanSpec {
                 agent: p.agent.map(Into::into),
                 approve: p.approve.unwrap_or_default(),
@@ -763,6 +826,10 @@ impl From<pb::Subtask> for Subtask {
             summary: non_empty(s.summary),
             history: s.history.into_iter().map(Into::into).collect(),
             retry_at: timestamp(s.retry_at),
+            fallback: s.fallback.map(Into::into),
+            follow_ups: s.follow_ups,
+            follow_up_pending: s.follow_up_pending,
+            on_fallback: s.on_fallback,
         }
     }
 }
@@ -793,6 +860,18 @@ impl From<pb::Task> for Task {
             max_attempts: t.max_attempts,
             timeout_secs: (t.timeout_secs > 0).then_some(t.timeout_secs),
             created_by: non_empty(t.created_by),
+            remote: non_empty(t.remote),
+            deliver: t.deliver.map(Into::into),
+            delivery: t.delivery.map(Into::into),
+            setup: t.setup.map(Into::into),
+            origin: t.origin.map(|o| TaskOrigin {
+                kind: o.kind,
+                repository: o.repository,
+                number: o.number,
+                url: non_empty(o.url),
+                title: non_empty(o.title),
+            }),
+            workflow: non_empty(t.workflow),
         }
     }
 }

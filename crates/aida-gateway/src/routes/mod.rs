@@ -12,6 +12,7 @@ pub mod tasks;
 pub mod tokens;
 pub mod users;
 pub mod webhook;
+pub mod workflows;
 
 use axum::Router;
 use axum::http::Method;
@@ -85,6 +86,14 @@ pub fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             post(tasks::cancel_subtask),
         ),
         (
+            r(
+                Method::POST,
+                "/api/tasks/{id}/subtasks/{name}/follow-up",
+                TaskControl,
+            ),
+            post(tasks::follow_up),
+        ),
+        (
             r(Method::GET, "/api/tasks/{id}/report", TaskRead),
             get(tasks::get_report),
         ),
@@ -107,6 +116,27 @@ pub fn table() -> Vec<(Route, MethodRouter<AppState>)> {
         (
             r(Method::GET, "/api/events", TaskRead),
             get(events::follow_events),
+        ),
+        // Workflows.
+        (
+            r(Method::GET, "/api/workflows", TaskRead),
+            get(workflows::list_workflows),
+        ),
+        (
+            r(Method::POST, "/api/workflows", TaskCreate),
+            post(workflows::put_workflow),
+        ),
+        (
+            r(Method::GET, "/api/workflows/{name}", TaskRead),
+            get(workflows::get_workflow),
+        ),
+        (
+            r(Method::DELETE, "/api/workflows/{name}", TaskCreate),
+            delete(workflows::delete_workflow),
+        ),
+        (
+            r(Method::POST, "/api/workflows/{name}/run", TaskCreate),
+            post(workflows::run_workflow),
         ),
         // The system.
         (

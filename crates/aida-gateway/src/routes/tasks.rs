@@ -10,7 +10,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 
 use crate::api::{
-    CreateTask, ErrorBody, Event, EventList, ListEventsQuery, ListTasksQuery, Task, TaskList,
+    CreateTask, ErrorBody, Event, EventList, FollowUp, ListEventsQuery, ListTasksQuery, Task,
+    TaskList,
 };
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -183,6 +184,47 @@ pub async fn cancel_subtask(
         .into();
     tracing::info!(task_id = %id, subtask = %name, "subtask cancelled");
     Ok(Json(task))
+}
+
+/// Runs an ended subtask's agent again on its own branch with a new
+/// instruction (resuming its session where the CLI can); the task then
+/// merges and delivers again.
+#[utoipa::path(
+    post,
+    path = "/api/tasks/{id}/subtasks/{name}/follow-up",
+    tag = "tasks",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "task id (a UUID)"), ("name" = String, Path, description = "subtask name")),
+    request_body = FollowUp,
+    responses(
+        (status = 202, description = "the follow-up is queued; the task runs again", body = Task),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "the task has not ended, or the subtask has no work to build on", body = ErrorBody),
+    )
+)]
+pub async fn follow_up(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Result<Json<FollowUp>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Path((id, name)) = path?;
+    let id = TaskId::parse(&id)?;
+    let Json(body) = body?;
+    let task: Task = state
+        .orchestrator()
+        .follow_up(orch::FollowUpRequest {
+            task_id: id.to_string(),
+            subtask: name.clone(),
+            prompt: body.prompt,
+            actor: Some(principal.actor()),
+        })
+        .await?
+        .into_inner()
+        .into();
+    tracing::info!(task_id = %id, subtask = %name, "follow-up queued");
+    Ok((StatusCode::ACCEPTED, Json(task)).into_response())
 }
 
 /// Lets a task whose plan waits for approval run.

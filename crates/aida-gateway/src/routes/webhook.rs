@@ -44,9 +44,9 @@ const WEBHOOK_USER: &str = "system";
         ("X-GitHub-Event" = Option<String>, Header, description = "GitHub: the event type"),
     ),
     responses(
-        (status = 201, description = "a task was created or a status recorded", body = WebhookOutcome),
+        (status = 201, description = "a task was created (an AIDA event, or a GitHub issue) or a status recorded", body = WebhookOutcome),
         (status = 200, description = "a GitHub ping", body = WebhookOutcome),
-        (status = 202, description = "a GitHub event AIDA does not act on", body = WebhookOutcome),
+        (status = 202, description = "a GitHub review sent to the agent as a follow-up, or an event AIDA does not act on (`message` says why)", body = WebhookOutcome),
         (status = 400, body = ErrorBody),
         (status = 401, description = "missing or wrong signature, or a timestamp outside the tolerance", body = ErrorBody),
         (status = 404, description = "webhooks are off (no AIDA_WEBHOOK_SECRETS)", body = ErrorBody),
@@ -91,7 +91,7 @@ pub async fn receive(
     };
     if let Some(signature) = header(&headers, "x-hub-signature-256") {
         verify_github(&state, signature, &body).map_err(refuse)?;
-        return github(&state, &headers, &client_addr).await;
+        return github(&state, &headers, &body, &client_addr).await;
     }
     let Some(signature) = header(&headers, "x-signature") else {
         return Err(refuse(
@@ -273,11 +273,14 @@ async fn aida_event(
     }
 }
 
-/// A verified GitHub delivery: recorded once; a ping is answered, other
-/// events are acknowledged without action.
+/// A verified GitHub delivery, handed to the orchestrator, which acts on it
+/// at most once: an issue labeled or commented on with `/aida` on a mapped
+/// repository starts a task, a review of AIDA's pull request follows up,
+/// and anything else is acknowledged with the reason.
 async fn github(
     state: &AppState,
     headers: &HeaderMap,
+    body: &Bytes,
     client_addr: &str,
 ) -> Result<Response, ApiError> {
     let id = header(headers, "x-github-delivery")
@@ -286,44 +289,34 @@ async fn github(
         .to_owned();
     check_event_id(&id)?;
     let event = header(headers, "x-github-event")
-        .unwrap_or("unknown")
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| ApiError::InvalidArgument("X-GitHub-Event is missing".into()))?
         .to_owned();
-    state
-        .auth()
-        .claim_webhook_delivery(pb::ClaimWebhookDeliveryRequest {
-            id: id.clone(),
-            source: "github".into(),
-            event_type: event.clone(),
+    let outcome = state
+        .orchestrator()
+        .handle_git_hub_event(orch::GitHubEventRequest {
+            event: event.clone(),
+            delivery: id.clone(),
+            payload: body.to_vec(),
+            actor: Some(system_actor(client_addr)),
         })
         .await
-        .map_err(replayed(&id))?;
-    let (status, outcome, message) = if event == "ping" {
-        (StatusCode::OK, "pong", None)
-    } else {
-        (
-            StatusCode::ACCEPTED,
-            "ignored",
-            Some(format!("AIDA takes no action on GitHub {event:?} events")),
-        )
+        .map_err(replayed(&id))?
+        .into_inner();
+    let status = match outcome.outcome.as_str() {
+        "task_created" => StatusCode::CREATED,
+        "follow_up" => StatusCode::ACCEPTED,
+        "pong" => StatusCode::OK,
+        _ => StatusCode::ACCEPTED,
     };
-    state.audit(pb::AuditEntry {
-        username: WEBHOOK_USER.into(),
-        role: "system".into(),
-        client_addr: client_addr.to_owned(),
-        action: "webhook.github".into(),
-        object: format!("github:{id}"),
-        result: "ok".into(),
-        detail_json: serde_json::json!({ "event": event, "outcome": outcome }).to_string(),
-        ..Default::default()
-    });
     Ok((
         status,
         Json(WebhookOutcome {
             id,
-            outcome: outcome.into(),
-            task_id: None,
+            outcome: outcome.outcome,
+            task_id: (!outcome.task_id.is_empty()).then_some(outcome.task_id),
             event_id: None,
-            message,
+            message: (!outcome.message.is_empty()).then_some(outcome.message),
         }),
     )
         .into_response())

@@ -14,8 +14,8 @@ use std::str::FromStr;
 
 use aida_core::event::{Channel, Event};
 use aida_core::proto::common::{
-    AgentSpec, AgentUsage, Attempt, Conflict, ContextEntry, DiffStats, Subtask, SubtaskStatus,
-    Task, TaskStatus,
+    AgentSpec, AgentUsage, Attempt, Conflict, ContextEntry, DeliverSpec, DiffStats, Subtask,
+    SubtaskStatus, Task, TaskOrigin, TaskStatus, WorktreeSetup,
 };
 use aida_core::proto::orchestrator::Lock;
 use aida_core::status::StatusLabel;
@@ -30,12 +30,18 @@ use crate::error::Result;
 
 pub mod audit;
 pub mod auth;
+mod delivery;
+mod follow_ups;
+pub use follow_ups::FollowUpRefused;
+pub mod workflows;
 
 pub use audit::{AuditFilter, AuditRow};
 pub use auth::{ApiTokenRow, ContextTokenRow, RefreshRow, UserChange, UserRow};
+pub use delivery::DeliveryJson;
+pub use workflows::WorkflowRow;
 
 /// A validated task, ready to be stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewTask {
     pub id: String,
     /// Who creates it: a user's name, or `webhook:<source>`.
@@ -59,15 +65,25 @@ pub struct NewTask {
     /// The webhook event that creates it, recorded with it so that a second
     /// delivery of the event creates nothing; "" for none.
     pub webhook_delivery: String,
+    /// The remote `repo` mirrors, when the task is on one.
+    pub remote: Option<String>,
+    pub deliver: Option<DeliverSpec>,
+    pub setup: Option<WorktreeSetup>,
+    /// The issue that started it.
+    pub origin: Option<TaskOrigin>,
+    /// The workflow its subtasks were made from; "" for none.
+    pub workflow: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NewSubtask {
     pub name: String,
     pub prompt: String,
     pub depends_on: Vec<String>,
     pub agent: AgentJson,
     pub branch: String,
+    /// Takes over when `agent`'s attempts are used up.
+    pub fallback: Option<AgentJson>,
 }
 
 /// An agent spec as stored: JSON, so new adapter options need no migration.
@@ -296,8 +312,10 @@ impl Store {
         }
         sqlx::query(
             "INSERT INTO tasks (id, status, repo, base, base_commit, description, agent_json, priority, created_at,
-                 created_by, approve, max_attempts, timeout_secs, idempotency_key)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULLIF($14, ''))",
+                 created_by, approve, max_attempts, timeout_secs, idempotency_key, remote, deliver_json, setup_json,
+                 origin_json, workflow)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULLIF($14, ''), $15, $16, $17, $18,
+                 NULLIF($19, ''))",
         )
         .bind(&task.id)
         .bind(status.label())
@@ -313,6 +331,29 @@ impl Store {
         .bind(task.max_attempts)
         .bind(task.timeout_secs)
         .bind(&task.idempotency_key)
+        .bind(&task.remote)
+        .bind(
+            task.deliver
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .context("encoding deliver")?,
+        )
+        .bind(
+            task.setup
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .context("encoding setup")?,
+        )
+        .bind(
+            task.origin
+                .as_ref()
+                .map(|o| serde_json::to_string(&OriginJson::from(o)))
+                .transpose()
+                .context("encoding origin")?,
+        )
+        .bind(&task.workflow)
         .execute(&mut *tx)
         .await?;
         insert_subtasks(&mut tx, &task.id, &task.subtasks, "work").await?;
@@ -723,7 +764,8 @@ impl Store {
         let result = sqlx::query(
             "UPDATE subtasks SET status = $1, commit_sha = NULLIF($2, ''), start_commit = NULLIF($3, ''),
                  error = NULLIF($4, ''), exit_code = $5, summary = NULLIF($6, ''), stats_json = $7, finished_at = $8,
-                 usage_json = $13, output = NULLIF($14, ''), lease_expires_at = NULL, retry_at = NULL
+                 usage_json = $13, output = NULLIF($14, ''), lease_expires_at = NULL, retry_at = NULL,
+                 follow_up_pending = 0
              WHERE task_id = $9 AND name = $10 AND status = 'running' AND worker_id = $11 AND attempts = $12",
         )
         .bind(status.label())
@@ -1279,8 +1321,9 @@ async fn insert_subtasks(
 ) -> Result<()> {
     for (position, s) in subtasks.iter().enumerate() {
         sqlx::query(
-            "INSERT INTO subtasks (task_id, name, position, prompt, depends_on_json, agent_json, status, branch, role)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO subtasks (task_id, name, position, prompt, depends_on_json, agent_json, status, branch, role,
+                 fallback_json)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(task_id)
         .bind(&s.name)
@@ -1291,6 +1334,13 @@ async fn insert_subtasks(
         .bind(SubtaskStatus::Pending.label())
         .bind(&s.branch)
         .bind(role)
+        .bind(
+            s.fallback
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .context("encoding fallback")?,
+        )
         .execute(&mut **tx)
         .await?;
     }
@@ -1335,7 +1385,59 @@ fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Task> {
         max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
         timeout_secs: row.try_get::<i64, _>("timeout_secs")? as u32,
         created_by: row.try_get("created_by")?,
+        remote: opt(row.try_get("remote")?),
+        deliver: row
+            .try_get::<Option<String>, _>("deliver_json")?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+        delivery: row
+            .try_get::<Option<String>, _>("delivery_json")?
+            .and_then(|s| serde_json::from_str::<DeliveryJson>(&s).ok())
+            .map(Into::into),
+        setup: row
+            .try_get::<Option<String>, _>("setup_json")?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+        origin: row
+            .try_get::<Option<String>, _>("origin_json")?
+            .and_then(|s| serde_json::from_str::<OriginJson>(&s).ok())
+            .map(Into::into),
+        workflow: opt(row.try_get("workflow")?),
     })
+}
+
+/// An issue that started a task, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct OriginJson {
+    kind: String,
+    repository: String,
+    number: u32,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    title: String,
+}
+
+impl From<&TaskOrigin> for OriginJson {
+    fn from(o: &TaskOrigin) -> Self {
+        OriginJson {
+            kind: o.kind.clone(),
+            repository: o.repository.clone(),
+            number: o.number,
+            url: o.url.clone(),
+            title: o.title.clone(),
+        }
+    }
+}
+
+impl From<OriginJson> for TaskOrigin {
+    fn from(o: OriginJson) -> Self {
+        TaskOrigin {
+            kind: o.kind,
+            repository: o.repository,
+            number: o.number,
+            url: o.url,
+            title: o.title,
+        }
+    }
 }
 
 fn subtask_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Subtask> {
@@ -1381,6 +1483,14 @@ fn subtask_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Subtask> {
         retry_at: row
             .try_get::<Option<DateTime<Utc>>, _>("retry_at")?
             .map(to_proto),
+        fallback: row
+            .try_get::<Option<String>, _>("fallback_json")?
+            .and_then(|s| serde_json::from_str::<AgentJson>(&s).ok())
+            .map(Into::into),
+        follow_ups: parse_json(row.try_get("follow_ups_json")?),
+        attempt_floor: row.try_get::<i64, _>("attempt_floor")? as u32,
+        on_fallback: row.try_get::<i64, _>("on_fallback")? != 0,
+        follow_up_pending: row.try_get::<i64, _>("follow_up_pending")? != 0,
     })
 }
 
@@ -1428,13 +1538,13 @@ mod tests {
                 depends_on: vec![],
                 agent,
                 branch: "aida/t1/a".into(),
+                ..Default::default()
             }],
             planner: None,
             approve: "auto".into(),
             max_attempts: 3,
             timeout_secs: 0,
-            idempotency_key: String::new(),
-            webhook_delivery: String::new(),
+            ..Default::default()
         };
         store.insert_task(&task, Utc::now()).await.unwrap();
         (dir, store)

@@ -1,13 +1,16 @@
 //! The "claude-code" adapter: Claude Code in headless mode,
 //! `claude -p --output-format stream-json --verbose --permission-mode=<mode>
 //! [--model=M] [--max-turns=N] [--max-budget-usd=X]
-//! [--append-system-prompt=S] [--allowedTools=T,...] -- <prompt>`.
+//! [--append-system-prompt=S] [--allowedTools=T,...] [--resume=SESSION]
+//! -- <prompt>`.
 //!
 //! `-p/--print` is a switch and the prompt a positional argument: it goes
 //! after `--` (commander.js, which Claude Code parses its flags with, takes
 //! everything after it as arguments), and every value AIDA passes on a
 //! user's behalf is glued to its option with `=`, so text that starts with
 //! a dash (`--dangerously-skip-permissions`) can never become a flag.
+//! `--resume=<session id>` continues an earlier session (its history and
+//! context) with the new prompt; the stream reports the same session id.
 //!
 //! Its stream-json output is one JSON object per line: a `system` event
 //! (subtype `init`, with `session_id`, `model`, `permissionMode`), then
@@ -35,6 +38,7 @@ const BYPASS: &str = "bypassPermissions";
 pub(super) fn argv(
     spec: &AgentSpec,
     prompt: &str,
+    resume: Option<&str>,
     config: &AgentConfig,
     notes: &mut Vec<String>,
 ) -> Result<Vec<String>, AgentError> {
@@ -72,6 +76,9 @@ pub(super) fn argv(
         // One comma-separated value, the documented form; glued with `=`
         // it cannot swallow the arguments after it either.
         argv.push(format!("--allowedTools={}", tools.join(",")));
+    }
+    if let Some(session) = resume {
+        argv.push(format!("--resume={session}"));
     }
     argv.extend(["--".to_owned(), prompt.to_owned()]);
     note_unused(
@@ -377,7 +384,7 @@ mod tests {
             ..Default::default()
         };
         let mut notes = Vec::new();
-        let argv = argv(&spec, "do it", &config, &mut notes).unwrap();
+        let argv = argv(&spec, "do it", None, &config, &mut notes).unwrap();
         assert_eq!(
             argv,
             [
@@ -403,13 +410,13 @@ mod tests {
 
         spec.options
             .insert("permission_mode".into(), "bypassPermissions".into());
-        let err = super::argv(&spec, "x", &config, &mut Vec::new()).unwrap_err();
+        let err = super::argv(&spec, "x", None, &config, &mut Vec::new()).unwrap_err();
         assert!(matches!(err, AgentError::BypassNotAllowed { .. }), "{err}");
         let allowed = AgentConfig {
             allow_bypass_permissions: true,
             ..config.clone()
         };
-        let argv = super::argv(&spec, "x", &allowed, &mut Vec::new()).unwrap();
+        let argv = super::argv(&spec, "x", None, &allowed, &mut Vec::new()).unwrap();
         assert!(argv.contains(&"--permission-mode=bypassPermissions".to_owned()));
         // User text that looks like a flag stays glued to its option or
         // after `--`.
@@ -417,14 +424,25 @@ mod tests {
             model: "--dangerously-skip-permissions".into(),
             ..Default::default()
         };
-        let argv = super::argv(&sneaky, "-rf /", &config, &mut Vec::new()).unwrap();
+        let argv = super::argv(&sneaky, "-rf /", None, &config, &mut Vec::new()).unwrap();
         assert_eq!(
             &argv[argv.len() - 3..],
             ["--model=--dangerously-skip-permissions", "--", "-rf /"]
         );
 
+        let argv = super::argv(&sneaky, "-p", Some("9a3c-1"), &config, &mut Vec::new()).unwrap();
+        assert_eq!(
+            &argv[argv.len() - 4..],
+            [
+                "--model=--dangerously-skip-permissions",
+                "--resume=9a3c-1",
+                "--",
+                "-p"
+            ]
+        );
+
         spec.options.insert("allowed_tools".into(), "[1, 2".into());
-        let err = super::argv(&spec, "x", &allowed, &mut Vec::new()).unwrap_err();
+        let err = super::argv(&spec, "x", None, &allowed, &mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("\"allowed_tools\""), "{err}");
     }
 }

@@ -1,5 +1,8 @@
 //! The "codex-cli" adapter: Codex CLI's non-interactive mode,
-//! `codex -a never exec --json -s workspace-write [--model=MODEL] -- <prompt>`.
+//! `codex -a never exec --json -s workspace-write [--model=MODEL] -- <prompt>`,
+//! or, continuing an earlier session,
+//! `codex -a never exec --json -s workspace-write [--model=MODEL] resume
+//! <SESSION_ID> -- <prompt>`.
 //!
 //! The prompt is positional, after `--` (clap takes everything after it as
 //! arguments); the model is glued to `--model=`, since `-m --yolo` would
@@ -9,6 +12,13 @@
 //! `-a/--ask-for-approval` is an option of `codex` itself: `codex exec`
 //! rejects it ("unexpected argument '-a' found", openai/codex#13614), so it
 //! goes before the subcommand. The deprecated `--full-auto` is not used.
+//!
+//! `resume` is a subcommand of `exec` (codex-rs `exec/src/cli.rs`:
+//! `codex exec resume [SESSION_ID] [PROMPT]`, or `--last`). `exec`'s own
+//! options go before it: `-s/--sandbox` belongs to `exec` only, while
+//! `--json` and `--model` would be accepted on either side. The session id
+//! is checked to be a plain word, and the prompt still follows `--`. The
+//! resumed thread's `thread.started` event carries the same id.
 //!
 //! With `--json`, codex prints one JSON event per line (codex-rs
 //! `exec_events.rs`): `thread.started` (`thread_id`), `turn.started`,
@@ -30,6 +40,7 @@ use super::{
 pub(super) fn argv(
     spec: &AgentSpec,
     prompt: &str,
+    resume: Option<&str>,
     config: &AgentConfig,
     notes: &mut Vec<String>,
 ) -> Result<Vec<String>, AgentError> {
@@ -46,6 +57,9 @@ pub(super) fn argv(
     .to_vec();
     if !spec.model.trim().is_empty() {
         argv.push(format!("--model={}", spec.model.trim()));
+    }
+    if let Some(session) = resume {
+        argv.extend(["resume".to_owned(), session.to_owned()]);
     }
     // The prompt may start with a dash.
     argv.extend(["--".into(), prompt.to_owned()]);
@@ -292,7 +306,7 @@ mod tests {
             ..Default::default()
         };
         let mut notes = Vec::new();
-        let argv = argv(&spec, "-x", &AgentConfig::default(), &mut notes).unwrap();
+        let argv = argv(&spec, "-x", None, &AgentConfig::default(), &mut notes).unwrap();
         assert_eq!(
             argv,
             [
@@ -311,6 +325,28 @@ mod tests {
         assert_eq!(
             notes,
             ["max_budget_usd 2 cannot be enforced: codex-cli does not report cost"]
+        );
+        let argv = super::argv(
+            &spec,
+            "--last",
+            Some("0199a213-81c0"),
+            &AgentConfig::default(),
+            &mut notes,
+        )
+        .unwrap();
+        assert_eq!(
+            &argv[3..],
+            [
+                "exec",
+                "--json",
+                "-s",
+                "workspace-write",
+                "--model=gpt-5-codex",
+                "resume",
+                "0199a213-81c0",
+                "--",
+                "--last"
+            ]
         );
     }
 }

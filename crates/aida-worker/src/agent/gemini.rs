@@ -1,10 +1,12 @@
 //! The "gemini-cli" adapter: Gemini CLI in headless mode,
 //! `gemini --prompt=<prompt> --output-format stream-json
-//! --approval-mode=<mode> [--model=MODEL]`.
+//! --approval-mode=<mode> [--model=MODEL] [--resume=SESSION]`.
 //!
 //! `-p/--prompt` takes a value; glued to it with `=` (yargs, which Gemini
 //! CLI parses its flags with, takes whatever follows the `=` as the value)
 //! a prompt or model name that starts with a dash (`--yolo`) stays a value.
+//! `-r/--resume` takes "latest", a session's index or its id; AIDA passes
+//! the id, and the `init` event reports the same session id.
 //!
 //! Its stream-json output is one JSON event per line, each with `type` and
 //! `timestamp`: `init` (`session_id`, `model`), `message` (`role`,
@@ -37,6 +39,7 @@ const YOLO: &str = "yolo";
 pub(super) fn argv(
     spec: &AgentSpec,
     prompt: &str,
+    resume: Option<&str>,
     config: &AgentConfig,
     notes: &mut Vec<String>,
 ) -> Result<Vec<String>, AgentError> {
@@ -56,6 +59,9 @@ pub(super) fn argv(
     ];
     if !spec.model.trim().is_empty() {
         argv.push(format!("--model={}", spec.model.trim()));
+    }
+    if let Some(session) = resume {
+        argv.push(format!("--resume={session}"));
     }
     if spec.max_turns > 0 {
         notes.push(format!(
@@ -333,7 +339,7 @@ mod tests {
             ..Default::default()
         };
         let mut notes = Vec::new();
-        let argv = argv(&spec, "go", &AgentConfig::default(), &mut notes).unwrap();
+        let argv = argv(&spec, "go", None, &AgentConfig::default(), &mut notes).unwrap();
         assert_eq!(
             argv,
             [
@@ -353,13 +359,21 @@ mod tests {
             model: "--yolo".into(),
             ..spec.clone()
         };
-        let argv = super::argv(&sneaky, "-y", &AgentConfig::default(), &mut notes).unwrap();
+        let argv = super::argv(
+            &sneaky,
+            "-y",
+            Some("c0ffee"),
+            &AgentConfig::default(),
+            &mut notes,
+        )
+        .unwrap();
         assert_eq!(argv[1], "--prompt=-y");
         assert_eq!(argv[5], "--model=--yolo");
+        assert_eq!(argv[6], "--resume=c0ffee");
         let mut yolo = spec.clone();
         yolo.options.insert("approval_mode".into(), "yolo".into());
         assert!(matches!(
-            super::argv(&yolo, "go", &AgentConfig::default(), &mut notes),
+            super::argv(&yolo, "go", None, &AgentConfig::default(), &mut notes),
             Err(AgentError::BypassNotAllowed { .. })
         ));
     }

@@ -26,7 +26,7 @@ pub mod codex;
 pub mod command;
 pub mod env;
 pub mod gemini;
-mod process;
+pub(crate) mod process;
 
 pub use env::AgentEnv;
 
@@ -236,6 +236,9 @@ pub struct Invocation {
     /// Extra environment from the orchestrator (the task's shared context);
     /// only `AIDA_*` names are set.
     pub env: Vec<(String, String)>,
+    /// The worktree set-up's variables (the repository's `.aida/config.toml`,
+    /// the task's settings, the run's ports); names already checked.
+    pub setup_env: Vec<(String, String)>,
 }
 
 /// A finished agent run, successful or not.
@@ -288,19 +291,43 @@ pub trait StreamParser: Send {
 impl Agent {
     /// Validates `spec` and builds the invocation; `prompt` becomes an
     /// argument of the CLI adapters.
+    ///
+    /// `resume_session` (empty: none) is the CLI session to continue, where
+    /// the kind can; an id that is not [`valid_session_id`] is not passed
+    /// on, and the log says so.
     pub fn from_spec(
         spec: &AgentSpec,
         prompt: &str,
+        resume_session: &str,
         config: &AgentConfig,
     ) -> Result<Self, AgentError> {
         let kind = AgentKind::parse(&spec.kind)
             .ok_or_else(|| AgentError::UnknownKind(spec.kind.clone()))?;
         let mut notes = Vec::new();
+        let resume = match resume_session {
+            "" => None,
+            id if valid_session_id(id) => Some(id),
+            id => {
+                notes.push(format!(
+                    "resume_session {:?} is not a valid session id; starting a new session",
+                    clip(id, 64)
+                ));
+                None
+            }
+        };
         let argv = match kind {
-            AgentKind::Command => command::argv(spec)?,
-            AgentKind::ClaudeCode => claude::argv(spec, prompt, config, &mut notes)?,
-            AgentKind::GeminiCli => gemini::argv(spec, prompt, config, &mut notes)?,
-            AgentKind::CodexCli => codex::argv(spec, prompt, config, &mut notes)?,
+            AgentKind::Command => {
+                if resume.is_some() {
+                    notes.push(
+                        "the command agent has no session to resume; resume_session ignored"
+                            .to_owned(),
+                    );
+                }
+                command::argv(spec)?
+            }
+            AgentKind::ClaudeCode => claude::argv(spec, prompt, resume, config, &mut notes)?,
+            AgentKind::GeminiCli => gemini::argv(spec, prompt, resume, config, &mut notes)?,
+            AgentKind::CodexCli => codex::argv(spec, prompt, resume, config, &mut notes)?,
         };
         let timeout = if spec.timeout_secs > 0 {
             Duration::from_secs(spec.timeout_secs.into())
@@ -350,6 +377,21 @@ impl Agent {
             .collect::<Vec<_>>()
             .join(" ")
     }
+}
+
+/// The longest session id passed to a CLI.
+pub const MAX_SESSION_ID: usize = 128;
+
+/// Whether `id` may be passed to a CLI as the session to resume: ASCII
+/// letters, digits, `-` and `_`, at most [`MAX_SESSION_ID`] bytes, and not
+/// starting with `-`, so it can never read as a flag.
+pub fn valid_session_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_SESSION_ID
+        && !id.starts_with('-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A non-empty option of the spec.
@@ -541,6 +583,39 @@ mod tests {
     }
 
     #[test]
+    fn session_ids_are_plain_words() {
+        for ok in ["9a3c-1", "0199a213-81c0-7800-8aa1-bbab2a035a53", "a_b", "x"] {
+            assert!(valid_session_id(ok), "{ok}");
+        }
+        let long = "a".repeat(MAX_SESSION_ID + 1);
+        for bad in [
+            "",
+            "-r",
+            "--yolo",
+            "a b",
+            "a=b",
+            "a/b",
+            "é",
+            "a\n",
+            long.as_str(),
+        ] {
+            assert!(!valid_session_id(bad), "{bad:?}");
+        }
+        assert!(valid_session_id(&"a".repeat(MAX_SESSION_ID)));
+        let spec = AgentSpec {
+            kind: "command".into(),
+            command: vec!["true".into()],
+            ..Default::default()
+        };
+        let agent = Agent::from_spec(&spec, "p", "s-1", &AgentConfig::default()).unwrap();
+        assert_eq!(agent.argv, ["true"]);
+        assert_eq!(
+            agent.notes,
+            ["the command agent has no session to resume; resume_session ignored"]
+        );
+    }
+
+    #[test]
     fn timeout_and_display() {
         let spec = AgentSpec {
             kind: "command".into(),
@@ -548,7 +623,7 @@ mod tests {
             timeout_secs: 7,
             ..Default::default()
         };
-        let agent = Agent::from_spec(&spec, "p", &AgentConfig::default()).unwrap();
+        let agent = Agent::from_spec(&spec, "p", "", &AgentConfig::default()).unwrap();
         assert_eq!(agent.timeout, Duration::from_secs(7));
         assert_eq!(agent.display("p"), "echo \"two words\"");
         // No timeout in the spec: the worker's default, never none.
@@ -561,14 +636,14 @@ mod tests {
             ..spec
         };
         assert_eq!(
-            Agent::from_spec(&spec, "p", &config).unwrap().timeout,
+            Agent::from_spec(&spec, "p", "", &config).unwrap().timeout,
             Duration::from_secs(42)
         );
         let spec = AgentSpec {
             kind: "gemini-cli".into(),
             ..Default::default()
         };
-        let agent = Agent::from_spec(&spec, "a long prompt", &AgentConfig::default()).unwrap();
+        let agent = Agent::from_spec(&spec, "a long prompt", "", &AgentConfig::default()).unwrap();
         assert!(
             agent
                 .display("a long prompt")
@@ -581,7 +656,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            Agent::from_spec(&spec, "p", &AgentConfig::default()),
+            Agent::from_spec(&spec, "p", "", &AgentConfig::default()),
             Err(AgentError::UnknownKind(k)) if k == "nope"
         ));
     }

@@ -1,15 +1,20 @@
-//! Running an agent process in a worktree, for every kind: the program is
-//! executed directly (never through a shell) in its own process group, with
-//! an allow-listed environment; its stdout goes through the kind's parser
-//! and its stderr is streamed as is. A timeout or cancellation kills the
-//! whole process group (SIGTERM, then SIGKILL after a grace period).
+//! Running a process in a worktree, for every agent kind and for the
+//! worktree's set-up command: the program is executed directly (never
+//! through a shell) in its own process group, with an allow-listed
+//! environment; its stdout goes through a [`StreamParser`] and its stderr is
+//! streamed as is (or through the parser too). A timeout or cancellation
+//! kills the whole process group (SIGTERM, then SIGKILL after a grace
+//! period).
 //!
-//! Output is bounded whatever the agent prints: a line is cut at
+//! Output is bounded whatever the process prints: a line is cut at
 //! [`MAX_LINE`] bytes (the rest of it is read and dropped, never buffered),
 //! and once the run's lines add up to its quota one "log truncated" line is
-//! logged and nothing more; the pipes are still drained so the agent never
-//! blocks on them.
+//! logged and nothing more; the pipes are still drained so the process
+//! never blocks on them.
 
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,7 +28,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::env::run_variable_allowed;
+use super::env::{AgentEnv, run_variable_allowed};
 use super::{Agent, AgentError, AgentKind, AgentOutput, Exit, Invocation, StreamParser, log_line};
 
 /// The longest output line kept, in bytes; longer ones are cut and marked.
@@ -33,18 +38,101 @@ pub const CUT_MARKER: &str = " [line cut at 64 KiB]";
 /// How much of a pipe is read at once.
 const READ_BUFFER: usize = 64 * 1024;
 
-/// How long a stopped agent gets between SIGTERM and SIGKILL.
+/// How long a stopped process gets between SIGTERM and SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(2);
 /// How long output readers may lag behind the process's exit, in case a
 /// descendant outside the process group still holds the pipes.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
-type SharedParser = Arc<Mutex<Box<dyn StreamParser>>>;
+pub(crate) type SharedParser = Arc<Mutex<Box<dyn StreamParser>>>;
 
-/// Why the agent was stopped before it ended by itself.
-enum Stop {
+/// Why a process was stopped before it ended by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
     Cancelled,
     TimedOut(u32),
+}
+
+/// One process to run to its end.
+pub(crate) struct Spawn<'a> {
+    /// What it is, for the worker's own log ("agent", "set-up command").
+    pub what: &'static str,
+    pub argv: &'a [String],
+    pub cwd: &'a Path,
+    /// Its whole environment: nothing else is inherited.
+    pub env: BTreeMap<String, OsString>,
+    /// Written to its stdin; `None`: stdin is `/dev/null`.
+    pub stdin: Option<String>,
+    pub timeout: Duration,
+    /// Bytes of output lines it may log.
+    pub log_quota_bytes: u64,
+    pub parser: Box<dyn StreamParser>,
+    /// Whether stderr goes through the parser too, rather than being logged
+    /// as "stderr".
+    pub parse_stderr: bool,
+}
+
+/// How a process ended.
+pub(crate) enum Ended {
+    /// It could not be started.
+    NotStarted(std::io::Error),
+    /// Waiting for it failed.
+    WaitFailed(std::io::Error),
+    Exited(Exit),
+    /// A timeout or cancellation stopped it; the last line of its stderr.
+    Stopped {
+        stop: Stop,
+        stderr_tail: String,
+    },
+}
+
+/// The environment of a process run for `inv`: the worker's variables the
+/// allow-list lets `kind` inherit, then the set-up's variables, then the
+/// run's own `AIDA_*` variables, then AIDA's fixed ones (each later one
+/// wins).
+pub(crate) fn environment(
+    allow: &AgentEnv,
+    kind: AgentKind,
+    inv: &Invocation,
+) -> BTreeMap<String, OsString> {
+    let mut env: BTreeMap<String, OsString> = allow
+        .select(kind, std::env::vars_os())
+        .into_iter()
+        .collect();
+    env.extend(
+        inv.setup_env
+            .iter()
+            .map(|(k, v)| (k.clone(), OsString::from(v))),
+    );
+    let (run_vars, refused): (Vec<_>, Vec<_>) =
+        inv.env.iter().partition(|(k, _)| run_variable_allowed(k));
+    if !refused.is_empty() {
+        let refused: Vec<&str> = refused.iter().map(|(k, _)| k.as_str()).collect();
+        tracing::warn!(variables = %refused.join(","), "run variables outside AIDA_* not set");
+    }
+    env.extend(
+        run_vars
+            .into_iter()
+            .map(|(k, v)| (k.clone(), OsString::from(v))),
+    );
+    for (name, value) in [
+        ("AIDA_PROMPT", OsString::from(&inv.prompt)),
+        ("AIDA_TASK_ID", OsString::from(&inv.task_id)),
+        ("AIDA_SUBTASK_NAME", OsString::from(&inv.subtask)),
+        ("AIDA_BRANCH", OsString::from(&inv.branch)),
+        ("AIDA_WORKTREE", inv.worktree.clone().into_os_string()),
+    ] {
+        env.insert(name.to_owned(), value);
+    }
+    env
+}
+
+/// The names of an environment, for the log (values may be secrets).
+pub(crate) fn names(env: &BTreeMap<String, OsString>) -> String {
+    env.keys()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(super) async fn run(
@@ -56,47 +144,95 @@ pub(super) async fn run(
     for note in &agent.notes {
         let _ = logs.send(log_line("aida", note.clone())).await;
     }
-    let program = &agent.argv[0];
-    // The command agent reads its prompt on stdin; the CLIs get it as an
-    // argument, and codex would append piped stdin to it.
-    let gets_stdin = agent.kind == AgentKind::Command;
-    let inherited = agent.env.select(agent.kind, std::env::vars_os());
-    let (run_vars, refused): (Vec<_>, Vec<_>) =
-        inv.env.iter().partition(|(k, _)| run_variable_allowed(k));
-    let mut names: Vec<&str> = inherited
-        .iter()
-        .map(|(k, _)| k.as_str())
-        .chain(run_vars.iter().map(|(k, _)| k.as_str()))
-        .chain(FIXED.iter().copied())
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    // Names only: values may be secrets.
-    tracing::info!(kind = agent.kind.name(), variables = %names.join(","), "agent environment");
+    let env = environment(&agent.env, agent.kind, inv);
+    tracing::info!(kind = agent.kind.name(), variables = %names(&env), "agent environment");
     let _ = logs
         .send(log_line(
             "aida",
-            format!("agent environment: {}", names.join(", ")),
+            format!("agent environment: {}", names(&env)),
         ))
         .await;
-    if !refused.is_empty() {
-        let refused: Vec<&str> = refused.iter().map(|(k, _)| k.as_str()).collect();
-        tracing::warn!(variables = %refused.join(","), "run variables outside AIDA_* not set");
+    // The command agent reads its prompt on stdin; the CLIs get it as an
+    // argument, and codex would append piped stdin to it.
+    let stdin = (agent.kind == AgentKind::Command).then(|| inv.prompt.clone());
+    let (ended, parser) = run_process(
+        Spawn {
+            what: "agent",
+            argv: &agent.argv,
+            cwd: &inv.worktree,
+            env,
+            stdin,
+            timeout: agent.timeout,
+            log_quota_bytes: agent.log_quota_bytes,
+            parser: agent.kind.parser(),
+            parse_stderr: false,
+        },
+        logs,
+        cancel,
+    )
+    .await;
+    match ended {
+        Ended::NotStarted(source) => AgentOutput {
+            exit_code: -1,
+            error: Some(AgentError::Spawn {
+                program: agent.argv[0].clone(),
+                source,
+            }),
+            ..Default::default()
+        },
+        Ended::WaitFailed(e) => AgentOutput {
+            exit_code: -1,
+            error: Some(AgentError::Wait(e)),
+            ..Default::default()
+        },
+        Ended::Stopped { stop, stderr_tail } => {
+            let exit = Exit {
+                stderr_tail,
+                ..Default::default()
+            };
+            let finished = lock(&parser).finish(&exit);
+            AgentOutput {
+                exit_code: -1,
+                output: finished.output.unwrap_or_else(|| finished.summary.clone()),
+                summary: finished.summary,
+                usage: finished.usage,
+                error: Some(match stop {
+                    Stop::Cancelled => AgentError::Cancelled,
+                    Stop::TimedOut(secs) => AgentError::TimedOut(secs),
+                }),
+            }
+        }
+        Ended::Exited(exit) => {
+            let finished = lock(&parser).finish(&exit);
+            AgentOutput {
+                exit_code: exit.code.unwrap_or(-1),
+                output: finished.output.unwrap_or_else(|| finished.summary.clone()),
+                summary: finished.summary,
+                usage: finished.usage,
+                error: finished.error,
+            }
+        }
     }
+}
+
+/// Runs `spawn` to its end (or its timeout, or `cancel`), sending its
+/// output lines to `logs`. The parser comes back for the caller's
+/// conclusions.
+pub(crate) async fn run_process(
+    spawn: Spawn<'_>,
+    logs: mpsc::Sender<LogLine>,
+    cancel: CancellationToken,
+) -> (Ended, SharedParser) {
+    let parser: SharedParser = Arc::new(Mutex::new(spawn.parser));
+    let what = spawn.what;
+    let program = &spawn.argv[0];
     let spawned = Command::new(program)
-        .args(&agent.argv[1..])
-        .current_dir(&inv.worktree)
-        // Nothing of the worker's environment but the allow-list.
+        .args(&spawn.argv[1..])
+        .current_dir(spawn.cwd)
+        // Nothing of the worker's environment but what the caller chose.
         .env_clear()
-        .envs(inherited)
-        // The run's own variables next: AIDA's fixed ones below win.
-        .envs(run_vars.iter().map(|(k, v)| (k, v)))
-        .env("AIDA_PROMPT", &inv.prompt)
-        .env("AIDA_TASK_ID", &inv.task_id)
-        .env("AIDA_SUBTASK_NAME", &inv.subtask)
-        .env("AIDA_BRANCH", &inv.branch)
-        .env("AIDA_WORKTREE", &inv.worktree)
-        .stdin(if gets_stdin {
+        .envs(&spawn.env)
+        .stdin(if spawn.stdin.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
@@ -109,32 +245,21 @@ pub(super) async fn run(
         .spawn();
     let mut child = match spawned {
         Ok(child) => child,
-        Err(source) => {
-            return AgentOutput {
-                exit_code: -1,
-                error: Some(AgentError::Spawn {
-                    program: program.clone(),
-                    source,
-                }),
-                ..Default::default()
-            };
-        }
+        Err(source) => return (Ended::NotStarted(source), parser),
     };
     let pgid = child.id().map(|id| Pid::from_raw(id as i32));
-    tracing::info!(kind = agent.kind.name(), program = %program, pid = ?pgid, worktree = %inv.worktree.display(), "agent started");
+    tracing::info!(what, program = %program, pid = ?pgid, cwd = %spawn.cwd.display(), "process started");
 
-    // Written from its own task: an agent that never reads stdin must not
+    // Written from its own task: a process that never reads stdin must not
     // block us, and a closed pipe is not an error.
-    if let Some(mut stdin) = child.stdin.take() {
-        let prompt = inv.prompt.clone();
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), spawn.stdin) {
         tokio::spawn(async move {
-            let _ = stdin.write_all(prompt.as_bytes()).await;
+            let _ = stdin.write_all(input.as_bytes()).await;
             let _ = stdin.shutdown().await;
         });
     }
-    let parser: SharedParser = Arc::new(Mutex::new(agent.kind.parser()));
     let stderr_tail = Arc::new(Mutex::new(String::new()));
-    let quota = Arc::new(LogQuota::new(agent.log_quota_bytes));
+    let quota = Arc::new(LogQuota::new(spawn.log_quota_bytes));
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
         let sink = Sink::Parsed(parser.clone());
@@ -146,7 +271,11 @@ pub(super) async fn run(
         )));
     }
     if let Some(err) = child.stderr.take() {
-        let sink = Sink::Raw(stderr_tail.clone());
+        let sink = if spawn.parse_stderr {
+            Sink::Parsed(parser.clone())
+        } else {
+            Sink::Raw(stderr_tail.clone())
+        };
         readers.push(tokio::spawn(read_lines(
             err,
             sink,
@@ -155,54 +284,39 @@ pub(super) async fn run(
         )));
     }
 
-    let timeout_secs = u32::try_from(agent.timeout.as_secs()).unwrap_or(u32::MAX);
+    let timeout_secs = u32::try_from(spawn.timeout.as_secs()).unwrap_or(u32::MAX);
     let ended = tokio::select! {
         status = child.wait() => Ok(status),
         _ = cancel.cancelled() => Err(Stop::Cancelled),
-        _ = tokio::time::sleep(agent.timeout) => Err(Stop::TimedOut(timeout_secs)),
+        _ = tokio::time::sleep(spawn.timeout) => Err(Stop::TimedOut(timeout_secs)),
     };
     let status = match ended {
         Ok(status) => {
-            // Whatever the agent left running in its group is killed too:
-            // its worktree is about to go away and it would hold the pipes.
+            // Whatever it left running in its group is killed too: its
+            // worktree is about to go away and it would hold the pipes.
             kill_group(pgid);
             status
         }
         Err(stop) => {
             match &stop {
-                Stop::Cancelled => tracing::info!(pid = ?pgid, "cancelling agent"),
-                Stop::TimedOut(secs) => tracing::info!(pid = ?pgid, secs, "agent timed out"),
+                Stop::Cancelled => tracing::info!(what, pid = ?pgid, "cancelling process"),
+                Stop::TimedOut(secs) => {
+                    tracing::info!(what, pid = ?pgid, secs, "process timed out")
+                }
             }
             terminate(&mut child, pgid).await;
             drain(readers).await;
-            let exit = Exit {
+            let stopped = Ended::Stopped {
+                stop,
                 stderr_tail: take(&stderr_tail),
-                ..Default::default()
             };
-            let finished = lock(&parser).finish(&exit);
-            return AgentOutput {
-                exit_code: -1,
-                output: finished.output.unwrap_or_else(|| finished.summary.clone()),
-                summary: finished.summary,
-                usage: finished.usage,
-                error: Some(match stop {
-                    Stop::Cancelled => AgentError::Cancelled,
-                    Stop::TimedOut(secs) => AgentError::TimedOut(secs),
-                }),
-            };
+            return (stopped, parser);
         }
     };
     drain(readers).await;
-
     let status = match status {
         Ok(status) => status,
-        Err(e) => {
-            return AgentOutput {
-                exit_code: -1,
-                error: Some(AgentError::Wait(e)),
-                ..Default::default()
-            };
-        }
+        Err(e) => return (Ended::WaitFailed(e), parser),
     };
     use std::os::unix::process::ExitStatusExt;
     let exit = Exit {
@@ -210,14 +324,7 @@ pub(super) async fn run(
         signal: status.signal(),
         stderr_tail: take(&stderr_tail),
     };
-    let finished = lock(&parser).finish(&exit);
-    AgentOutput {
-        exit_code: exit.code.unwrap_or(-1),
-        output: finished.output.unwrap_or_else(|| finished.summary.clone()),
-        summary: finished.summary,
-        usage: finished.usage,
-        error: finished.error,
-    }
+    (Ended::Exited(exit), parser)
 }
 
 /// SIGTERM to the group, SIGKILL to whatever is left after the grace.
@@ -229,7 +336,7 @@ async fn terminate(child: &mut Child, pgid: Option<Pid>) {
         .await
         .is_err()
     {
-        tracing::warn!(pid = ?pgid, "agent ignored SIGTERM, killing it");
+        tracing::warn!(pid = ?pgid, "process ignored SIGTERM, killing it");
     }
     // Also the children that outlived their parent's SIGTERM.
     kill_group(pgid);
@@ -262,18 +369,9 @@ fn take(m: &Mutex<String>) -> String {
     std::mem::take(&mut *lock(m))
 }
 
-/// Variables AIDA sets for every run (see [`run`]).
-const FIXED: &[&str] = &[
-    "AIDA_PROMPT",
-    "AIDA_TASK_ID",
-    "AIDA_SUBTASK_NAME",
-    "AIDA_BRANCH",
-    "AIDA_WORKTREE",
-];
-
 /// Where one pipe's lines go.
 enum Sink {
-    /// Through the kind's parser (stdout).
+    /// Through the parser (stdout, and stderr when asked).
     Parsed(SharedParser),
     /// As they are on "stderr", remembering the last non-empty one.
     Raw(Arc<Mutex<String>>),
@@ -438,7 +536,7 @@ async fn read_lines(
             Ok(None) => break,
             Err(e) => {
                 let _ = logs
-                    .send(log_line("aida", format!("cannot read agent output: {e}")))
+                    .send(log_line("aida", format!("cannot read process output: {e}")))
                     .await;
                 break;
             }

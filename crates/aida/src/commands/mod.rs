@@ -12,6 +12,7 @@ pub mod token;
 pub mod user;
 pub mod watch;
 pub mod workers;
+pub mod workflow;
 
 use clap::Args;
 

@@ -5,7 +5,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use aida_gateway::api::{AgentSpec, CreateTask, PlanSpec, SubtaskSpec};
+use aida_gateway::api::{
+    AgentSpec, CreateTask, DeliverSpec, PlanSpec, PullRequestSpec, SubtaskSpec, WorktreeSetup,
+};
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
@@ -57,6 +59,17 @@ pub enum TaskCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run an ended subtask's agent again on its own branch with a new
+    /// instruction; the task merges (and delivers) again.
+    FollowUp {
+        id: String,
+        subtask: String,
+        /// The new instruction; `-` reads it from stdin.
+        #[arg(long, short = 'm', value_name = "TEXT", allow_hyphen_values = true)]
+        prompt: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `aida task create`: either the flags below or `--file` with the REST body.
@@ -66,13 +79,14 @@ pub struct CreateArgs {
     #[arg(
         long,
         value_name = "FILE",
-        conflicts_with_all = ["repo", "base", "description", "priority", "subtasks", "depends", "agent", "options", "command", "argv", "plan", "max_attempts", "timeout_secs"]
+        conflicts_with_all = ["repo", "base", "description", "priority", "subtasks", "depends", "agent", "options", "command", "argv", "plan", "max_attempts", "timeout_secs", "push", "pull_request", "setup"]
     )]
     pub file: Option<PathBuf>,
-    /// The git repository, as the orchestrator and workers see it; a
-    /// relative path is made absolute.
-    #[arg(long, value_name = "PATH", required_unless_present = "file")]
-    pub repo: Option<PathBuf>,
+    /// The git repository: a remote URL (`https://...`, `ssh://...`,
+    /// `git@host:path`, `file://...`), or a path as the orchestrator and
+    /// workers see it (a relative path is made absolute).
+    #[arg(long, value_name = "URL|PATH", required_unless_present = "file")]
+    pub repo: Option<String>,
     /// Branch to start from; the repository's HEAD branch by default.
     #[arg(long, value_name = "BRANCH")]
     pub base: Option<String>,
@@ -122,6 +136,26 @@ pub struct CreateArgs {
     /// With --plan: `manual` holds the plan until `aida task approve`.
     #[arg(long, requires = "plan", value_parser = ["auto", "manual"])]
     pub approve: Option<String>,
+    /// Push the result branch to the remote once merged.
+    #[arg(long)]
+    pub push: bool,
+    /// Also open a pull (merge) request with this title ("" for the
+    /// description's first line).
+    #[arg(long, value_name = "TITLE")]
+    pub pull_request: Option<String>,
+    /// With --pull-request: open it as a draft.
+    #[arg(long, requires = "pull_request")]
+    pub draft: bool,
+    /// With --pull-request: an issue number it closes; repeat for several.
+    #[arg(long, value_name = "N", requires = "pull_request")]
+    pub closes: Vec<u32>,
+    /// A set-up command run in each worktree before the agent, its argv
+    /// one word per --setup (over the repository's .aida/config.toml).
+    #[arg(long, value_name = "WORD", allow_hyphen_values = true)]
+    pub setup: Vec<String>,
+    /// Ports each run gets (AIDA_PORT_0 ...).
+    #[arg(long, value_name = "N")]
+    pub ports: Option<u32>,
     /// Print the created task as JSON.
     #[arg(long)]
     pub json: bool,
@@ -153,8 +187,15 @@ impl CreateArgs {
             .description
             .clone()
             .context("--description is required")?;
-        let repo =
-            std::path::absolute(repo).with_context(|| format!("resolving {}", repo.display()))?;
+        // A remote goes as it is; a path is made absolute.
+        let repo = if looks_like_remote(repo) {
+            repo.to_owned()
+        } else {
+            std::path::absolute(repo)
+                .with_context(|| format!("resolving {repo}"))?
+                .to_string_lossy()
+                .into_owned()
+        };
 
         let command: Vec<String> = match &self.command {
             Some(program) => std::iter::once(program.clone())
@@ -178,6 +219,7 @@ impl CreateArgs {
             .subtasks
             .iter()
             .map(|(name, prompt)| SubtaskSpec {
+                fallback: None,
                 name: name.clone(),
                 prompt: prompt.clone(),
                 depends_on: Vec::new(),
@@ -194,8 +236,22 @@ impl CreateArgs {
             subtask.depends_on.push(dep.clone());
         }
 
+        let deliver = (self.push || self.pull_request.is_some()).then(|| DeliverSpec {
+            push: true,
+            push_subtasks: false,
+            pull_request: self.pull_request.as_ref().map(|title| PullRequestSpec {
+                title: Some(title.clone()).filter(|t| !t.trim().is_empty()),
+                draft: self.draft,
+                closes: self.closes.clone(),
+            }),
+        });
+        let setup = (!self.setup.is_empty() || self.ports.is_some()).then(|| WorktreeSetup {
+            command: self.setup.clone(),
+            ports: self.ports,
+            ..Default::default()
+        });
         Ok(CreateTask {
-            repo: repo.to_string_lossy().into_owned(),
+            repo,
             base: self.base.clone(),
             description,
             agent: Some(agent),
@@ -207,7 +263,21 @@ impl CreateArgs {
                 agent: None,
                 approve: self.approve.clone(),
             }),
+            deliver,
+            setup,
         })
+    }
+}
+
+/// Whether `repo` names a remote rather than a path: a URL scheme, or
+/// git's `user@host:path` form.
+pub(crate) fn looks_like_remote(repo: &str) -> bool {
+    if repo.contains("://") {
+        return true;
+    }
+    match repo.split_once(':') {
+        Some((before, _)) => before.contains('@') && !before.contains('/'),
+        None => false,
     }
 }
 
@@ -259,6 +329,24 @@ impl TaskCommand {
                     }
                     output::print(&markdown)?;
                 }
+            }
+            TaskCommand::FollowUp {
+                id,
+                subtask,
+                prompt,
+                json,
+            } => {
+                let prompt = if prompt == "-" {
+                    let mut text = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut text)
+                        .context("reading the prompt from stdin")?;
+                    text
+                } else {
+                    prompt
+                };
+                let body = aida_gateway::api::FollowUp { prompt };
+                show(&client.follow_up(&id, &subtask, &body).await?, json)?
             }
             TaskCommand::Events { id, json } => {
                 let events = client.events(&id).await?;

@@ -138,6 +138,11 @@ impl DevArgs {
             security: security.clone(),
             ..from_env()?
         };
+        // Workers make worktrees in the orchestrator's mirrors of remotes.
+        let repo_cache = orchestrator_config
+            .repo_cache
+            .clone()
+            .unwrap_or_else(|| data_dir.join("remotes"));
         spawn(
             "orchestrator".into(),
             Box::pin(aida_orchestrator::run(
@@ -156,6 +161,7 @@ impl DevArgs {
                 // Each dev worker its own root, whatever WORKTREE_ROOT says.
                 worktree_root: None,
                 aida_repo_roots: Some(repo_roots.clone()),
+                aida_repo_cache: Some(repo_cache.clone()),
                 security: security.clone(),
                 ..from_env()?
             };
