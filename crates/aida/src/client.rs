@@ -171,6 +171,36 @@ impl Client {
         self.json(self.http.post(self.url(&path))).await
     }
 
+    /// `POST /api/tasks/{id}/subtasks/{name}/follow-up`: another turn for a
+    /// subtask's agent. The answer is passed on as it came (an empty body
+    /// as `{}`), so this client need not know its shape.
+    pub async fn follow_up(
+        &self,
+        id: &str,
+        subtask: &str,
+        prompt: &str,
+    ) -> anyhow::Result<serde_json::Value> {
+        let path = format!(
+            "/api/tasks/{}/subtasks/{}/follow-up",
+            segment(id)?,
+            segment(subtask)?
+        );
+        let request = self
+            .http
+            .post(self.url(&path))
+            .json(&serde_json::json!({ "prompt": prompt }));
+        let text = self
+            .send(request)
+            .await?
+            .text()
+            .await
+            .context("reading the answer of the follow-up")?;
+        if text.trim().is_empty() {
+            return Ok(serde_json::json!({}));
+        }
+        serde_json::from_str(&text).context("reading the answer of the follow-up")
+    }
+
     pub async fn report_markdown(&self, id: &str) -> anyhow::Result<String> {
         let request = self
             .http

@@ -7,6 +7,7 @@
 mod client;
 mod commands;
 mod credentials;
+mod mcp;
 mod output;
 
 use std::process::ExitCode;
@@ -59,6 +60,9 @@ enum Command {
     User(commands::user::UserCommand),
     /// Read the audit trail, newest first (admin).
     Audit(commands::audit::AuditArgs),
+    /// Serve AIDA's tools (create_task, wait_task, get_report, ...) to an
+    /// MCP client over stdio: `claude mcp add aida -- aida mcp`.
+    Mcp(commands::mcp::McpArgs),
 }
 
 #[tokio::main]
@@ -76,6 +80,7 @@ async fn main() -> ExitCode {
         Command::Token(command) => command.run(&cli.global).await,
         Command::User(command) => command.run(&cli.global).await,
         Command::Audit(args) => args.run(&cli.global).await,
+        Command::Mcp(args) => args.run(&cli.global).await,
     };
     result.unwrap_or_else(|err| {
         eprintln!("aida: {err:#}");
