@@ -7,6 +7,7 @@
 mod client;
 mod commands;
 mod credentials;
+mod mcp;
 mod output;
 
 use std::process::ExitCode;
@@ -64,6 +65,9 @@ enum Command {
     Workflow(commands::workflow::WorkflowCommand),
     /// Make a task of a workflow with its parameters.
     Run(commands::workflow::RunArgs),
+    /// Serve AIDA's tools (create_task, wait_task, get_report, ...) to an
+    /// MCP client over stdio: `claude mcp add aida -- aida mcp`.
+    Mcp(commands::mcp::McpArgs),
 }
 
 #[tokio::main]
@@ -83,6 +87,7 @@ async fn main() -> ExitCode {
         Command::Audit(args) => args.run(&cli.global).await,
         Command::Workflow(command) => command.run(&cli.global).await,
         Command::Run(args) => args.run(&cli.global).await,
+        Command::Mcp(args) => args.run(&cli.global).await,
     };
     result.unwrap_or_else(|err| {
         eprintln!("aida: {err:#}");

@@ -7,6 +7,7 @@ pub mod admin_users;
 pub mod audit;
 pub mod dev;
 pub mod login;
+pub mod mcp;
 pub mod task;
 pub mod token;
 pub mod user;
