@@ -15,7 +15,7 @@ pub mod tls;
 
 pub use git::GitRepo;
 pub use redis_server::RedisServer;
-pub use remote::{BareRepo, FakeProvider, GitDaemon, GitHttpServer, github_signature};
+pub use remote::{BareRepo, FakeProvider, GitDaemon, GitHttpServer, Hosting, github_signature};
 pub use system::{Options, System};
 
 use std::time::Duration;

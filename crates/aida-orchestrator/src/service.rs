@@ -134,8 +134,8 @@ impl Orchestrator for OrchestratorService {
         request: Request<CreateTaskRequest>,
     ) -> Result<Response<Task>, Status> {
         let req = request.into_inner();
-        let line =
-            AuditLine::new(req.actor.as_ref(), "task.create", "task:?").with("repo", &req.repo);
+        let line = AuditLine::new(req.actor.as_ref(), "task.create", "task:?")
+            .with("repo", aida_core::secret::redact_url(&req.repo));
         let line = if req.webhook_delivery.is_empty() {
             line
         } else {
@@ -547,7 +547,7 @@ impl Orchestrator for OrchestratorService {
             "workflow.run",
             format!("workflow:{}", req.name),
         )
-        .with("repo", &req.repo);
+        .with("repo", aida_core::secret::redact_url(&req.repo));
         let outcome = self.engine.run_workflow(req).await;
         let line = match &outcome {
             Ok(task) => line.with("task_id", &task.id),

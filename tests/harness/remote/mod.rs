@@ -20,12 +20,14 @@ mod bare_repo;
 mod fake_provider;
 mod git_daemon;
 mod git_http;
+pub mod hosting;
 mod signature;
 
 pub use bare_repo::{BareRepo, git_command, try_git};
 pub use fake_provider::FakeProvider;
 pub use git_daemon::GitDaemon;
 pub use git_http::GitHttpServer;
+pub use hosting::Hosting;
 pub use signature::{GITHUB_SIGNATURE_HEADER, github_signature};
 
 use std::path::{Path, PathBuf};

@@ -105,7 +105,7 @@ impl GitCli {
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_ASKPASS", "true")
             .env("SSH_ASKPASS", "true")
-            .env("GIT_ALLOW_PROTOCOL", "https:http:ssh:file")
+            .env("GIT_ALLOW_PROTOCOL", "https:http:ssh:git:file")
             .env("LC_ALL", "C")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -140,7 +140,7 @@ impl GitCli {
             Scheme::Ssh => {
                 cmd.env("GIT_SSH_COMMAND", self.ssh_command());
             }
-            Scheme::File => {}
+            Scheme::Git | Scheme::File => {}
         }
         cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
         for (i, (key, value)) in config.iter().enumerate() {

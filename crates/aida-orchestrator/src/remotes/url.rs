@@ -1,5 +1,6 @@
 //! Remote repository URLs as tasks name them: `https://host/path`,
-//! `http://host/path` (for servers on a private network), `ssh://[user@]host[:port]/path`,
+//! `http://host/path` and `git://host/path` (for servers on a private
+//! network; neither authenticates the server), `ssh://[user@]host[:port]/path`,
 //! git's `user@host:path`, and `file:///path`. A URL never carries a password
 //! or token (those live in `AIDA_GIT_CREDENTIALS`), and which remotes may be
 //! used at all is the operator's list, `AIDA_ALLOWED_REMOTES`.
@@ -16,6 +17,8 @@ pub enum Scheme {
     Https,
     Http,
     Ssh,
+    /// git's own protocol (`git daemon`): no credentials, no encryption.
+    Git,
     File,
 }
 
@@ -78,8 +81,10 @@ impl RemoteUrl {
             (Scheme::Http, rest, false)
         } else if let Some(rest) = raw.strip_prefix("ssh://") {
             (Scheme::Ssh, rest, false)
+        } else if let Some(rest) = raw.strip_prefix("git://") {
+            (Scheme::Git, rest, false)
         } else if raw.contains("://") {
-            return bad("use https://, http://, ssh://, git@host:path or file://");
+            return bad("use https://, http://, ssh://, git://, git@host:path or file://");
         } else {
             // git@host:path
             (Scheme::Ssh, raw, true)
@@ -187,6 +192,7 @@ impl fmt::Display for RemoteUrl {
             Scheme::File => write!(f, "file://{}", self.path),
             Scheme::Https => write!(f, "https://{}/{}", self.host, self.path),
             Scheme::Http => write!(f, "http://{}/{}", self.host, self.path),
+            Scheme::Git => write!(f, "git://{}/{}", self.host, self.path),
             Scheme::Ssh if self.scp_like => write!(f, "{user}{}:{}", self.host, self.path),
             Scheme::Ssh => write!(f, "ssh://{user}{}/{}", self.host, self.path),
         }
@@ -297,6 +303,12 @@ mod tests {
                 "",
                 "/srv/git/shop",
                 "file/srv/git/shop.git",
+            ),
+            (
+                "git://127.0.0.1:9418/acme/shop.git",
+                "127.0.0.1:9418",
+                "acme/shop",
+                "127.0.0.1_9418/acme/shop.git",
             ),
         ] {
             let url = RemoteUrl::parse(raw).unwrap();
