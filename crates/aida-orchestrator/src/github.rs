@@ -181,17 +181,17 @@ impl Engine {
         payload: &Value,
         actor: Actor,
     ) -> Result<GitHubEventOutcome> {
-        let Some(config) = self.remotes.as_ref().and_then(|r| r.github.as_ref()) else {
-            return Ok(ignored(
-                "no GitHub repository is mapped to AIDA (AIDA_GITHUB_CONFIG)",
-            ));
-        };
         if event == "ping" {
             return Ok(GitHubEventOutcome {
                 outcome: "pong".into(),
                 ..Default::default()
             });
         }
+        let Some(config) = self.remotes.as_ref().and_then(|r| r.github.as_ref()) else {
+            return Ok(ignored(
+                "no GitHub repository is mapped to AIDA (AIDA_GITHUB_CONFIG)",
+            ));
+        };
         let full_name = payload["repository"]["full_name"]
             .as_str()
             .unwrap_or_default();
