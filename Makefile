@@ -20,7 +20,7 @@ NEED_PODMAN = @command -v podman >/dev/null 2>&1 || { echo "podman is missing: i
 
 .PHONY: help dev build build-cli proto test test-deps lint fmt test-grpc clean \
 	build-images build-images-offline run stop clean-volumes scale-worker logs test-pod \
-	secrets clean-secrets webhook-secrets admin reset-password
+	secrets clean-secrets webhook-secrets git-credentials admin reset-password
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
@@ -120,14 +120,18 @@ webhook-secrets: ## set the gateway's webhook secrets (comma-separated, one line
 	$(NEED_PODMAN)
 	@$(SECRETS) set aida-webhook-secrets
 
+git-credentials: ## set the orchestrator's tokens for https remotes (https://USER:TOKEN@HOST[/PATH], comma-separated, one line on stdin); used from the next make run
+	$(NEED_PODMAN)
+	@$(SECRETS) set aida-git-credentials
+
 stop: ## stop and remove the pod and its containers (added workers too); volumes and secrets stay
 	$(NEED_PODMAN)
 	podman play kube --down $(POD_YAML)
-	@echo "volumes aida-repos and aida-data and the pod's secrets are kept; make clean-volumes, make clean-secrets remove them"
+	@echo "volumes aida-repos, aida-data and aida-cache and the pod's secrets are kept; make clean-volumes, make clean-secrets remove them"
 
-clean-volumes: ## remove the pod's volumes: the repositories (aida-repos) and the database (aida-data)
+clean-volumes: ## remove the pod's volumes: the repositories (aida-repos), the database (aida-data) and the mirrors of remotes (aida-cache)
 	$(NEED_PODMAN)
-	podman volume rm --force aida-repos aida-data
+	podman volume rm --force aida-repos aida-data aida-cache
 
 clean-secrets: ## remove the pod's Podman secrets (make stop first; the next make run makes new ones)
 	$(NEED_PODMAN)
@@ -152,7 +156,8 @@ scale-worker: ## add a worker to the running pod (WORKER_ID=worker-N, default th
 		-e AIDA_INTERNAL_TOKEN_FILE=/run/aida/internal-token \
 		-e WORKER_ID=$$id -e ORCHESTRATOR_ADDR=127.0.0.1:50051 \
 		-e AIDA_REPO_ROOTS=/workspace/repos -e WORKTREE_ROOT=/var/lib/aida/worktrees \
-		-v aida-repos:/workspace/repos -v /var/lib/aida/worktrees -v /home/aida \
+		-e AIDA_REPO_CACHE=/var/cache/aida/mirrors -e AIDA_PORT_LOCK_DIR=/var/cache/aida/ports \
+		-v aida-repos:/workspace/repos -v aida-cache:/var/cache/aida -v /var/lib/aida/worktrees -v /home/aida \
 		$(WORKER_IMAGE)
 
 logs: ## follow the pod's logs (SERVICE=gateway|orchestrator|worker-1|... for one container)

@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 const POD: &str = "aida-pod";
 const GATEWAY: &str = "http://127.0.0.1:8080";
 const ORCHESTRATOR: &str = "127.0.0.1:50051";
-const VOLUMES: [&str; 2] = ["aida-repos", "aida-data"];
+const VOLUMES: [&str; 3] = ["aida-repos", "aida-data", "aida-cache"];
 /// The secrets `make run` creates; aida-webhook-secrets is optional and
 /// never made.
 const SECRETS: [&str; 4] = [
@@ -43,6 +43,7 @@ const SECRETS: [&str; 4] = [
     "aida-redis-password",
 ];
 const WEBHOOK_SECRET: &str = "aida-webhook-secrets";
+const GIT_CREDENTIALS_SECRET: &str = "aida-git-credentials";
 /// Where the tasks' repository lives, as the containers see it.
 const REPO: &str = "/workspace/repos/demo";
 const ADMIN: &str = "pod-admin";
@@ -141,7 +142,11 @@ fn all_secrets() -> BTreeSet<String> {
 fn ours(secrets: &BTreeSet<String>) -> Vec<&String> {
     secrets
         .iter()
-        .filter(|s| SECRETS.contains(&s.as_str()) || s.as_str() == WEBHOOK_SECRET)
+        .filter(|s| {
+            SECRETS.contains(&s.as_str())
+                || s.as_str() == WEBHOOK_SECRET
+                || s.as_str() == GIT_CREDENTIALS_SECRET
+        })
         .collect()
 }
 
@@ -879,6 +884,48 @@ async fn the_pod_runs_tasks_securely_scales_out_and_leaves_nothing_behind() {
             format!("{name}\n")
         );
     }
+
+    // A remote: a bare repository in the volume, named by URL. The
+    // orchestrator mirrors it into the cache volume the workers and the
+    // aggregator share, and pushes the result back; each run leases a port
+    // from the lock directory every worker shares.
+    pod.exec(
+        "worker-1",
+        &format!("set -e; git clone -q --bare {REPO} /workspace/repos/remote.git"),
+    );
+    let body = json!({
+        "repo": "file:///workspace/repos/remote.git",
+        "description": "work on a remote",
+        "agent": sh_agent("echo \"$AIDA_SUBTASK_NAME on port $AIDA_PORT_0\" > \"$AIDA_SUBTASK_NAME.txt\""),
+        "subtasks": [{"name": "r1", "prompt": "r1"}, {"name": "r2", "prompt": "r2"}],
+        "setup": {"ports": 1},
+        "deliver": {"push": true}
+    });
+    let task_id = api.create_task(&body).await;
+    let task = api.wait_finished(&task_id).await;
+    phase("task on a file:// remote finished");
+    assert_eq!(task["status"], "succeeded", "{task:#}");
+    assert_eq!(task["remote"], "file:///workspace/repos/remote.git");
+    assert_eq!(task["delivery"]["status"], "pushed", "{task:#}");
+    let remote = pod.repos_dir().join("remote.git");
+    let remote_git = |args: &[&str]| {
+        let mut all = vec![
+            "-c",
+            "safe.directory=*",
+            "--git-dir",
+            remote.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        run_ok("git", &all)
+    };
+    let result = format!("aida/{task_id}/result");
+    assert_eq!(
+        remote_git(&["rev-parse", &result]).trim(),
+        task["result_commit"].as_str().unwrap(),
+        "the result branch was pushed to the remote"
+    );
+    let r1 = remote_git(&["show", &format!("{result}:r1.txt")]);
+    assert!(r1.starts_with("r1 on port "), "{r1}");
 
     // Scaling down: stop the worker that holds a subtask. The subtask must
     // not be stuck: it runs again elsewhere, or the task fails with a reason.

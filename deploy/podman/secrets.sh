@@ -6,7 +6,8 @@
 #
 #   deploy/podman/secrets.sh create          # the missing ones (make secrets; make run calls it)
 #   deploy/podman/secrets.sh set NAME        # NAME's value from stdin, replacing it
-#                                            # (make webhook-secrets: aida-webhook-secrets)
+#                                            # (make webhook-secrets: aida-webhook-secrets,
+#                                            #  make git-credentials: aida-git-credentials)
 #   deploy/podman/secrets.sh remove          # all of them (make clean-secrets)
 #   deploy/podman/secrets.sh list            # the names the pod uses, one a line
 #
@@ -17,6 +18,9 @@
 #   aida-redis-password      Redis's requirepass and the orchestrator's REDIS_PASSWORD
 #   aida-webhook-secrets     optional: AIDA_WEBHOOK_SECRETS (comma-separated);
 #                            never generated, set it with make webhook-secrets
+#   aida-git-credentials     optional: the orchestrator's AIDA_GIT_CREDENTIALS
+#                            (https://USER:TOKEN@HOST[/PATH], comma-separated);
+#                            never generated, set it with make git-credentials
 #
 # Format: Podman 4.3 resolves `secretKeyRef` only for a secret holding a
 # flat JSON object whose values are base64, so each secret is
@@ -29,7 +33,7 @@ set -euo pipefail
 GENERATED=(aida-jwt-secret aida-internal-token aida-redis-password)
 TOKEN=aida-internal-token
 TOKEN_RAW=aida-internal-token-raw
-OPTIONAL=(aida-webhook-secrets)
+OPTIONAL=(aida-webhook-secrets aida-git-credentials)
 ALL=("${GENERATED[@]}" "$TOKEN_RAW" "${OPTIONAL[@]}")
 
 exists() { podman secret inspect "$1" >/dev/null 2>&1; }

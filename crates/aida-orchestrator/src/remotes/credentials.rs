@@ -92,16 +92,19 @@ impl Credentials {
         Ok(credentials)
     }
 
-    /// Parses credential-store lines; blank lines and `#` comments are
-    /// skipped. Errors name the line, never its secret.
+    /// Parses credential-store entries; blank lines and `#` comments are
+    /// skipped. Errors name the entry, never its secret.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let mut https = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let bad = |why: &str| anyhow::anyhow!("AIDA_GIT_CREDENTIALS line {}: {why}", n + 1);
+        let entries = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.starts_with('#'))
+            .flat_map(|line| line.split(','))
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty());
+        for (n, line) in entries.enumerate() {
+            let bad = |why: &str| anyhow::anyhow!("AIDA_GIT_CREDENTIALS entry {}: {why}", n + 1);
             let (scheme, rest) = if let Some(rest) = line.strip_prefix("https://") {
                 (Scheme::Https, rest)
             } else if let Some(rest) = line.strip_prefix("http://") {
@@ -223,7 +226,12 @@ mod tests {
         let err = Credentials::parse("https://github.com\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("line 1"), "{err}");
+        assert!(err.contains("entry 1"), "{err}");
+        let both = Credentials::parse("https://a:x@h1, https://b:y@h2\n").unwrap();
+        assert!(
+            both.login_for(&RemoteUrl::parse("https://h2/r").unwrap())
+                .is_some()
+        );
         let err = Credentials::parse("ftp://u:hunter2@h\n")
             .unwrap_err()
             .to_string();
