@@ -453,3 +453,68 @@ fn git_in(dir: &str, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_on_a_gitlab_host_opens_a_draft_merge_request_through_gitlabs_api() {
+    let hosting = Hosting::start().await;
+    let remote = hosting.repo("shop", &[("README.md", "shop\n")]);
+    // A second host, self-hosted GitLab: its git over HTTP with the same
+    // token, its API at /api/v4 of the fake.
+    let gitlab =
+        aida_tests::GitHttpServer::start(hosting.root.path(), "oauth2", &hosting.token).await;
+    let gitlab_host = format!("127.0.0.1:{}", gitlab.port);
+    let options = Options::workers(1)
+        .orchestrator_env(
+            "AIDA_ALLOWED_REMOTES",
+            &format!("http://{gitlab_host}/acme/*"),
+        )
+        .orchestrator_env(
+            "AIDA_GIT_CREDENTIALS",
+            &format!("http://oauth2:{}@{gitlab_host}", hosting.token),
+        )
+        .orchestrator_env(
+            "AIDA_GIT_PROVIDERS",
+            &format!("{gitlab_host}=gitlab@{}", hosting.provider.gitlab_api_url()),
+        )
+        .orchestrator_env("AIDA_REPO_CACHE", hosting.cache_path().to_str().unwrap())
+        .worker_env("AIDA_REPO_CACHE", hosting.cache_path().to_str().unwrap());
+    let system = System::start_with(options).await;
+    let task_id = system
+        .create_task(&json!({
+            "repo": gitlab.url("acme/shop"),
+            "description": "Add a\n\nwith details",
+            "agent": own_file_agent(),
+            "subtasks": [{"name": "a", "prompt": "write a"}],
+            "deliver": {"pull_request": {"draft": true, "closes": [3]}}
+        }))
+        .await;
+    let task = system.wait_finished(&task_id).await;
+    assert_eq!(task["status"], "succeeded", "{task:#}");
+    let branch = format!("aida/{task_id}/result");
+    assert_eq!(remote.show(&branch, "a.txt").as_deref(), Some("a\n"));
+    let requests = hosting.provider.requests().await;
+    let opened = requests
+        .iter()
+        .find(|r| {
+            r["method"] == "POST" && r["path"] == "/api/v4/projects/acme%2Fshop/merge_requests"
+        })
+        .unwrap_or_else(|| panic!("a merge request call in {requests:#?}"));
+    assert_eq!(opened["status"], 201, "{opened:#}");
+    assert_eq!(opened["auth"]["matched"], true);
+    assert_eq!(opened["body"]["source_branch"], branch);
+    assert_eq!(opened["body"]["target_branch"], "main");
+    assert_eq!(
+        opened["body"]["title"], "Draft: Add a",
+        "GitLab marks drafts by the title"
+    );
+    assert!(
+        opened["body"]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Closes #3\n"),
+        "{opened:#}"
+    );
+    let url = task["delivery"]["pull_request_url"].as_str().unwrap();
+    assert!(url.contains("/acme/shop/-/merge_requests/"), "{url}");
+    assert_no_secret_anywhere(&system, &hosting).await;
+}
