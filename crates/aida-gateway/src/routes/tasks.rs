@@ -24,6 +24,16 @@ pub(crate) fn task_id(path: Result<Path<String>, PathRejection>) -> Result<TaskI
     Ok(TaskId::parse(&raw)?)
 }
 
+/// The `Idempotency-Key` header, "" when absent.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    match headers.get("idempotency-key") {
+        None => Ok(String::new()),
+        Some(key) => key.to_str().map(str::to_owned).map_err(|_| {
+            ApiError::InvalidArgument("the Idempotency-Key header must be plain text".into())
+        }),
+    }
+}
+
 /// Creates a task; its subtasks start as workers free up.
 #[utoipa::path(
     post,
@@ -48,14 +58,7 @@ pub async fn create_task(
     let mut request = orch::CreateTaskRequest::from(body);
     request.actor = Some(principal.actor());
     // The same key always answers with the same task, never a second one.
-    if let Some(key) = headers.get("idempotency-key") {
-        request.idempotency_key = key
-            .to_str()
-            .map_err(|_| {
-                ApiError::InvalidArgument("the Idempotency-Key header must be plain text".into())
-            })?
-            .to_owned();
-    }
+    request.idempotency_key = idempotency_key(&headers)?;
     let task: Task = state
         .orchestrator()
         .create_task(request)

@@ -169,14 +169,7 @@ pub async fn run_workflow(
     let mut request = orch::RunWorkflowRequest::from(body);
     request.name = name;
     request.actor = Some(principal.actor());
-    if let Some(key) = headers.get("idempotency-key") {
-        request.idempotency_key = key
-            .to_str()
-            .map_err(|_| {
-                ApiError::InvalidArgument("the Idempotency-Key header must be plain text".into())
-            })?
-            .to_owned();
-    }
+    request.idempotency_key = super::tasks::idempotency_key(&headers)?;
     let task: Task = state
         .orchestrator()
         .run_workflow(request)

@@ -197,54 +197,31 @@ impl Providers {
         request: &PullRequestRequest<'_>,
     ) -> Result<PullRequest, ProviderError> {
         let repo = url.repo_path();
-        let body = json!({
-            "title": request.title,
-            "head": request.head,
-            "base": request.base,
-            "body": request.body,
-            "draft": request.draft,
-        });
-        let created = self
-            .send(
-                api,
-                Auth::GitHub,
-                token,
-                reqwest::Method::POST,
-                &format!("{}/repos/{repo}/pulls", api.base_url),
-                Some(body),
-            )
-            .await;
-        let value = match created {
-            Ok(value) => value,
-            // 422: one is open for this branch already (a second delivery).
-            Err(ProviderError::Refused { status: 422, .. }) => {
-                let owner = repo.split('/').next().unwrap_or_default();
-                let list = self
-                    .send(
-                        api,
-                        Auth::GitHub,
-                        token,
-                        reqwest::Method::GET,
-                        &format!(
-                            "{}/repos/{repo}/pulls?state=open&head={owner}:{}",
-                            api.base_url, request.head
-                        ),
-                        None,
-                    )
-                    .await?;
-                list.as_array()
-                    .and_then(|l| l.first().cloned())
-                    .ok_or_else(|| ProviderError::Refused {
-                        api: api.base_url.clone(),
-                        status: 422,
-                        message:
-                            "the pull request could not be created and none is open for the branch"
-                                .into(),
-                    })?
-            }
-            Err(e) => return Err(e),
-        };
-        parse_pull_request(api, &value, "number", "html_url")
+        let owner = repo.split('/').next().unwrap_or_default();
+        self.open_or_find(
+            api,
+            Auth::GitHub,
+            token,
+            Opening {
+                create: format!("{}/repos/{repo}/pulls", api.base_url),
+                body: json!({
+                    "title": request.title,
+                    "head": request.head,
+                    "base": request.base,
+                    "body": request.body,
+                    "draft": request.draft,
+                }),
+                // 422: one is open for this branch already (a second delivery).
+                exists: 422,
+                list: format!(
+                    "{}/repos/{repo}/pulls?state=open&head={owner}:{}",
+                    api.base_url, request.head
+                ),
+                number: "number",
+                url: "html_url",
+            },
+        )
+        .await
     }
 
     async fn gitlab_merge_request(
@@ -261,53 +238,69 @@ impl Providers {
         } else {
             request.title.to_owned()
         };
-        let body = json!({
-            "source_branch": request.head,
-            "target_branch": request.base,
-            "title": title,
-            "description": request.body,
-        });
+        self.open_or_find(
+            api,
+            Auth::GitLab,
+            token,
+            Opening {
+                create: format!("{}/projects/{project}/merge_requests", api.base_url),
+                body: json!({
+                    "source_branch": request.head,
+                    "target_branch": request.base,
+                    "title": title,
+                    "description": request.body,
+                }),
+                // 409: one is open for this branch already.
+                exists: 409,
+                list: format!(
+                    "{}/projects/{project}/merge_requests?state=opened&source_branch={}",
+                    api.base_url,
+                    encode_path(request.head)
+                ),
+                number: "iid",
+                url: "web_url",
+            },
+        )
+        .await
+    }
+
+    /// Creates the request, or, when the API says one is open already,
+    /// finds that one.
+    async fn open_or_find(
+        &self,
+        api: &ProviderApi,
+        auth: Auth,
+        token: &SecretString,
+        opening: Opening,
+    ) -> Result<PullRequest, ProviderError> {
         let created = self
             .send(
                 api,
-                Auth::GitLab,
+                auth,
                 token,
                 reqwest::Method::POST,
-                &format!("{}/projects/{project}/merge_requests", api.base_url),
-                Some(body),
+                &opening.create,
+                Some(opening.body),
             )
             .await;
         let value = match created {
             Ok(value) => value,
-            // 409: one is open for this branch already.
-            Err(ProviderError::Refused { status: 409, .. }) => {
+            Err(ProviderError::Refused { status, .. }) if status == opening.exists => {
                 let list = self
-                    .send(
-                        api,
-                        Auth::GitLab,
-                        token,
-                        reqwest::Method::GET,
-                        &format!(
-                            "{}/projects/{project}/merge_requests?state=opened&source_branch={}",
-                            api.base_url,
-                            encode_path(request.head)
-                        ),
-                        None,
-                    )
+                    .send(api, auth, token, reqwest::Method::GET, &opening.list, None)
                     .await?;
                 list.as_array()
                     .and_then(|l| l.first().cloned())
                     .ok_or_else(|| ProviderError::Refused {
                         api: api.base_url.clone(),
-                        status: 409,
-                        message:
-                            "the merge request could not be created and none is open for the branch"
-                                .into(),
+                        status,
+                        message: "the request could not be opened and none is open for the branch"
+                            .into(),
                     })?
             }
             Err(e) => return Err(e),
         };
-        parse_pull_request(api, &value, "iid", "web_url")
+        parse_pull_request(api, &value, opening.number, opening.url)
     }
 
     async fn send(
@@ -360,6 +353,18 @@ pub struct PullRequestRequest<'a> {
     pub base: &'a str,
     pub body: &'a str,
     pub draft: bool,
+}
+
+/// How one provider opens a pull (merge) request and finds an open one.
+struct Opening {
+    create: String,
+    body: Value,
+    /// The status the API answers when one is open for the branch.
+    exists: u16,
+    list: String,
+    /// The fields of the answer holding its number and web URL.
+    number: &'static str,
+    url: &'static str,
 }
 
 #[derive(Debug, Clone, Copy)]
