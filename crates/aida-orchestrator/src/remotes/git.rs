@@ -398,6 +398,19 @@ mod tests {
     }
 
     #[test]
+    fn ssh_checks_host_keys_and_uses_only_aidas_key() {
+        let mut creds = Credentials::default();
+        creds.ssh_key = Some("/run/secrets/id ed25519".into());
+        creds.known_hosts = Some("/etc/aida/known_hosts".into());
+        let git = GitCli::new(Arc::new(creds), Duration::from_secs(1));
+        assert_eq!(
+            git.ssh_command(),
+            "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes \
+             -i '/run/secrets/id ed25519' -o UserKnownHostsFile='/etc/aida/known_hosts'"
+        );
+    }
+
+    #[test]
     fn credentials_never_survive_in_messages() {
         let creds = Credentials::parse("https://bot:sekrit-token@h\n").unwrap();
         let git = GitCli::new(Arc::new(creds), Duration::from_secs(1));
