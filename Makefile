@@ -20,7 +20,7 @@ NEED_PODMAN = @command -v podman >/dev/null 2>&1 || { echo "podman is missing: i
 
 .PHONY: help dev build build-cli proto test test-deps lint fmt test-grpc clean \
 	build-images build-images-offline run stop clean-volumes scale-worker logs test-pod \
-	secrets clean-secrets webhook-secrets git-credentials admin reset-password
+	secrets clean-secrets webhook-secrets git-credentials admin reset-password bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 22
@@ -43,6 +43,11 @@ test-deps: ## install what the tests talk to: git, redis-server, grpcurl (only w
 test: test-deps ## run every test: unit tests and end-to-end tests with the real binaries
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+
+bench: ## the orchestrator's benchmarks: event log (REDIS_URL to include publishing), dispatch scan, verification bisection
+	$(CARGO) bench -p aida-orchestrator --bench event_log
+	$(CARGO) bench -p aida-orchestrator --bench dispatch_scan
+	$(CARGO) bench -p aida-orchestrator --bench bisection
 
 lint: ## formatting and clippy, as CI checks them
 	$(CARGO) fmt --all -- --check

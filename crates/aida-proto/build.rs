@@ -53,6 +53,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
         )
         .type_attribute(
+            "aida.common.VerifySpec",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
+        )
+        .type_attribute(
+            "aida.common.Verification",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
+        )
+        .type_attribute(
             "aida.common.WorktreeSetup",
             "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
         )

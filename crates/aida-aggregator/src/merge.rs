@@ -64,7 +64,10 @@ pub fn merge_task(
             "subtask merge outcome"
         );
         head = next;
-        outcomes.push(outcome);
+        outcomes.push(MergeOutcome {
+            head: head.id().to_string(),
+            ..outcome
+        });
     }
 
     let head_id = head.id();
@@ -90,6 +93,7 @@ fn merge_one<'r>(
         subtask: name.to_string(),
         merged: conflict_files.is_empty(),
         conflict_files,
+        head: String::new(),
     };
     if contains(repo, head.id(), item.id())? {
         return Ok((head, merged(Vec::new())));

@@ -37,6 +37,21 @@ pub struct TaskReport {
     pub usage: Option<UsageReport>,
     /// The task's shared context: the latest value of each key.
     pub context: Vec<ContextReport>,
+    /// How checking the merged result went, when the task asks for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerificationReport {
+    /// The command, as one line.
+    pub command: String,
+    /// `running`, `passed`, `failed` or `skipped`.
+    pub status: String,
+    pub runs: u32,
+    pub broken_by: Vec<String>,
+    pub excluded: Vec<String>,
+    pub output_tail: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -135,6 +150,18 @@ pub fn document(task: &Task) -> TaskReport {
         conflicts: task.conflicts.iter().map(conflict_report).collect(),
         usage: task.usage.as_ref().and_then(usage_report),
         context: task.context.iter().map(context_report).collect(),
+        verification: task.verification.as_ref().map(|v| VerificationReport {
+            command: task
+                .verify
+                .as_ref()
+                .map(|s| s.command.join(" "))
+                .unwrap_or_default(),
+            status: v.status.clone(),
+            runs: v.runs,
+            broken_by: v.broken_by.clone(),
+            excluded: v.excluded.clone(),
+            output_tail: non_empty(&v.output_tail),
+        }),
     }
 }
 
@@ -287,6 +314,35 @@ fn markdown(doc: &TaskReport) -> String {
         for c in &doc.conflicts {
             let files: Vec<String> = c.files.iter().map(|f| format!("`{f}`")).collect();
             let _ = writeln!(md, "- **{}**: {}", c.subtask, files.join(", "));
+        }
+    }
+
+    if let Some(v) = &doc.verification {
+        let _ = writeln!(md, "\n## Verification\n");
+        let _ = writeln!(
+            md,
+            "`{}`: **{}** after {} run{}.",
+            v.command,
+            v.status,
+            v.runs,
+            if v.runs == 1 { "" } else { "s" }
+        );
+        if !v.broken_by.is_empty() {
+            let _ = writeln!(
+                md,
+                "\nThe result failed its check once these were merged: {}.",
+                v.broken_by.join(", ")
+            );
+        }
+        if !v.excluded.is_empty() {
+            let _ = writeln!(md, "\nLeft out of the result: {}.", v.excluded.join(", "));
+        }
+        if let Some(tail) = v
+            .output_tail
+            .as_ref()
+            .filter(|_| v.status != "passed" || !v.broken_by.is_empty())
+        {
+            let _ = writeln!(md, "\n```\n{}\n```", tail.trim_end());
         }
     }
 

@@ -88,6 +88,11 @@ pub mod kind {
     /// The subtask's agent used up its attempts and its fallback agent takes
     /// over: `data.agent` (its kind), `data.after_attempts`, `data.error`.
     pub const SUBTASK_FALLBACK: &str = "subtask.fallback";
+    /// A verification run of the merged result (or a prefix of it) was
+    /// queued: `data.commit`, `data.label`, `data.run`.
+    pub const VERIFY_STARTED: &str = "verify.started";
+    /// It ended: `data.passed`, `data.error` (the end of its output).
+    pub const VERIFY_FINISHED: &str = "verify.finished";
     /// AIDA commented on the issue that started the task: `data.url`, or
     /// `data.error` when it could not.
     pub const TASK_ISSUE_COMMENT: &str = "task.issue_comment";

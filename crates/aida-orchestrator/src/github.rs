@@ -312,6 +312,7 @@ impl Engine {
                 title,
             }),
             workflow: String::new(),
+            verify: None,
         };
         let task = self.create_task(request).await?;
         tracing::info!(task_id = %task.id, repository = %repo.name, issue = number, "task started from an issue");

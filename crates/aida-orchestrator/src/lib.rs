@@ -30,12 +30,14 @@ mod external;
 mod follow_up;
 pub mod github;
 mod lifecycle;
+mod merge;
 pub mod planning;
 pub mod remotes;
 pub mod repos;
 mod scheduler;
 pub mod service;
 pub mod store;
+pub mod verification;
 mod verify;
 pub mod workflows;
 

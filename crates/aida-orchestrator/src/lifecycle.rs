@@ -8,21 +8,20 @@ use std::sync::Arc;
 
 use aida_core::event::{Channel, kind};
 use aida_core::ids::TaskId;
-use aida_core::proto::aggregator::{CollectRequest, MergeItem, MergeRequest, ReportRequest};
-use aida_core::proto::common::{
-    Conflict, DiffStats, Report, RunResult, SubtaskStatus, Task, TaskStatus,
-};
+use aida_core::proto::aggregator::{CollectRequest, ReportRequest};
+use aida_core::proto::common::{DiffStats, Report, RunResult, SubtaskStatus, Task, TaskStatus};
 use aida_core::proto::orchestrator::CreateTaskRequest;
 use aida_core::status::StatusLabel;
 use anyhow::Context;
 use chrono::Utc;
 use serde_json::json;
 
-use crate::engine::{Engine, RunKey, dependency_order, status_of, task_status_of};
+use crate::engine::{Engine, RunKey, status_of, task_status_of};
 use crate::error::{OrchestratorError, Result};
 use crate::planning::PLANNER;
 use crate::remotes::RemoteUrl;
 use crate::store::{NewEvent, SubtaskOutcome};
+use crate::verification::VERIFIER;
 use tokio_util::sync::CancellationToken;
 
 impl Engine {
@@ -119,6 +118,7 @@ impl Engine {
             .subtasks
             .iter()
             .chain(task.planner.iter())
+            .chain(task.verifier.iter())
             .find(|s| s.name == subtask)
         else {
             return Err(OrchestratorError::NotFound(format!(
@@ -148,6 +148,20 @@ impl Engine {
                 st.attempts,
                 st.worker_id
             )));
+        }
+        if st.name == VERIFIER {
+            return Ok(
+                if self
+                    .verification_ended(task_id, worker_id, attempt, result)
+                    .await?
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "the verification run of task {task_id} changed meanwhile; result not applied"
+                    ))
+                },
+            );
         }
         let stats = if result.success && !result.commit.is_empty() {
             self.collect_stats(&task, subtask, &result).await
@@ -217,6 +231,18 @@ impl Engine {
                 Ok(())
             } else {
                 Err("a planning run reports the base commit only".into())
+            };
+        }
+        if st.name == VERIFIER {
+            let checking = task
+                .verification
+                .as_ref()
+                .map(|v| v.checking.as_str())
+                .unwrap_or_default();
+            return if result.commit == checking {
+                Ok(())
+            } else {
+                Err("a verification run reports the commit it checked only".into())
             };
         }
         // A follow-up builds on the subtask's own last commit (which holds
@@ -455,6 +481,7 @@ impl Engine {
                 .subtasks
                 .iter()
                 .chain(task.planner.iter())
+                .chain(task.verifier.iter())
                 .find(|s| s.name == subtask)
             else {
                 continue;
@@ -478,6 +505,18 @@ impl Engine {
                     self.fall_back(&worker_id, &task_id, st, attempt, outcome)
                         .await?;
                 }
+                AfterAttempt::Finish if subtask == VERIFIER => {
+                    // The check could not be run: the result is not known
+                    // to pass, so it counts as failing.
+                    let result = RunResult {
+                        success: false,
+                        error: format!("the verification could not run: {}", outcome.error),
+                        exit_code: -1,
+                        ..Default::default()
+                    };
+                    self.verification_ended(&task_id, &worker_id, attempt, result)
+                        .await?;
+                }
                 AfterAttempt::Finish => {
                     self.finish_attempt(&worker_id, &task_id, &subtask, attempt, outcome)
                         .await?;
@@ -497,7 +536,12 @@ impl Engine {
     }
 
     /// Waits until `owner` holds `resource` (for `ttl`).
-    async fn lock(&self, resource: &str, owner: &str, ttl: std::time::Duration) -> Result<()> {
+    pub(crate) async fn lock(
+        &self,
+        resource: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<()> {
         let mut waited = false;
         loop {
             let now = Utc::now();
@@ -730,6 +774,8 @@ impl Engine {
         if !moved {
             return Ok(());
         }
+        // Each merge is checked afresh (after a follow-up too).
+        self.store.record_verification(task_id, None).await?;
         self.task_status_event(task_id, TaskStatus::Merging, None)
             .await?;
         self.spawn_merge(task_id.to_owned());
@@ -761,140 +807,6 @@ impl Engine {
         });
     }
 
-    /// Merges the succeeded subtasks in dependency order, writes the report,
-    /// and sets the final status: `failed` if a subtask failed, `conflicted`
-    /// if a branch could not be merged, `succeeded` otherwise. Safe to run
-    /// again after a crash: the aggregator rebuilds the result branch.
-    async fn merge_and_finish(self: &Arc<Self>, task_id: &str) -> Result<()> {
-        let mut task = self.task(task_id).await?;
-        if task_status_of(&task) != TaskStatus::Merging {
-            return Ok(());
-        }
-        let items: Vec<MergeItem> = dependency_order(&task)
-            .into_iter()
-            .map(|i| &task.subtasks[i])
-            .filter(|s| status_of(s) == SubtaskStatus::Succeeded && !s.commit.is_empty())
-            .map(|s| MergeItem {
-                subtask: s.name.clone(),
-                branch: s.branch.clone(),
-                commit: s.commit.clone(),
-            })
-            .collect();
-        // One merge per repository at a time, across orchestrators too. The
-        // lock outlives the aggregator's deadline only briefly, so a crash
-        // mid-merge frees it soon; the merge itself is redone on recovery.
-        let resource = format!("repo:{}", task.repo);
-        let owner = format!("task:{task_id}");
-        let ttl = self.settings.aggregator_timeout + std::time::Duration::from_secs(30);
-        self.lock(&resource, &owner, ttl).await?;
-        let mut client = self.aggregator.clone();
-        let request = tonic::Request::new(MergeRequest {
-            task_id: task.id.clone(),
-            repo: task.repo.clone(),
-            base_commit: task.base_commit.clone(),
-            items,
-        });
-        let merged = match tokio::time::timeout(
-            self.settings.aggregator_timeout,
-            client.merge_results(request),
-        )
-        .await
-        {
-            Ok(Ok(resp)) => Ok(resp.into_inner()),
-            Ok(Err(status)) => Err(format!("merge failed: {}", status.message())),
-            Err(_) => Err("merge failed: the aggregator did not answer in time".to_owned()),
-        };
-        self.store.release_lock(&resource, &owner).await?;
-
-        let (final_status, error) = match merged {
-            Err(reason) => (TaskStatus::Failed, Some(reason)),
-            Ok(resp) => {
-                let merged_names: Vec<String> = resp
-                    .outcomes
-                    .iter()
-                    .filter(|o| o.merged)
-                    .map(|o| o.subtask.clone())
-                    .collect();
-                let conflicts: Vec<Conflict> = resp
-                    .outcomes
-                    .iter()
-                    .filter(|o| !o.merged)
-                    .map(|o| Conflict {
-                        subtask: o.subtask.clone(),
-                        files: o.conflict_files.clone(),
-                    })
-                    .collect();
-                self.store
-                    .record_merge(
-                        task_id,
-                        &resp.branch,
-                        &resp.commit,
-                        &merged_names,
-                        &conflicts,
-                    )
-                    .await?;
-                self.events
-                    .record(NewEvent {
-                        channel: Channel::Task,
-                        kind: kind::TASK_MERGED,
-                        task_id: Some(task_id.to_owned()),
-                        subtask: None,
-                        worker_id: None,
-                        data: json!({
-                            "branch": resp.branch,
-                            "commit": resp.commit,
-                            "merged": merged_names,
-                            "conflicts": conflicts.iter().map(|c| json!({"subtask": c.subtask, "files": c.files})).collect::<Vec<_>>(),
-                        }),
-                    })
-                    .await?;
-                task = self.task(task_id).await?;
-                final_verdict(&task)
-            }
-        };
-
-        // The report is written before the final status is announced, so a
-        // client that sees the task end can fetch it at once.
-        task.status = final_status as i32;
-        if let Some(e) = &error {
-            task.error = e.clone();
-        }
-        self.write_report(&task).await;
-        // Delivery comes before the status too: a task that ends
-        // `succeeded` has its result on the remote (and its pull request
-        // open) when that was asked for. A failed delivery fails the task,
-        // with the merged result still in the mirror.
-        let (final_status, error) = match self.deliver(&task, final_status).await {
-            Some(Err(reason)) => {
-                let reason = format!("the result was merged but not delivered: {reason}");
-                task.status = TaskStatus::Failed as i32;
-                task.error = reason.clone();
-                self.write_report(&task).await;
-                (TaskStatus::Failed, Some(reason))
-            }
-            _ => (final_status, error),
-        };
-        if self
-            .store
-            .transition_task(
-                task_id,
-                &[TaskStatus::Merging],
-                final_status,
-                error.as_deref(),
-                Utc::now(),
-            )
-            .await?
-        {
-            self.task_status_event(task_id, final_status, error.as_deref())
-                .await?;
-            tracing::info!(task_id, status = final_status.label(), "task finished");
-            if task.origin.is_some() {
-                self.spawn_issue_outcome(task_id.to_owned());
-            }
-        }
-        Ok(())
-    }
-
     async fn generate_report(&self, task: &Task) -> Result<Report> {
         let mut client = self.aggregator.clone();
         let request = tonic::Request::new(ReportRequest {
@@ -917,7 +829,7 @@ impl Engine {
         }
     }
 
-    async fn write_report(&self, task: &Task) {
+    pub(crate) async fn write_report(&self, task: &Task) {
         match self.generate_report(task).await {
             Ok(report) => {
                 if let Err(e) = self
@@ -1067,6 +979,7 @@ impl Engine {
             .subtasks
             .iter()
             .chain(task.planner.iter())
+            .chain(task.verifier.iter())
             .filter(|s| status_of(s) == SubtaskStatus::Running)
         {
             let key = RunKey {
@@ -1191,7 +1104,7 @@ fn dependents_of(task: &Task, name: &str) -> Vec<String> {
 
 /// The final status of a merged task and the reason when it is not a
 /// success.
-fn final_verdict(task: &Task) -> (TaskStatus, Option<String>) {
+pub(crate) fn final_verdict(task: &Task) -> (TaskStatus, Option<String>) {
     let failed: Vec<&str> = task
         .subtasks
         .iter()

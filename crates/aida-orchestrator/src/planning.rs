@@ -124,6 +124,23 @@ pub fn plan(
     };
     let deliver = check_deliver(req.deliver.clone(), remote.is_some())?;
     let setup = check_setup(req.setup.clone())?;
+    let verify = crate::verification::check_spec(req.verify.clone())?;
+    // The verification runs of the merged result: attempts of a
+    // pseudo-subtask that runs the verify command.
+    let verifier = verify
+        .as_ref()
+        .filter(|spec| crate::verification::on_result(spec))
+        .map(|spec| NewSubtask {
+            name: crate::verification::VERIFIER.to_owned(),
+            prompt: "verify the merged result".into(),
+            agent: AgentJson {
+                kind: "command".into(),
+                command: spec.command.clone(),
+                timeout_secs: spec.timeout_secs,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
     // The plan's subtasks run the task's agent, or the planner's.
     let agent = task_agent.or_else(|| planner.as_ref().map(|p| p.agent.clone().into()));
     Ok(NewTask {
@@ -159,6 +176,8 @@ pub fn plan(
         setup,
         origin: req.origin.clone(),
         workflow: req.workflow.trim().to_owned(),
+        verify,
+        verifier,
     })
 }
 

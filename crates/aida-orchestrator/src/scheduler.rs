@@ -265,6 +265,7 @@ impl Engine {
             .subtasks
             .iter()
             .chain(task.planner.iter())
+            .chain(task.verifier.iter())
             .find(|s| s.name == subtask)
             .ok_or_else(|| {
                 OrchestratorError::NotFound(format!("task {task_id} has no subtask {subtask:?}"))
@@ -582,6 +583,24 @@ fn startable(task: &Task) -> Vec<&Subtask> {
             .filter(|p| status_of(p) == SubtaskStatus::Pending)
             .collect();
     }
+    if task_status_of(task) == TaskStatus::Merging {
+        // A queued verification run of the merged result.
+        let queued = task
+            .verification
+            .as_ref()
+            .is_some_and(|v| v.status == "running" && !v.checking.is_empty());
+        return task
+            .verifier
+            .iter()
+            .filter(|v| queued && status_of(v) == SubtaskStatus::Pending)
+            .filter(|v| {
+                v.retry_at
+                    .as_ref()
+                    .and_then(aida_core::time::from_proto)
+                    .is_none_or(|at| at <= Utc::now())
+            })
+            .collect();
+    }
     ready_subtasks(task)
         .into_iter()
         .map(|i| &task.subtasks[i])
@@ -611,8 +630,10 @@ fn subtask_run(
     attempt: u32,
     env: HashMap<String, String>,
 ) -> SubtaskRun {
-    // The planner reads the base commit in a detached worktree.
-    let read_only = st.name == crate::planning::PLANNER;
+    // The planner reads the base commit in a detached worktree; the
+    // verifier the commit it checks.
+    let verifier = st.name == crate::verification::VERIFIER;
+    let read_only = st.name == crate::planning::PLANNER || verifier;
     let deps: Vec<&Subtask> = dependency_order(task)
         .into_iter()
         .map(|i| &task.subtasks[i])
@@ -653,16 +674,31 @@ fn subtask_run(
         subtask: st.name.clone(),
         attempt,
         repo: task.repo.clone(),
-        base_commit: task.base_commit.clone(),
+        base_commit: if verifier {
+            task.verification
+                .as_ref()
+                .map(|v| v.checking.clone())
+                .unwrap_or_default()
+        } else {
+            task.base_commit.clone()
+        },
         branch: st.branch.clone(),
         dependencies,
-        prompt,
+        prompt: if verifier {
+            task.verification
+                .as_ref()
+                .map(|v| format!("verify {}", v.checking_label))
+                .unwrap_or(prompt)
+        } else {
+            prompt
+        },
         agent: current_agent(st).cloned(),
         env,
         read_only,
         continue_from,
         resume_session,
         setup: task.setup.clone(),
+        verify: task.verify.clone(),
     }
 }
 

@@ -34,11 +34,12 @@ use crate::worktree_include;
 /// 64 KiB).
 const MASK_BUFFER: usize = 64;
 
-/// The only read-only run there is: AIDA's planner. The orchestrator's
-/// `aida_orchestrator::planning::PLANNER` (this crate cannot depend on the
-/// orchestrator); a subtask can never have this name, since subtask names
-/// cannot start with `_`.
+/// The read-only runs there are: AIDA's planner, and the verification of
+/// a merged result (the orchestrator's `PLANNER` and `VERIFIER`; this crate
+/// cannot depend on the orchestrator). A subtask can never have these
+/// names, since subtask names cannot start with `_`.
 pub const PLANNER: &str = "_plan";
+pub const VERIFIER: &str = "_verify";
 
 /// The one answer for a repository outside the roots, whatever the reason
 /// (outside, missing, unreadable): it must not tell a caller anything about
@@ -114,11 +115,11 @@ fn validate_run(run: &SubtaskRun, ctx: &ExecContext) -> Result<Validated, String
     }
     let task_id = TaskId::parse(&run.task_id).map_err(|e| e.to_string())?;
     // A read-only run has no branch and runs in a snapshot named after the
-    // task, so only AIDA's own planner may be one.
+    // task, so only AIDA's own planner and verifier may be one.
     let (subtask, branch) = if run.read_only {
-        if run.subtask != PLANNER {
+        if run.subtask != PLANNER && run.subtask != VERIFIER {
             return Err(format!(
-                "a read-only run must be AIDA's planner ({PLANNER:?}), not {:?}",
+                "a read-only run must be AIDA's planner ({PLANNER:?}) or verifier ({VERIFIER:?}), not {:?}",
                 run.subtask
             ));
         }
@@ -392,6 +393,26 @@ async fn run_read_only(
             .collect(),
         setup_env: Vec::new(),
     };
+    if v.subtask == VERIFIER {
+        let spec = run.verify.clone().unwrap_or_default();
+        let ran = if spec.command.is_empty() {
+            Err("a verification run needs its verify command".to_owned())
+        } else {
+            crate::verify::run(&spec, &inv, ctx, logs, cancel)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot remove a read-only snapshot");
+        }
+        return RunResult {
+            success: ran.is_ok(),
+            error: ran.err().unwrap_or_default(),
+            start_commit: start.to_string(),
+            commit: start.to_string(),
+            ..Default::default()
+        };
+    }
     note(
         logs,
         format!("starting {} agent (read-only)", v.agent.kind.name()),
@@ -469,6 +490,7 @@ async fn run_in_worktree(
         ),
     )
     .await;
+    let cancel_verify = cancel.clone();
     let out = v.agent.run(&inv, logs.clone(), cancel).await;
     match &out.error {
         None => note(logs, "agent finished").await,
@@ -510,6 +532,17 @@ async fn run_in_worktree(
     result.summary = out.summary;
     if out.usage != Default::default() {
         result.usage = Some(out.usage);
+    }
+    // The subtask's own branch is checked before it is merged: only work
+    // that was committed, after an agent that succeeded.
+    if out.error.is_none()
+        && result.error.is_empty()
+        && let Some(spec) = crate::verify::on_subtasks(run.verify.as_ref())
+    {
+        let inv = invocation(run, v, wt, set_up.env.clone());
+        if let Err(e) = crate::verify::run(spec, &inv, ctx, logs, cancel_verify).await {
+            result.error = format!("verification failed: {e}");
+        }
     }
     match out.error {
         None => result.success = result.error.is_empty(),
@@ -624,6 +657,8 @@ async fn set_up(
         let inv = invocation(run, v, wt, env.clone());
         let ran = setup::run(
             SetupRun {
+                what: setup::WHAT,
+                stream: setup::STREAM,
                 command: &plan.command,
                 inv: &inv,
                 allow: &ctx.agents.env,

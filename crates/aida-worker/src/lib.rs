@@ -24,6 +24,7 @@ pub mod service;
 pub mod session;
 pub mod setup;
 pub mod state;
+pub mod verify;
 pub mod worktree;
 pub mod worktree_include;
 

@@ -22,6 +22,8 @@ use crate::agent::{AgentEnv, AgentKind, Exit, Finished, Invocation, StreamParser
 
 /// The stream name of the set-up command's output lines.
 pub const STREAM: &str = "setup";
+/// What the set-up command is called in logs and errors.
+pub const WHAT: &str = "set-up command";
 /// How long a set-up command may run when neither the repository nor the
 /// task says (`SETUP_TIMEOUT_SECS`).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -30,42 +32,41 @@ const TAIL_BYTES: usize = 2048;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("cannot start set-up command {command:?}: {source}")]
+    #[error("cannot start {what} {command:?}: {source}")]
     Spawn {
+        what: &'static str,
         command: String,
         source: std::io::Error,
     },
-    #[error(
-        "set-up command {command:?} exited with code {code}{}",
-        with_output(output)
-    )]
+    #[error("{what} {command:?} exited with code {code}{}", with_output(output))]
     Exited {
+        what: &'static str,
         command: String,
         code: i32,
         output: String,
     },
     #[error(
-        "set-up command {command:?} was killed by signal {signal}{}",
+        "{what} {command:?} was killed by signal {signal}{}",
         with_output(output)
     )]
     Killed {
+        what: &'static str,
         command: String,
         signal: i32,
         output: String,
     },
-    #[error(
-        "set-up command {command:?} timed out after {secs} s{}",
-        with_output(output)
-    )]
+    #[error("{what} {command:?} timed out after {secs} s{}", with_output(output))]
     TimedOut {
+        what: &'static str,
         command: String,
         secs: u32,
         output: String,
     },
     #[error("cancelled")]
     Cancelled,
-    #[error("waiting for set-up command {command:?} failed: {source}")]
+    #[error("waiting for {what} {command:?} failed: {source}")]
     Wait {
+        what: &'static str,
         command: String,
         source: std::io::Error,
     },
@@ -91,8 +92,13 @@ impl SetupError {
     }
 }
 
-/// What a set-up command needs besides its argv.
+/// What a set-up (or verify) command needs besides its argv.
 pub struct SetupRun<'a> {
+    /// What it is called in logs and errors: [`WHAT`] or
+    /// [`crate::verify::WHAT`].
+    pub what: &'static str,
+    /// The stream its output lines are logged on.
+    pub stream: &'static str,
     pub command: &'a [String],
     /// The run the agent will get: worktree, `AIDA_*` variables, set-up env.
     pub inv: &'a Invocation,
@@ -119,20 +125,23 @@ pub async fn run(
     let _ = logs
         .send(log_line(
             "aida",
-            format!("set-up environment: {}", process::names(&env)),
+            format!("{} environment: {}", setup.what, process::names(&env)),
         ))
         .await;
     let tail = Arc::new(Mutex::new(Tail::default()));
     let (ended, _) = process::run_process(
         Spawn {
-            what: "set-up command",
+            what: setup.what,
             argv: setup.command,
             cwd: &setup.inv.worktree,
             env,
             stdin: None,
             timeout: setup.timeout,
             log_quota_bytes: setup.log_quota_bytes,
-            parser: Box::new(SetupParser { tail: tail.clone() }),
+            parser: Box::new(SetupParser {
+                tail: tail.clone(),
+                stream: setup.stream,
+            }),
             parse_stderr: true,
         },
         logs,
@@ -140,16 +149,19 @@ pub async fn run(
     )
     .await;
     let output = tail.lock().unwrap_or_else(|e| e.into_inner()).text();
+    let what = setup.what;
     match ended {
         Ended::Exited(Exit { code: Some(0), .. }) => Ok(()),
         Ended::Exited(Exit {
             code: Some(code), ..
         }) => Err(SetupError::Exited {
+            what,
             command,
             code,
             output,
         }),
         Ended::Exited(Exit { signal, .. }) => Err(SetupError::Killed {
+            what,
             command,
             signal: signal.unwrap_or_default(),
             output,
@@ -158,6 +170,7 @@ pub async fn run(
             stop: Stop::TimedOut(secs),
             ..
         } => Err(SetupError::TimedOut {
+            what,
             command,
             secs,
             output,
@@ -166,14 +179,23 @@ pub async fn run(
             stop: Stop::Cancelled,
             ..
         } => Err(SetupError::Cancelled),
-        Ended::NotStarted(source) => Err(SetupError::Spawn { command, source }),
-        Ended::WaitFailed(source) => Err(SetupError::Wait { command, source }),
+        Ended::NotStarted(source) => Err(SetupError::Spawn {
+            what,
+            command,
+            source,
+        }),
+        Ended::WaitFailed(source) => Err(SetupError::Wait {
+            what,
+            command,
+            source,
+        }),
     }
 }
 
-/// Logs every line of both pipes on [`STREAM`] and keeps the last ones.
+/// Logs every line of both pipes on its stream and keeps the last ones.
 struct SetupParser {
     tail: Arc<Mutex<Tail>>,
+    stream: &'static str,
 }
 
 impl StreamParser for SetupParser {
@@ -182,7 +204,7 @@ impl StreamParser for SetupParser {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(line);
-        vec![(STREAM, line.to_owned())]
+        vec![(self.stream, line.to_owned())]
     }
 
     fn finish(&mut self, _exit: &Exit) -> Finished {
@@ -257,6 +279,7 @@ mod tests {
     #[test]
     fn errors_quote_the_command_and_its_output() {
         let err = SetupError::Exited {
+            what: WHAT,
             command: display(&["npm".into(), "ci".into()]),
             code: 1,
             output: "npm ERR! missing package.json".into(),
@@ -267,6 +290,7 @@ mod tests {
         );
         assert!(!err.is_permanent());
         let err = SetupError::TimedOut {
+            what: WHAT,
             command: "make".into(),
             secs: 5,
             output: String::new(),

@@ -170,6 +170,7 @@ mod tests {
                 timeout_secs: None,
                 deliver: None,
                 setup: None,
+                verify: None,
             }
         );
     }

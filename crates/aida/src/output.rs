@@ -102,6 +102,19 @@ pub fn task(task: &Task) -> String {
             conflict.files.join(", ")
         );
     }
+    if let Some(v) = &task.verification {
+        let mut line = format!("  verification: {} after {} run(s)", v.status, v.runs);
+        if !v.broken_by.is_empty() {
+            line.push_str(&format!(", broken by {}", v.broken_by.join(", ")));
+        }
+        if !v.excluded.is_empty() {
+            line.push_str(&format!(", left out {}", v.excluded.join(", ")));
+        }
+        if let Some(label) = &v.checking_label {
+            line.push_str(&format!(", checking {label}"));
+        }
+        let _ = writeln!(out, "{line}");
+    }
     out
 }
 
@@ -369,6 +382,26 @@ fn event_text(event: &Event) -> String {
             "{} @ {base}, subtasks {}",
             text("repo").unwrap_or("?"),
             subtasks.join(", ")
+        );
+    }
+    if event.kind == kind::VERIFY_STARTED {
+        return format!(
+            "run {}: checking {} @ {}",
+            data.get("run").and_then(|v| v.as_u64()).unwrap_or_default(),
+            text("label").unwrap_or("?"),
+            short(text("commit").unwrap_or("?"))
+        );
+    }
+    if event.kind == kind::VERIFY_FINISHED {
+        let passed = data.get("passed").and_then(|v| v.as_bool()) == Some(true);
+        return format!(
+            "run {}: {} {}{}",
+            data.get("run").and_then(|v| v.as_u64()).unwrap_or_default(),
+            text("label").unwrap_or("?"),
+            if passed { "passed" } else { "failed" },
+            text("error")
+                .map(|e| format!(": {}", first_line(e, 120)))
+                .unwrap_or_default()
         );
     }
     if event.kind == kind::TASK_MERGED {

@@ -16,10 +16,12 @@ pub use aida_core::event::Event;
 
 mod auth;
 mod delivery;
+mod verification;
 mod workflows;
 
 pub use auth::*;
 pub use delivery::*;
+pub use verification::*;
 pub use workflows::*;
 
 /// How a subtask's agent is run.
@@ -129,6 +131,9 @@ pub struct CreateTask {
     /// Set-up of each worktree, over the repository's `.aida/config.toml`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub setup: Option<WorktreeSetup>,
+    /// How the work is checked before the task may succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
 }
 
 /// How an agent splits a task into subtasks.
@@ -540,6 +545,14 @@ pub struct Task {
     /// The workflow it was made from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
+    /// How checking the merged result went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    /// The verification runs: one attempt each, in `history`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verifier: Option<Box<Subtask>>,
 }
 
 /// The issue that started a task.
@@ -766,6 +779,7 @@ impl From<CreateTask> for orch::CreateTaskRequest {
             setup: t.setup.map(Into::into),
             origin: None,
             workflow: String::new(),
+            verify: t.verify.map(Into::into),
             plan: t.plan.map(|p| orch::PlanSpec {
                 agent: p.agent.map(Into::into),
                 approve: p.approve.unwrap_or_default(),
@@ -872,6 +886,9 @@ impl From<pb::Task> for Task {
                 title: non_empty(o.title),
             }),
             workflow: non_empty(t.workflow),
+            verify: t.verify.map(Into::into),
+            verification: t.verification.map(Into::into),
+            verifier: t.verifier.map(|v| Box::new(v.into())),
         }
     }
 }

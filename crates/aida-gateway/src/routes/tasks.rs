@@ -55,6 +55,11 @@ pub async fn create_task(
     body: Result<Json<CreateTask>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body?;
+    if body.verify.as_ref().and_then(|v| v.timeout_secs) == Some(0) {
+        return Err(ApiError::InvalidArgument(
+            "\"verify.timeout_secs\" is at least 1 (leave it out for the default, 900)".into(),
+        ));
+    }
     let mut request = orch::CreateTaskRequest::from(body);
     request.actor = Some(principal.actor());
     // The same key always answers with the same task, never a second one.

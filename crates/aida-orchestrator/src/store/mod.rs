@@ -15,7 +15,7 @@ use std::str::FromStr;
 use aida_core::event::{Channel, Event};
 use aida_core::proto::common::{
     AgentSpec, AgentUsage, Attempt, Conflict, ContextEntry, DeliverSpec, DiffStats, Subtask,
-    SubtaskStatus, Task, TaskOrigin, TaskStatus, WorktreeSetup,
+    SubtaskStatus, Task, TaskOrigin, TaskStatus, VerifySpec, WorktreeSetup,
 };
 use aida_core::proto::orchestrator::Lock;
 use aida_core::status::StatusLabel;
@@ -33,6 +33,8 @@ pub mod auth;
 mod delivery;
 mod follow_ups;
 pub use follow_ups::FollowUpRefused;
+mod verification;
+pub use verification::VerificationJson;
 pub mod workflows;
 
 pub use audit::{AuditFilter, AuditRow};
@@ -73,6 +75,9 @@ pub struct NewTask {
     pub origin: Option<TaskOrigin>,
     /// The workflow its subtasks were made from; "" for none.
     pub workflow: String,
+    /// How the work is checked; its runs are attempts of `verifier`.
+    pub verify: Option<VerifySpec>,
+    pub verifier: Option<NewSubtask>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -313,9 +318,9 @@ impl Store {
         sqlx::query(
             "INSERT INTO tasks (id, status, repo, base, base_commit, description, agent_json, priority, created_at,
                  created_by, approve, max_attempts, timeout_secs, idempotency_key, remote, deliver_json, setup_json,
-                 origin_json, workflow)
+                 origin_json, workflow, verify_json)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULLIF($14, ''), $15, $16, $17, $18,
-                 NULLIF($19, ''))",
+                 NULLIF($19, ''), $20)",
         )
         .bind(&task.id)
         .bind(status.label())
@@ -354,11 +359,21 @@ impl Store {
                 .context("encoding origin")?,
         )
         .bind(&task.workflow)
+        .bind(
+            task.verify
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .context("encoding verify")?,
+        )
         .execute(&mut *tx)
         .await?;
         insert_subtasks(&mut tx, &task.id, &task.subtasks, "work").await?;
         if let Some(planner) = &task.planner {
             insert_subtasks(&mut tx, &task.id, std::slice::from_ref(planner), "plan").await?;
+        }
+        if let Some(verifier) = &task.verifier {
+            insert_subtasks(&mut tx, &task.id, std::slice::from_ref(verifier), "verify").await?;
         }
         tx.commit().await?;
         Ok(())
@@ -412,8 +427,14 @@ impl Store {
         let mut task = task_from_row(&row)?;
         task.subtasks = self.subtasks_of(id, "work").await?;
         task.planner = self.subtasks_of(id, "plan").await?.pop();
+        task.verifier = self.subtasks_of(id, "verify").await?.pop();
         let mut history = self.attempts_of(id).await?;
-        for st in task.subtasks.iter_mut().chain(task.planner.as_mut()) {
+        for st in task
+            .subtasks
+            .iter_mut()
+            .chain(task.planner.as_mut())
+            .chain(task.verifier.as_mut())
+        {
             st.history = history.remove(&st.name).unwrap_or_default();
         }
         let mut runs: Vec<Subtask> = task.subtasks.clone();
@@ -450,7 +471,7 @@ impl Store {
     /// out what scheduling does not need (attempt history, context, usage).
     pub async fn schedulable_tasks(&self) -> Result<Vec<Task>> {
         let rows = sqlx::query(
-            "SELECT * FROM tasks WHERE status IN ('planning', 'queued', 'running') ORDER BY priority DESC, created_at, id",
+            "SELECT * FROM tasks WHERE status IN ('planning', 'queued', 'running', 'merging') ORDER BY priority DESC, created_at, id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -477,10 +498,10 @@ impl Store {
                 continue;
             };
             let subtask = subtask_from_row(row)?;
-            if role == "plan" {
-                tasks[i].planner = Some(subtask);
-            } else {
-                tasks[i].subtasks.push(subtask);
+            match role.as_str() {
+                "plan" => tasks[i].planner = Some(subtask),
+                "verify" => tasks[i].verifier = Some(subtask),
+                _ => tasks[i].subtasks.push(subtask),
             }
         }
         Ok(tasks)
@@ -1401,6 +1422,14 @@ fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Task> {
             .and_then(|s| serde_json::from_str::<OriginJson>(&s).ok())
             .map(Into::into),
         workflow: opt(row.try_get("workflow")?),
+        verify: row
+            .try_get::<Option<String>, _>("verify_json")?
+            .and_then(|s| serde_json::from_str(&s).ok()),
+        verification: row
+            .try_get::<Option<String>, _>("verification_json")?
+            .and_then(|s| serde_json::from_str::<VerificationJson>(&s).ok())
+            .map(Into::into),
+        verifier: None,
     })
 }
 

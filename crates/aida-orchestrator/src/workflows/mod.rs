@@ -104,6 +104,7 @@ impl Engine {
             setup: None,
             origin: None,
             workflow: found.summary.name,
+            verify: None,
         })
         .await
     }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use aida_gateway::api::{
-    AgentSpec, CreateTask, DeliverSpec, PlanSpec, PullRequestSpec, SubtaskSpec, WorktreeSetup,
+    AgentSpec, CreateTask, DeliverSpec, PlanSpec, PullRequestSpec, SubtaskSpec, VerifySpec,
+    WorktreeSetup,
 };
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -79,7 +80,7 @@ pub struct CreateArgs {
     #[arg(
         long,
         value_name = "FILE",
-        conflicts_with_all = ["repo", "base", "description", "priority", "subtasks", "depends", "agent", "options", "command", "argv", "plan", "max_attempts", "timeout_secs", "push", "pull_request", "setup"]
+        conflicts_with_all = ["repo", "base", "description", "priority", "subtasks", "depends", "agent", "options", "command", "argv", "plan", "max_attempts", "timeout_secs", "push", "pull_request", "setup", "verify"]
     )]
     pub file: Option<PathBuf>,
     /// The git repository: a remote URL (`https://...`, `ssh://...`,
@@ -156,6 +157,17 @@ pub struct CreateArgs {
     /// Ports each run gets (AIDA_PORT_0 ...).
     #[arg(long, value_name = "N")]
     pub ports: Option<u32>,
+    /// A command that checks the work before the task may succeed, its argv
+    /// one word per --verify (`--verify cargo --verify test`).
+    #[arg(long, value_name = "WORD", allow_hyphen_values = true)]
+    pub verify: Vec<String>,
+    /// With --verify: what is checked.
+    #[arg(long, requires = "verify", value_parser = ["result", "subtasks", "both"])]
+    pub verify_on: Option<String>,
+    /// With --verify: when the merged result fails, `fail` the task or
+    /// `exclude` the subtask that broke it.
+    #[arg(long, requires = "verify", value_parser = ["fail", "exclude"])]
+    pub verify_on_failure: Option<String>,
     /// Print the created task as JSON.
     #[arg(long)]
     pub json: bool,
@@ -245,6 +257,12 @@ impl CreateArgs {
                 closes: self.closes.clone(),
             }),
         });
+        let verify = (!self.verify.is_empty()).then(|| VerifySpec {
+            command: self.verify.clone(),
+            timeout_secs: None,
+            on: self.verify_on.clone(),
+            on_failure: self.verify_on_failure.clone(),
+        });
         let setup = (!self.setup.is_empty() || self.ports.is_some()).then(|| WorktreeSetup {
             command: self.setup.clone(),
             ports: self.ports,
@@ -265,6 +283,7 @@ impl CreateArgs {
             }),
             deliver,
             setup,
+            verify,
         })
     }
 }

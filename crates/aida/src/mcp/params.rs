@@ -254,6 +254,7 @@ impl CreateTaskParams {
                 }),
             }),
             setup: None,
+            verify: None,
         })
     }
 }
