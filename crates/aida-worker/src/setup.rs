@@ -125,7 +125,11 @@ pub async fn run(
     let _ = logs
         .send(log_line(
             "aida",
-            format!("{} environment: {}", setup.what, process::names(&env)),
+            format!(
+                "{} environment: {}",
+                setup.what.trim_end_matches(" command"),
+                process::names(&env)
+            ),
         ))
         .await;
     let tail = Arc::new(Mutex::new(Tail::default()));
