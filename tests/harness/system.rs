@@ -534,6 +534,42 @@ impl System {
         events
     }
 
+    /// Reads the SSE stream `path` as it comes until an event satisfies
+    /// `until`; returns the events read, that one last. Fails the test if
+    /// the stream ends first.
+    pub async fn read_sse_until(&self, path: &str, until: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .expect("SSE request");
+        assert_eq!(resp.status().as_u16(), 200, "SSE status");
+        let mut stream = eventsource_stream::EventStream::new(resp.bytes_stream());
+        let mut events = Vec::new();
+        let read = async {
+            while let Some(item) = stream.next().await {
+                let ev = item.expect("SSE event");
+                let data: Value = serde_json::from_str(&ev.data).expect("SSE data is JSON");
+                let done = until(&data);
+                events.push(data);
+                if done {
+                    return true;
+                }
+            }
+            false
+        };
+        let found = tokio::time::timeout(crate::DEADLINE, read)
+            .await
+            .expect("the awaited SSE event did not come in time");
+        assert!(
+            found,
+            "the SSE stream ended before the awaited event: {events:#?}"
+        );
+        events
+    }
+
     /// Sends SIGTERM to a process of this system and waits for it to exit.
     pub async fn terminate(&mut self, name: &str) -> std::process::ExitStatus {
         let index = self

@@ -2,12 +2,18 @@
 //! merges happen in the object database (no working tree, no index file),
 //! and the only ref written is the result branch, once, at the end, so a
 //! crash leaves either the old branch or the complete new one.
+//!
+//! Merges are deterministic: the same inputs give the same merge commits
+//! (their time is the merged item's), so a rebuilt result has the same
+//! history, and a resolver's merge commit made on a prefix of it still
+//! sits on that prefix. Trial merges (`trial_merge`) write nothing.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use aida_core::ids::{SubtaskName, TaskId};
 use aida_proto::aggregator::{MergeItem, MergeOutcome, MergeResponse};
+use aida_proto::common::Conflict;
 use git2::{Commit, Oid, Repository, Signature};
 use tracing::instrument;
 
@@ -38,7 +44,19 @@ pub fn merge_task(
     for (i, item) in items.iter().enumerate() {
         let name = SubtaskName::parse(&item.subtask)?;
         let commit = repo::commit(&repo, &format!("items[{i}].commit"), &item.commit)?;
-        resolved.push((name, commit));
+        let resolution = if item.resolution.is_empty() {
+            None
+        } else {
+            let field = format!("items[{i}].resolution");
+            let r = repo::commit(&repo, &field, &item.resolution)?;
+            if r.parent_count() != 2 || r.parent_id(1)? != commit.id() {
+                return Err(AggregatorError::InvalidArgument(format!(
+                    "{field} is not a merge of items[{i}].commit into the result"
+                )));
+            }
+            Some(r)
+        };
+        resolved.push((name, commit, resolution));
     }
 
     let lock = repo::merge_lock(&repo);
@@ -52,11 +70,10 @@ pub fn merge_task(
         )));
     }
 
-    let signature = Signature::now(COMMITTER_NAME, COMMITTER_EMAIL)?;
     let mut head = base;
     let mut outcomes = Vec::with_capacity(resolved.len());
-    for (name, commit) in resolved {
-        let (next, outcome) = merge_one(&repo, &signature, head, &name, commit)?;
+    for (name, commit, resolution) in resolved {
+        let (next, outcome) = merge_one(&repo, head, &name, commit, resolution)?;
         tracing::info!(
             subtask = %name,
             merged = outcome.merged,
@@ -81,19 +98,21 @@ pub fn merge_task(
     })
 }
 
-/// Merges `item` into `head`; returns the new head and the outcome.
+/// Merges `item` into `head`; returns the new head and the outcome. On a
+/// conflict, a `resolution` made on `head` (it contains it) is taken
+/// instead; one made on another result is stale and changes nothing.
 fn merge_one<'r>(
     repo: &'r Repository,
-    signature: &Signature<'_>,
     head: Commit<'r>,
     name: &SubtaskName,
     item: Commit<'r>,
+    resolution: Option<Commit<'r>>,
 ) -> Result<(Commit<'r>, MergeOutcome), AggregatorError> {
     let merged = |conflict_files: Vec<String>| MergeOutcome {
         subtask: name.to_string(),
         merged: conflict_files.is_empty(),
         conflict_files,
-        head: String::new(),
+        ..Default::default()
     };
     if contains(repo, head.id(), item.id())? {
         return Ok((head, merged(Vec::new())));
@@ -102,23 +121,82 @@ fn merge_one<'r>(
         return Ok((item, merged(Vec::new())));
     }
     let mut index = repo.merge_commits(&head, &item, None)?;
-    if index.has_conflicts() {
-        let mut files = BTreeSet::new();
-        for conflict in index.conflicts()? {
-            let conflict = conflict?;
-            for entry in [conflict.ancestor, conflict.our, conflict.their]
-                .into_iter()
-                .flatten()
-            {
-                files.insert(String::from_utf8_lossy(&entry.path).into_owned());
-            }
-        }
-        return Ok((head, merged(files.into_iter().collect())));
+    if !index.has_conflicts() {
+        let tree = repo.find_tree(index.write_tree_to(repo)?)?;
+        // The merged item's time: the same merge gives the same commit.
+        let when = item.committer().when();
+        let signature = Signature::new(COMMITTER_NAME, COMMITTER_EMAIL, &when)?;
+        let message = format!("aida: merge {name}");
+        let id = repo.commit(
+            None,
+            &signature,
+            &signature,
+            &message,
+            &tree,
+            &[&head, &item],
+        )?;
+        return Ok((repo.find_commit(id)?, merged(Vec::new())));
     }
-    let tree = repo.find_tree(index.write_tree_to(repo)?)?;
-    let message = format!("aida: merge {name}");
-    let id = repo.commit(None, signature, signature, &message, &tree, &[&head, &item])?;
-    Ok((repo.find_commit(id)?, merged(Vec::new())))
+    let files = conflict_files(&index)?;
+    if let Some(resolution) = resolution
+        && contains(repo, resolution.id(), head.id())?
+    {
+        let outcome = MergeOutcome {
+            resolved: true,
+            ..merged(Vec::new())
+        };
+        return Ok((resolution, outcome));
+    }
+    Ok((head, merged(files)))
+}
+
+/// The files a merge's index holds in conflict, sorted.
+fn conflict_files(index: &git2::Index) -> Result<Vec<String>, git2::Error> {
+    let mut files = BTreeSet::new();
+    for conflict in index.conflicts()? {
+        let conflict = conflict?;
+        for entry in [conflict.ancestor, conflict.our, conflict.their]
+            .into_iter()
+            .flatten()
+        {
+            files.insert(String::from_utf8_lossy(&entry.path).into_owned());
+        }
+    }
+    Ok(files.into_iter().collect())
+}
+
+/// Trial-merges `subject` with each of `others` in memory, writing nothing:
+/// the others it conflicts with, and the files. Branches where one contains
+/// the other never conflict.
+#[instrument(skip_all, fields(task_id = %task_id, subject = %subject.subtask, others = others.len()))]
+pub fn trial_merge(
+    repo_path: &Path,
+    task_id: &TaskId,
+    subject: &MergeItem,
+    others: &[MergeItem],
+) -> Result<Vec<Conflict>, AggregatorError> {
+    let repo = repo::open(repo_path)?;
+    // Merged blobs land in memory and go with `repo`: the repository is
+    // left exactly as it was.
+    repo.odb()?.add_new_mempack_backend(1000)?;
+    SubtaskName::parse(&subject.subtask)?;
+    let ours = repo::commit(&repo, "subject.commit", &subject.commit)?;
+    let mut found = Vec::new();
+    for (i, other) in others.iter().enumerate() {
+        SubtaskName::parse(&other.subtask)?;
+        let theirs = repo::commit(&repo, &format!("others[{i}].commit"), &other.commit)?;
+        if contains(&repo, ours.id(), theirs.id())? || contains(&repo, theirs.id(), ours.id())? {
+            continue;
+        }
+        let index = repo.merge_commits(&ours, &theirs, None)?;
+        if index.has_conflicts() {
+            found.push(Conflict {
+                subtask: other.subtask.clone(),
+                files: conflict_files(&index)?,
+            });
+        }
+    }
+    Ok(found)
 }
 
 /// Whether `commit` is `ancestor` or one of its descendants.

@@ -40,6 +40,35 @@ pub struct TaskReport {
     /// How checking the merged result went, when the task asks for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<VerificationReport>,
+    /// Conflicts trial merges saw coming as subtasks succeeded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub predicted_conflicts: Vec<PredictedReport>,
+    /// Who resolved what at the merge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolutions: Vec<ResolutionReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictedReport {
+    pub subtask: String,
+    pub with: String,
+    pub files: Vec<String>,
+    /// `predicted` or `rerun`.
+    pub action: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolutionReport {
+    pub subtask: String,
+    /// `running`, `resolved` or `refused`.
+    pub status: String,
+    pub files: Vec<String>,
+    /// The resolver agent's kind.
+    pub agent: String,
+    pub attempts: u32,
+    /// The merge commit it made.
+    pub commit: Option<String>,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,6 +191,29 @@ pub fn document(task: &Task) -> TaskReport {
             excluded: v.excluded.clone(),
             output_tail: non_empty(&v.output_tail),
         }),
+        predicted_conflicts: task
+            .predicted_conflicts
+            .iter()
+            .map(|p| PredictedReport {
+                subtask: p.subtask.clone(),
+                with: p.with.clone(),
+                files: p.files.clone(),
+                action: p.action.clone(),
+            })
+            .collect(),
+        resolutions: task
+            .resolutions
+            .iter()
+            .map(|r| ResolutionReport {
+                subtask: r.subtask.clone(),
+                status: r.status.clone(),
+                files: r.files.clone(),
+                agent: r.agent.clone(),
+                attempts: r.attempts,
+                commit: non_empty(&r.commit),
+                error: non_empty(&r.error),
+            })
+            .collect(),
     }
 }
 
@@ -314,6 +366,63 @@ fn markdown(doc: &TaskReport) -> String {
         for c in &doc.conflicts {
             let files: Vec<String> = c.files.iter().map(|f| format!("`{f}`")).collect();
             let _ = writeln!(md, "- **{}**: {}", c.subtask, files.join(", "));
+        }
+    }
+
+    if !doc.resolutions.is_empty() {
+        let _ = writeln!(md, "\n## Resolved conflicts\n");
+        for r in &doc.resolutions {
+            let files: Vec<String> = r.files.iter().map(|f| format!("`{f}`")).collect();
+            let runs = format!(
+                "{} run{}",
+                r.attempts,
+                if r.attempts == 1 { "" } else { "s" }
+            );
+            let _ = match (&r.commit, r.status.as_str()) {
+                (Some(commit), "resolved") => writeln!(
+                    md,
+                    "- **{}** ({}): resolved by the {} agent in {runs}, merge commit `{}`.",
+                    r.subtask,
+                    files.join(", "),
+                    r.agent,
+                    short(commit)
+                ),
+                _ => writeln!(
+                    md,
+                    "- **{}** ({}): {} by the {} agent after {runs}{}",
+                    r.subtask,
+                    files.join(", "),
+                    if r.status == "refused" {
+                        "not resolved"
+                    } else {
+                        r.status.as_str()
+                    },
+                    r.agent,
+                    r.error
+                        .as_ref()
+                        .map(|e| format!(": {}", one_line(e)))
+                        .unwrap_or_else(|| ".".into())
+                ),
+            };
+        }
+    }
+
+    if !doc.predicted_conflicts.is_empty() {
+        let _ = writeln!(md, "\n## Conflicts seen coming\n");
+        for p in &doc.predicted_conflicts {
+            let files: Vec<String> = p.files.iter().map(|f| format!("`{f}`")).collect();
+            let then = if p.action == "rerun" {
+                format!("; {} ran again on top of {}", p.subtask, p.with)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                md,
+                "- **{}** with **{}**: {}{then}",
+                p.subtask,
+                p.with,
+                files.join(", ")
+            );
         }
     }
 

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use aida_core::ids::{SubtaskName, TaskId};
 use aida_proto::aggregator::aggregator_server::Aggregator;
 use aida_proto::aggregator::{
-    CollectRequest, CollectResponse, MergeRequest, MergeResponse, ReportRequest,
+    CollectRequest, CollectResponse, MergeRequest, MergeResponse, ReportRequest, TrialMergeRequest,
+    TrialMergeResponse,
 };
 use aida_proto::common::Report;
 use tonic::{Request, Response, Status};
@@ -61,6 +62,22 @@ impl Aggregator for AggregatorService {
         })
         .await?;
         Ok(Response::new(response))
+    }
+
+    async fn trial_merge(
+        &self,
+        request: Request<TrialMergeRequest>,
+    ) -> Result<Response<TrialMergeResponse>, Status> {
+        let req = request.into_inner();
+        let task_id = TaskId::parse(&req.task_id).map_err(AggregatorError::from)?;
+        let Some(subject) = req.subject else {
+            return Err(AggregatorError::InvalidArgument("subject is required".into()).into());
+        };
+        let conflicts = blocking(move || {
+            merge::trial_merge(&PathBuf::from(&req.repo), &task_id, &subject, &req.others)
+        })
+        .await?;
+        Ok(Response::new(TrialMergeResponse { conflicts }))
     }
 
     async fn generate_report(

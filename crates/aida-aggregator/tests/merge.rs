@@ -3,8 +3,9 @@
 mod common;
 
 use aida_aggregator::AggregatorError;
-use aida_aggregator::merge::{COMMITTER_EMAIL, COMMITTER_NAME, merge_task};
+use aida_aggregator::merge::{COMMITTER_EMAIL, COMMITTER_NAME, merge_task, trial_merge};
 use aida_core::ids::{SubtaskName, TaskId};
+use aida_proto::aggregator::MergeItem;
 use common::{Fixture, SHARED, item};
 use git2::Oid;
 
@@ -154,6 +155,8 @@ fn rerunning_resets_the_branch_and_gives_the_same_tree() {
     let second = merge_task(f.path(), &task, &f.base.to_string(), &items).unwrap();
     assert_eq!(second.outcomes, first.outcomes);
     assert_eq!(f.tree_of(&second.commit), f.tree_of(&first.commit));
+    // Deterministic: the same merge commits, whenever it runs.
+    assert_eq!(second.commit, first.commit);
     assert_eq!(
         f.branch_target(&second.branch).unwrap().to_string(),
         second.commit
@@ -262,4 +265,148 @@ fn result_branch_coexists_with_subtask_branches() {
     );
     let res = merge_task(f.path(), &task, &f.base.to_string(), &[item("api", a)]).unwrap();
     assert_eq!(res.commit, a.to_string());
+}
+
+/// A resolver's merge commit of `theirs` into `onto`, holding `text`.
+fn resolution(f: &Fixture, onto: Oid, theirs: Oid, text: &str) -> Oid {
+    let single = f.commit(Some(onto), "work/resolved", &[("shared.txt", Some(text))]);
+    let tree = f.repo.find_commit(single).unwrap().tree().unwrap();
+    let sig = git2::Signature::now("Resolver", "resolver@example.invalid").unwrap();
+    let parents = [
+        &commit_of(f, &onto.to_string()),
+        &commit_of(f, &theirs.to_string()),
+    ];
+    f.repo
+        .commit(None, &sig, &sig, "resolve", &tree, &parents)
+        .unwrap()
+}
+
+#[test]
+fn a_resolution_made_on_the_result_so_far_merges_the_conflicting_branch() {
+    let f = Fixture::new();
+    let a_text = SHARED.replace("two", "two by a");
+    let b_text = SHARED.replace("two", "two by b");
+    let a = f.commit(Some(f.base), "work/a", &[("shared.txt", Some(&a_text))]);
+    let b = f.commit(Some(f.base), "work/b", &[("shared.txt", Some(&b_text))]);
+    let c = f.commit(Some(f.base), "work/c", &[("c.txt", Some("c\n"))]);
+    let task = TaskId::new();
+    let first = merge_task(
+        f.path(),
+        &task,
+        &f.base.to_string(),
+        &[item("a", a), item("b", b), item("c", c)],
+    )
+    .unwrap();
+    assert!(!first.outcomes[1].merged);
+    // The result before b: the prefix a resolver works on.
+    let onto = Oid::from_str(&first.outcomes[1].head).unwrap();
+    let both = SHARED.replace("two", "two by a and b");
+    let r = resolution(&f, onto, b, &both);
+    let with = |resolution: Oid| MergeItem {
+        resolution: resolution.to_string(),
+        ..item("b", b)
+    };
+
+    let res = merge_task(
+        f.path(),
+        &task,
+        &f.base.to_string(),
+        &[item("a", a), with(r), item("c", c)],
+    )
+    .unwrap();
+    assert!(res.outcomes.iter().all(|o| o.merged), "{:?}", res.outcomes);
+    assert!(res.outcomes[1].resolved);
+    assert_eq!(res.outcomes[1].head, r.to_string());
+    assert_eq!(f.read(&res.commit, "shared.txt"), Some(both));
+    assert_eq!(f.read(&res.commit, "c.txt").as_deref(), Some("c\n"));
+
+    // Made on another result (here: without a), it is stale: b stays out.
+    let elsewhere = resolution(&f, c, b, &b_text);
+    let res = merge_task(
+        f.path(),
+        &task,
+        &f.base.to_string(),
+        &[item("a", a), with(elsewhere)],
+    )
+    .unwrap();
+    assert!(!res.outcomes[1].merged && !res.outcomes[1].resolved);
+
+    // Not a merge of b at all: refused before anything moves.
+    let err = merge_task(
+        f.path(),
+        &task,
+        &f.base.to_string(),
+        &[item("a", a), with(c)],
+    )
+    .unwrap_err();
+    assert!(matches!(err, AggregatorError::InvalidArgument(_)), "{err}");
+}
+
+#[test]
+fn a_trial_merge_names_the_conflicting_branches_and_writes_nothing() {
+    let f = Fixture::new();
+    let a = f.commit(
+        Some(f.base),
+        "work/a",
+        &[("shared.txt", Some(&SHARED.replace("two", "2a")))],
+    );
+    let b = f.commit(
+        Some(f.base),
+        "work/b",
+        &[("shared.txt", Some(&SHARED.replace("two", "2b")))],
+    );
+    let c = f.commit(
+        Some(f.base),
+        "work/c",
+        &[("shared.txt", Some(&SHARED.replace("five", "5c")))],
+    );
+    let d = f.commit(Some(a), "work/d", &[("d.txt", Some("d\n"))]);
+    let refs_before = f.repo.references().unwrap().count();
+    let objects = |f: &Fixture| {
+        let mut n = 0;
+        f.repo
+            .odb()
+            .unwrap()
+            .foreach(|_| {
+                n += 1;
+                true
+            })
+            .unwrap();
+        n
+    };
+    let objects_before = objects(&f);
+
+    let task = TaskId::new();
+    let found = trial_merge(
+        f.path(),
+        &task,
+        &item("b", b),
+        &[item("a", a), item("c", c), item("d", d)],
+    )
+    .unwrap();
+    let names: Vec<(&str, Vec<String>)> = found
+        .iter()
+        .map(|c| (c.subtask.as_str(), c.files.clone()))
+        .collect();
+    // c edits another line of the same file; d builds on a, so it conflicts too.
+    assert_eq!(
+        names,
+        [
+            ("a", vec!["shared.txt".to_owned()]),
+            ("d", vec!["shared.txt".to_owned()])
+        ]
+    );
+    // A branch that contains the other never conflicts.
+    assert!(
+        trial_merge(f.path(), &task, &item("d", d), &[item("a", a)])
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(f.repo.references().unwrap().count(), refs_before);
+    assert_eq!(
+        objects(&f),
+        objects_before,
+        "a trial merge writes no object"
+    );
+    assert_eq!(f.workdir_entries(), [".git"]);
 }

@@ -93,6 +93,15 @@ pub mod kind {
     pub const VERIFY_STARTED: &str = "verify.started";
     /// It ended: `data.passed`, `data.error` (the end of its output).
     pub const VERIFY_FINISHED: &str = "verify.finished";
+    /// A trial merge found that a subtask that just succeeded conflicts with
+    /// one that succeeded before: `data.with`, `data.files`, `data.action`
+    /// (`predicted`, or `rerun` when the subtask runs again on top of the
+    /// other).
+    pub const CONFLICT_PREDICTED: &str = "conflict.predicted";
+    /// The resolver agent resolved a subtask's textual conflict at the
+    /// merge: `data.files`, `data.commit` (a merge with both parents),
+    /// `data.agent`; or it could not: `data.resolved` false, `data.error`.
+    pub const CONFLICT_RESOLVED: &str = "conflict.resolved";
     /// AIDA commented on the issue that started the task: `data.url`, or
     /// `data.error` when it could not.
     pub const TASK_ISSUE_COMMENT: &str = "task.issue_comment";

@@ -313,6 +313,8 @@ impl Engine {
             }),
             workflow: String::new(),
             verify: None,
+            merge_policy: String::new(),
+            resolve: None,
         };
         let task = self.create_task(request).await?;
         tracing::info!(task_id = %task.id, repository = %repo.name, issue = number, "task started from an issue");

@@ -20,6 +20,7 @@ use crate::engine::{Engine, RunKey, status_of, task_status_of};
 use crate::error::{OrchestratorError, Result};
 use crate::planning::PLANNER;
 use crate::remotes::RemoteUrl;
+use crate::resolution::RESOLVER;
 use crate::store::{NewEvent, SubtaskOutcome};
 use crate::verification::VERIFIER;
 use tokio_util::sync::CancellationToken;
@@ -119,6 +120,7 @@ impl Engine {
             .iter()
             .chain(task.planner.iter())
             .chain(task.verifier.iter())
+            .chain(task.resolver.iter())
             .find(|s| s.name == subtask)
         else {
             return Err(OrchestratorError::NotFound(format!(
@@ -148,6 +150,20 @@ impl Engine {
                 st.attempts,
                 st.worker_id
             )));
+        }
+        if st.name == RESOLVER {
+            return Ok(
+                if self
+                    .resolution_ended(task_id, worker_id, attempt, result)
+                    .await?
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "the resolver's run of task {task_id} changed meanwhile; result not applied"
+                    ))
+                },
+            );
         }
         if st.name == VERIFIER {
             return Ok(
@@ -201,6 +217,10 @@ impl Engine {
                 self.fall_back(worker_id, task_id, st, attempt, outcome)
                     .await?
             }
+            AfterAttempt::Finish if result.success && st.name != PLANNER => {
+                self.finish_success(worker_id, task_id, subtask, attempt, outcome)
+                    .await?
+            }
             AfterAttempt::Finish => {
                 self.finish_attempt(worker_id, task_id, subtask, attempt, outcome)
                     .await?
@@ -232,6 +252,9 @@ impl Engine {
             } else {
                 Err("a planning run reports the base commit only".into())
             };
+        }
+        if st.name == RESOLVER {
+            return crate::resolution::check_claim(task, result).await;
         }
         if st.name == VERIFIER {
             let checking = task
@@ -482,10 +505,25 @@ impl Engine {
                 .iter()
                 .chain(task.planner.iter())
                 .chain(task.verifier.iter())
+                .chain(task.resolver.iter())
                 .find(|s| s.name == subtask)
             else {
                 continue;
             };
+            if subtask == RESOLVER {
+                // The resolver counts its runs per conflict itself.
+                let result = RunResult {
+                    success: false,
+                    error: format!(
+                        "worker {worker_id} stopped sending heartbeats during the resolver's run"
+                    ),
+                    exit_code: -1,
+                    ..Default::default()
+                };
+                self.resolution_ended(&task_id, &worker_id, attempt, result)
+                    .await?;
+                continue;
+            }
             let next = after_failure(&task, st, attempt, false);
             let outcome = SubtaskOutcome {
                 status: Some(SubtaskStatus::Failed),
@@ -980,6 +1018,7 @@ impl Engine {
             .iter()
             .chain(task.planner.iter())
             .chain(task.verifier.iter())
+            .chain(task.resolver.iter())
             .filter(|s| status_of(s) == SubtaskStatus::Running)
         {
             let key = RunKey {
@@ -1085,7 +1124,7 @@ fn non_empty_or(s: String, fallback: &str) -> String {
 }
 
 /// Every subtask that depends on `name`, directly or not.
-fn dependents_of(task: &Task, name: &str) -> Vec<String> {
+pub(crate) fn dependents_of(task: &Task, name: &str) -> Vec<String> {
     let mut found: HashSet<String> = HashSet::new();
     let mut frontier = vec![name.to_owned()];
     while let Some(current) = frontier.pop() {

@@ -1,7 +1,9 @@
 //! The end of a task: merge its succeeded subtasks into the result branch
-//! (in dependency order, leaving out what verification excluded), check the
-//! result when the task asks (see `verification`), then write the report,
-//! deliver, and set the final status.
+//! (in dependency order, leaving out what verification excluded, taking the
+//! resolver's merge commits for branches that conflicted; see
+//! `resolution`), check the result when the task asks (see
+//! `verification`), then write the report, deliver, and set the final
+//! status.
 
 use std::sync::Arc;
 
@@ -40,12 +42,20 @@ impl Engine {
             }
             _ => {}
         }
+        // A resolver's run is queued or under way; after a restart too.
+        if crate::resolution::current(&task).is_some() {
+            self.wake.notify_one();
+            return Ok(());
+        }
         match self.merge_subtasks(&task, &[]).await? {
             Err(reason) => {
                 self.finish_merged(task_id, Some((TaskStatus::Failed, reason)))
                     .await
             }
             Ok(merged) => {
+                if self.start_resolving(task_id, &merged).await? {
+                    return Ok(());
+                }
                 if self
                     .start_verification(task_id, &merged, Default::default())
                     .await?
@@ -74,6 +84,7 @@ impl Engine {
                 subtask: s.name.clone(),
                 branch: s.branch.clone(),
                 commit: s.commit.clone(),
+                resolution: crate::resolution::resolution_of(task, &s.name),
             })
             .collect();
         // One merge per repository at a time, across orchestrators too. The

@@ -143,6 +143,15 @@ pub fn plan(
         });
     // The plan's subtasks run the task's agent, or the planner's.
     let agent = task_agent.or_else(|| planner.as_ref().map(|p| p.agent.clone().into()));
+    let merge_policy = crate::prediction::check_policy(&req.merge_policy)?;
+    let resolve = crate::resolution::check_spec(req.resolve.clone(), agent.as_ref())?;
+    // The resolver's runs: attempts of a pseudo-subtask that runs its agent.
+    let resolver = resolve.as_ref().map(|spec| NewSubtask {
+        name: crate::resolution::RESOLVER.to_owned(),
+        prompt: "resolve a conflict at the merge".into(),
+        agent: spec.agent.clone().map(AgentJson::from).unwrap_or_default(),
+        ..Default::default()
+    });
     Ok(NewTask {
         id: id.to_string(),
         created_by: req
@@ -178,6 +187,9 @@ pub fn plan(
         workflow: req.workflow.trim().to_owned(),
         verify,
         verifier,
+        merge_policy,
+        resolve,
+        resolver,
     })
 }
 

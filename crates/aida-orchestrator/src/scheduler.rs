@@ -266,6 +266,7 @@ impl Engine {
             .iter()
             .chain(task.planner.iter())
             .chain(task.verifier.iter())
+            .chain(task.resolver.iter())
             .find(|s| s.name == subtask)
             .ok_or_else(|| {
                 OrchestratorError::NotFound(format!("task {task_id} has no subtask {subtask:?}"))
@@ -584,15 +585,19 @@ fn startable(task: &Task) -> Vec<&Subtask> {
             .collect();
     }
     if task_status_of(task) == TaskStatus::Merging {
-        // A queued verification run of the merged result.
-        let queued = task
+        // A queued verification run of the merged result, or a queued run
+        // of the resolver.
+        let verifying = task
             .verification
             .as_ref()
             .is_some_and(|v| v.status == "running" && !v.checking.is_empty());
+        let resolving = crate::resolution::current(task).is_some();
         return task
             .verifier
             .iter()
-            .filter(|v| queued && status_of(v) == SubtaskStatus::Pending)
+            .filter(|_| verifying)
+            .chain(task.resolver.iter().filter(|_| resolving))
+            .filter(|v| status_of(v) == SubtaskStatus::Pending)
             .filter(|v| {
                 v.retry_at
                     .as_ref()
@@ -614,7 +619,7 @@ fn agent_kind(st: &Subtask) -> &str {
 }
 
 /// The agent that runs the subtask now: its fallback once that took over.
-fn current_agent(st: &Subtask) -> Option<&AgentSpec> {
+pub(crate) fn current_agent(st: &Subtask) -> Option<&AgentSpec> {
     if st.on_fallback {
         st.fallback.as_ref().or(st.agent.as_ref())
     } else {
@@ -630,6 +635,9 @@ fn subtask_run(
     attempt: u32,
     env: HashMap<String, String>,
 ) -> SubtaskRun {
+    if st.name == crate::resolution::RESOLVER {
+        return crate::resolution::resolver_run(task, st, attempt, env);
+    }
     // The planner reads the base commit in a detached worktree; the
     // verifier the commit it checks.
     let verifier = st.name == crate::verification::VERIFIER;
@@ -664,7 +672,8 @@ fn subtask_run(
             )
         }
         None => (
-            prompt_with_context(&st.prompt, &deps),
+            prompt_with_context(&st.prompt, &deps)
+                + &crate::prediction::rerun_note(task, st).unwrap_or_default(),
             String::new(),
             String::new(),
         ),
@@ -699,6 +708,7 @@ fn subtask_run(
         resume_session,
         setup: task.setup.clone(),
         verify: task.verify.clone(),
+        resolve: None,
     }
 }
 

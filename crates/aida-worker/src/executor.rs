@@ -40,6 +40,9 @@ const MASK_BUFFER: usize = 64;
 /// names, since subtask names cannot start with `_`.
 pub const PLANNER: &str = "_plan";
 pub const VERIFIER: &str = "_verify";
+/// The resolver of a conflict at the merge: not read-only, it works on a
+/// branch of its own per conflict, `aida/<task>/_resolve-<subtask>`.
+pub const RESOLVER: &str = "_resolve";
 
 /// The one answer for a repository outside the roots, whatever the reason
 /// (outside, missing, unreadable): it must not tell a caller anything about
@@ -124,6 +127,23 @@ fn validate_run(run: &SubtaskRun, ctx: &ExecContext) -> Result<Validated, String
             ));
         }
         (run.subtask.clone(), String::new())
+    } else if run.subtask == RESOLVER || run.resolve.is_some() {
+        let Some(resolve) = run.resolve.as_ref().filter(|_| run.subtask == RESOLVER) else {
+            return Err(format!(
+                "a resolver's run is AIDA's {RESOLVER:?} with what to resolve"
+            ));
+        };
+        let name = SubtaskName::parse(&resolve.subtask).map_err(|e| e.to_string())?;
+        if !is_object_id(&resolve.theirs) {
+            return Err("resolve.theirs must be a full commit id".into());
+        }
+        if !run.continue_from.is_empty() || !run.dependencies.is_empty() {
+            return Err("a resolver's run starts from the result it is given only".into());
+        }
+        (
+            run.subtask.clone(),
+            format!("aida/{task_id}/{RESOLVER}-{name}"),
+        )
     } else {
         // Whatever branch the caller named, the run writes only its own.
         let name = SubtaskName::parse(&run.subtask).map_err(|e| e.to_string())?;
@@ -480,6 +500,33 @@ async fn run_in_worktree(
         Ok(set_up) => set_up,
         Err(result) => return result,
     };
+    if let Some(resolve) = &run.resolve {
+        let started = {
+            let (wt, theirs) = (wt.clone(), resolve.theirs.clone());
+            blocking(move || crate::resolve::start_merge(&wt, &theirs)).await
+        };
+        match started {
+            Ok(files) if files.is_empty() => {
+                note(
+                    logs,
+                    format!("{} merges without conflict here", resolve.subtask),
+                )
+                .await;
+            }
+            Ok(files) => {
+                let files = files.join(", ");
+                note(
+                    logs,
+                    format!("merging {}: conflicts in {files}", resolve.subtask),
+                )
+                .await;
+            }
+            Err(e) => {
+                note(logs, e.clone()).await;
+                return worktree_failure(wt, e, false);
+            }
+        }
+    }
     let inv = invocation(run, v, wt, set_up.env.clone());
     note(
         logs,
@@ -505,8 +552,33 @@ async fn run_in_worktree(
             ctx.worker_id.clone(),
             set_up.created.clone(),
         );
-        blocking(move || worktree::commit_changes(&wt, &subtask, &prompt, &worker_id, &leave_out))
+        match run.resolve.clone() {
+            // Only what a resolver that succeeded left is looked at.
+            Some(_) if out.error.is_some() => Ok(worktree::Committed {
+                head: wt.start_commit,
+                created: false,
+            }),
+            Some(resolve) => blocking(move || {
+                crate::resolve::commit_resolution(
+                    &wt,
+                    &resolve.theirs,
+                    &resolve.subtask,
+                    &worker_id,
+                    &leave_out,
+                )
+                .map(|head| worktree::Committed {
+                    head,
+                    created: true,
+                })
+            })
             .await
+            .map_err(|e| format!("the resolution is refused: {e}")),
+            None => blocking(move || {
+                worktree::commit_changes(&wt, &subtask, &prompt, &worker_id, &leave_out)
+            })
+            .await
+            .map_err(|e| format!("cannot commit the agent's work: {e}")),
+        }
     };
     let mut result = RunResult {
         branch: wt.branch.clone(),
@@ -524,8 +596,8 @@ async fn run_in_worktree(
             }
         }
         Err(e) => {
-            note(logs, format!("cannot commit the agent's work: {e}")).await;
-            result.error = format!("cannot commit the agent's work: {e}");
+            note(logs, e.clone()).await;
+            result.error = e;
         }
     }
     result.exit_code = out.exit_code;
@@ -535,9 +607,16 @@ async fn run_in_worktree(
     }
     // The subtask's own branch is checked before it is merged: only work
     // that was committed, after an agent that succeeded.
+    // A resolution is checked whatever `on` says: it is new code no
+    // subtask's check has seen.
+    let spec = if run.resolve.is_some() {
+        run.verify.as_ref().filter(|s| !s.command.is_empty())
+    } else {
+        crate::verify::on_subtasks(run.verify.as_ref())
+    };
     if out.error.is_none()
         && result.error.is_empty()
-        && let Some(spec) = crate::verify::on_subtasks(run.verify.as_ref())
+        && let Some(spec) = spec
     {
         let inv = invocation(run, v, wt, set_up.env.clone());
         if let Err(e) = crate::verify::run(spec, &inv, ctx, logs, cancel_verify).await {

@@ -18,6 +18,7 @@ pub mod error;
 pub mod executor;
 pub mod ports;
 pub mod repo_config;
+pub mod resolve;
 pub mod runner;
 pub mod secrets;
 pub mod service;

@@ -171,6 +171,8 @@ mod tests {
                 deliver: None,
                 setup: None,
                 verify: None,
+                merge_policy: None,
+                resolve: None,
             }
         );
     }

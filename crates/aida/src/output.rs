@@ -102,6 +102,35 @@ pub fn task(task: &Task) -> String {
             conflict.files.join(", ")
         );
     }
+    for p in &task.predicted_conflicts {
+        let _ = writeln!(
+            out,
+            "  conflict seen coming: {} with {}: {}{}",
+            p.subtask,
+            p.with,
+            p.files.join(", "),
+            if p.action == "rerun" {
+                format!(" ({} ran again on top of {})", p.subtask, p.with)
+            } else {
+                String::new()
+            }
+        );
+    }
+    for r in &task.resolutions {
+        let _ = writeln!(
+            out,
+            "  resolution: {}: {} by {} after {} run(s){}",
+            r.subtask,
+            r.status,
+            r.agent,
+            r.attempts,
+            match (&r.commit, &r.error) {
+                (Some(c), _) => format!(" @ {}", short(c)),
+                (None, Some(e)) => format!(": {}", first_line(e, 120)),
+                (None, None) => String::new(),
+            }
+        );
+    }
     if let Some(v) = &task.verification {
         let mut line = format!("  verification: {} after {} run(s)", v.status, v.runs);
         if !v.broken_by.is_empty() {
@@ -404,6 +433,42 @@ fn event_text(event: &Event) -> String {
                 .unwrap_or_default()
         );
     }
+    if event.kind == kind::CONFLICT_PREDICTED {
+        let files = data
+            .get("files")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        return format!(
+            "conflicts with {} in {files}{}",
+            text("with").unwrap_or("?"),
+            if text("action") == Some("rerun") {
+                ": runs again on top of it"
+            } else {
+                ""
+            }
+        );
+    }
+    if event.kind == kind::CONFLICT_RESOLVED {
+        let resolved = data.get("resolved").and_then(|v| v.as_bool()) == Some(true);
+        return if resolved {
+            format!(
+                "resolved by {} @ {}",
+                text("agent").unwrap_or("?"),
+                short(text("commit").unwrap_or("?"))
+            )
+        } else {
+            format!(
+                "not resolved, left out: {}",
+                first_line(text("error").unwrap_or("?"), 120)
+            )
+        };
+    }
     if event.kind == kind::TASK_MERGED {
         let merged: Vec<&str> = data
             .get("merged")
@@ -522,5 +587,25 @@ mod tests {
             event_line(&event)
                 .ends_with("aida/t/result @ b94ef02d8d, merged [api, ui], 0 conflict(s)\n")
         );
+
+        let event: Event = serde_json::from_value(serde_json::json!({
+            "id": 6, "channel": "task", "kind": "conflict.predicted", "task_id": "t", "subtask": "b",
+            "at": "2024-01-01T00:00:00Z",
+            "data": {"with": "a", "files": ["x.rs", "y.rs"], "action": "rerun"}
+        }))
+        .unwrap();
+        assert!(
+            event_line(&event)
+                .ends_with("conflicts with a in x.rs, y.rs: runs again on top of it\n"),
+            "{}",
+            event_line(&event)
+        );
+        let event: Event = serde_json::from_value(serde_json::json!({
+            "id": 7, "channel": "task", "kind": "conflict.resolved", "task_id": "t", "subtask": "b",
+            "at": "2024-01-01T00:00:00Z",
+            "data": {"resolved": true, "agent": "command", "commit": "0123456789abcdef"}
+        }))
+        .unwrap();
+        assert!(event_line(&event).ends_with("resolved by command @ 0123456789\n"));
     }
 }

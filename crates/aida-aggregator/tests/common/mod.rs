@@ -120,6 +120,7 @@ pub fn item(subtask: &str, commit: Oid) -> MergeItem {
         subtask: subtask.to_owned(),
         branch: format!("work/{subtask}"),
         commit: commit.to_string(),
+        ..Default::default()
     }
 }
 

@@ -16,11 +16,13 @@ pub use aida_core::event::Event;
 
 mod auth;
 mod delivery;
+mod merge_quality;
 mod verification;
 mod workflows;
 
 pub use auth::*;
 pub use delivery::*;
+pub use merge_quality::*;
 pub use verification::*;
 pub use workflows::*;
 
@@ -134,6 +136,14 @@ pub struct CreateTask {
     /// How the work is checked before the task may succeed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<VerifySpec>,
+    /// `merge` (default): branches meet at the merge; `rerun`: a subtask
+    /// whose branch would conflict with one that already succeeded runs
+    /// again on top of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_policy: Option<String>,
+    /// An agent that resolves textual conflicts at the merge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve: Option<ResolveSpec>,
 }
 
 /// How an agent splits a task into subtasks.
@@ -553,6 +563,20 @@ pub struct Task {
     /// The verification runs: one attempt each, in `history`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verifier: Option<Box<Subtask>>,
+    /// `merge` or `rerun`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_policy: Option<String>,
+    /// Conflicts seen coming, as subtasks succeeded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub predicted_conflicts: Vec<PredictedConflict>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolve: Option<ResolveSpec>,
+    /// What the resolver did, per conflicting subtask.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolutions: Vec<Resolution>,
+    /// The resolver's runs: one attempt each, in `history`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<Box<Subtask>>,
 }
 
 /// The issue that started a task.
@@ -780,6 +804,8 @@ impl From<CreateTask> for orch::CreateTaskRequest {
             origin: None,
             workflow: String::new(),
             verify: t.verify.map(Into::into),
+            merge_policy: t.merge_policy.unwrap_or_default(),
+            resolve: t.resolve.map(Into::into),
             plan: t.plan.map(|p| orch::PlanSpec {
                 agent: p.agent.map(Into::into),
                 approve: p.approve.unwrap_or_default(),
@@ -889,6 +915,11 @@ impl From<pb::Task> for Task {
             verify: t.verify.map(Into::into),
             verification: t.verification.map(Into::into),
             verifier: t.verifier.map(|v| Box::new(v.into())),
+            merge_policy: non_empty(t.merge_policy),
+            predicted_conflicts: t.predicted_conflicts.into_iter().map(Into::into).collect(),
+            resolve: t.resolve.map(Into::into),
+            resolutions: t.resolutions.into_iter().map(Into::into).collect(),
+            resolver: t.resolver.map(|v| Box::new(v.into())),
         }
     }
 }

@@ -14,8 +14,8 @@ use std::str::FromStr;
 
 use aida_core::event::{Channel, Event};
 use aida_core::proto::common::{
-    AgentSpec, AgentUsage, Attempt, Conflict, ContextEntry, DeliverSpec, DiffStats, Subtask,
-    SubtaskStatus, Task, TaskOrigin, TaskStatus, VerifySpec, WorktreeSetup,
+    AgentSpec, AgentUsage, Attempt, Conflict, ContextEntry, DeliverSpec, DiffStats, ResolveSpec,
+    Subtask, SubtaskStatus, Task, TaskOrigin, TaskStatus, VerifySpec, WorktreeSetup,
 };
 use aida_core::proto::orchestrator::Lock;
 use aida_core::status::StatusLabel;
@@ -32,8 +32,10 @@ pub mod audit;
 pub mod auth;
 mod delivery;
 mod follow_ups;
+mod merge_quality;
 pub use follow_ups::FollowUpRefused;
 mod verification;
+pub use merge_quality::{PredictedJson, ResolutionJson, ResolveJson};
 pub use verification::VerificationJson;
 pub mod workflows;
 
@@ -78,6 +80,12 @@ pub struct NewTask {
     /// How the work is checked; its runs are attempts of `verifier`.
     pub verify: Option<VerifySpec>,
     pub verifier: Option<NewSubtask>,
+    /// "merge" or "rerun".
+    pub merge_policy: String,
+    /// The resolver of textual conflicts; its runs are attempts of
+    /// `resolver`.
+    pub resolve: Option<ResolveSpec>,
+    pub resolver: Option<NewSubtask>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -318,9 +326,9 @@ impl Store {
         sqlx::query(
             "INSERT INTO tasks (id, status, repo, base, base_commit, description, agent_json, priority, created_at,
                  created_by, approve, max_attempts, timeout_secs, idempotency_key, remote, deliver_json, setup_json,
-                 origin_json, workflow, verify_json)
+                 origin_json, workflow, verify_json, merge_policy, resolve_json)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULLIF($14, ''), $15, $16, $17, $18,
-                 NULLIF($19, ''), $20)",
+                 NULLIF($19, ''), $20, $21, $22)",
         )
         .bind(&task.id)
         .bind(status.label())
@@ -366,6 +374,14 @@ impl Store {
                 .transpose()
                 .context("encoding verify")?,
         )
+        .bind(&task.merge_policy)
+        .bind(
+            task.resolve
+                .as_ref()
+                .map(|r| serde_json::to_string(&ResolveJson::from(r)))
+                .transpose()
+                .context("encoding resolve")?,
+        )
         .execute(&mut *tx)
         .await?;
         insert_subtasks(&mut tx, &task.id, &task.subtasks, "work").await?;
@@ -374,6 +390,9 @@ impl Store {
         }
         if let Some(verifier) = &task.verifier {
             insert_subtasks(&mut tx, &task.id, std::slice::from_ref(verifier), "verify").await?;
+        }
+        if let Some(resolver) = &task.resolver {
+            insert_subtasks(&mut tx, &task.id, std::slice::from_ref(resolver), "resolve").await?;
         }
         tx.commit().await?;
         Ok(())
@@ -428,12 +447,14 @@ impl Store {
         task.subtasks = self.subtasks_of(id, "work").await?;
         task.planner = self.subtasks_of(id, "plan").await?.pop();
         task.verifier = self.subtasks_of(id, "verify").await?.pop();
+        task.resolver = self.subtasks_of(id, "resolve").await?.pop();
         let mut history = self.attempts_of(id).await?;
         for st in task
             .subtasks
             .iter_mut()
             .chain(task.planner.as_mut())
             .chain(task.verifier.as_mut())
+            .chain(task.resolver.as_mut())
         {
             st.history = history.remove(&st.name).unwrap_or_default();
         }
@@ -501,6 +522,7 @@ impl Store {
             match role.as_str() {
                 "plan" => tasks[i].planner = Some(subtask),
                 "verify" => tasks[i].verifier = Some(subtask),
+                "resolve" => tasks[i].resolver = Some(subtask),
                 _ => tasks[i].subtasks.push(subtask),
             }
         }
@@ -1430,6 +1452,20 @@ fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Task> {
             .and_then(|s| serde_json::from_str::<VerificationJson>(&s).ok())
             .map(Into::into),
         verifier: None,
+        merge_policy: row.try_get("merge_policy")?,
+        predicted_conflicts: parse_json::<Vec<PredictedJson>>(row.try_get("predicted_json")?)
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+        resolve: row
+            .try_get::<Option<String>, _>("resolve_json")?
+            .and_then(|s| serde_json::from_str::<ResolveJson>(&s).ok())
+            .map(Into::into),
+        resolutions: parse_json::<Vec<ResolutionJson>>(row.try_get("resolutions_json")?)
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+        resolver: None,
     })
 }
 

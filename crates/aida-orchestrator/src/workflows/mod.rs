@@ -105,6 +105,8 @@ impl Engine {
             origin: None,
             workflow: found.summary.name,
             verify: None,
+            merge_policy: String::new(),
+            resolve: None,
         })
         .await
     }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use aida_gateway::api::{
-    AgentSpec, CreateTask, DeliverSpec, PlanSpec, PullRequestSpec, SubtaskSpec, VerifySpec,
-    WorktreeSetup,
+    AgentSpec, CreateTask, DeliverSpec, PlanSpec, PullRequestSpec, ResolveSpec, SubtaskSpec,
+    VerifySpec, WorktreeSetup,
 };
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -80,7 +80,7 @@ pub struct CreateArgs {
     #[arg(
         long,
         value_name = "FILE",
-        conflicts_with_all = ["repo", "base", "description", "priority", "subtasks", "depends", "agent", "options", "command", "argv", "plan", "max_attempts", "timeout_secs", "push", "pull_request", "setup", "verify"]
+        conflicts_with_all = ["repo", "base", "description", "priority", "subtasks", "depends", "agent", "options", "command", "argv", "plan", "max_attempts", "timeout_secs", "push", "pull_request", "setup", "verify", "merge_policy", "resolve"]
     )]
     pub file: Option<PathBuf>,
     /// The git repository: a remote URL (`https://...`, `ssh://...`,
@@ -168,6 +168,17 @@ pub struct CreateArgs {
     /// `exclude` the subtask that broke it.
     #[arg(long, requires = "verify", value_parser = ["fail", "exclude"])]
     pub verify_on_failure: Option<String>,
+    /// `rerun`: a subtask whose branch would conflict with one that already
+    /// succeeded runs again on top of it; `merge` (default): they meet at
+    /// the merge.
+    #[arg(long, value_parser = ["merge", "rerun"])]
+    pub merge_policy: Option<String>,
+    /// Have the task's agent resolve textual conflicts at the merge.
+    #[arg(long)]
+    pub resolve: bool,
+    /// With --resolve: runs per conflicting subtask (2 by default).
+    #[arg(long, value_name = "N", requires = "resolve")]
+    pub resolve_attempts: Option<u32>,
     /// Print the created task as JSON.
     #[arg(long)]
     pub json: bool,
@@ -284,6 +295,11 @@ impl CreateArgs {
             deliver,
             setup,
             verify,
+            merge_policy: self.merge_policy.clone(),
+            resolve: self.resolve.then_some(ResolveSpec {
+                agent: None,
+                max_attempts: self.resolve_attempts,
+            }),
         })
     }
 }

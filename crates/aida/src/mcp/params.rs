@@ -255,6 +255,8 @@ impl CreateTaskParams {
             }),
             setup: None,
             verify: None,
+            merge_policy: None,
+            resolve: None,
         })
     }
 }
