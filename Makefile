@@ -44,10 +44,11 @@ test: test-deps ## run every test: unit tests and end-to-end tests with the real
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
-bench: ## the orchestrator's benchmarks: event log (REDIS_URL to include publishing), dispatch scan, verification bisection
+bench: ## benchmarks: event log (REDIS_URL to include publishing), dispatch scan, verification bisection, trial merges on 50,000 files
 	$(CARGO) bench -p aida-orchestrator --bench event_log
 	$(CARGO) bench -p aida-orchestrator --bench dispatch_scan
 	$(CARGO) bench -p aida-orchestrator --bench bisection
+	$(CARGO) bench -p aida-aggregator --bench trial_merge
 
 lint: ## formatting and clippy, as CI checks them
 	$(CARGO) fmt --all -- --check

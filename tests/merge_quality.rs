@@ -1,7 +1,7 @@
 //! Merge quality beyond git's merge: conflicts seen coming while the rest of
 //! the task still runs (over SSE), subtasks run again on top of what they
 //! would conflict with (`merge_policy: rerun`), and a resolver agent for
-//! the textual conflicts that reach the merge.
+//! the textual conflicts that reach the merge; best of N.
 
 use aida_tests::system::sh_agent;
 use aida_tests::{GitRepo, Options, System, subtask};
@@ -241,6 +241,74 @@ done"#;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn best_of_three_merges_the_smaller_passing_candidate_and_reports_all() {
+    let system = System::start_with(Options::workers(3)).await;
+    let repo = repo();
+    let lines = |n: usize| sh_agent(&format!("seq {n} > feature.txt"));
+    let task_id = system
+        .create_task(&json!({
+            "repo": repo.path_str(),
+            "description": "a feature, three ways",
+            "agent": sh_agent("wc -l < feature.txt | tr -d ' ' > count.txt"),
+            "max_attempts": 1,
+            "subtasks": [
+                {"name": "feat", "prompt": "write the feature",
+                 "candidates": [sh_agent("echo no way >&2; exit 1"), lines(10), lines(2)]},
+                {"name": "count", "prompt": "count its lines", "depends_on": ["feat"]}
+            ]
+        }))
+        .await;
+    let task = system.wait_finished(&task_id).await;
+    assert_eq!(task["status"], "succeeded", "{task:#}");
+    let feat = subtask(&task, "feat");
+    assert_eq!(feat["chosen"], "feat.3", "{feat:#}");
+    let candidates = task["candidates"].as_array().unwrap();
+    let outcome: Vec<(&str, &str)> = candidates
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        outcome,
+        [
+            ("feat.1", "failed"),
+            ("feat.2", "succeeded"),
+            ("feat.3", "succeeded")
+        ]
+    );
+    assert_eq!(feat["commit"], candidates[2]["commit"]);
+    // The winner is merged, and what depends on the subtask built on it.
+    let result = task["result_commit"].as_str().unwrap();
+    assert_eq!(repo.show(result, "feature.txt").unwrap(), "1\n2\n");
+    assert_eq!(repo.show(result, "count.txt").unwrap(), "2\n");
+    // Every candidate keeps its branch; the subtask's branch is the winner's.
+    let branches = repo.branches();
+    for c in ["feat.1", "feat.2", "feat.3"] {
+        let branch = format!("aida/{task_id}/{c}");
+        assert!(branches.contains(&branch), "{branch} in {branches:?}");
+    }
+    assert_eq!(
+        repo.rev_parse(&format!("aida/{task_id}/feat")),
+        candidates[2]["commit"].as_str().unwrap()
+    );
+    let chosen = events_of(&system, &task_id)
+        .await
+        .into_iter()
+        .find(|e| e["kind"] == "candidate.chosen")
+        .expect("a candidate.chosen event");
+    assert_eq!(chosen["data"]["chosen"], "feat.3");
+    assert_eq!(chosen["data"]["candidates"].as_array().unwrap().len(), 3);
+    let report = system.report(&task_id).await;
+    assert!(report.contains("## Best of N"), "{report}");
+    for row in [
+        "| feat.1 | feat | failed |",
+        "| feat.2 | feat | succeeded | 10 |",
+        "| feat.3 (chosen) | feat | succeeded | 2 |",
+    ] {
+        assert!(report.contains(row), "{row} in {report}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_merge_settings_are_refused_with_what_is_wrong() {
     let system = System::start_with(Options::workers(1)).await;
     let repo = repo();
@@ -265,6 +333,19 @@ async fn bad_merge_settings_are_refused_with_what_is_wrong() {
         let (status, answer) = system.post("/api/tasks", &body).await;
         assert_eq!(status, 400, "{extra} -> {answer}");
         assert!(answer.to_string().contains(names), "{extra} -> {answer}");
+    }
+    for (candidates, names) in [
+        (json!(9), "2 to 8 candidates, not 9"),
+        (json!([sh_agent("true")]), "2 to 8 candidates, not 1"),
+    ] {
+        let mut body = base.clone();
+        body["subtasks"][0]["candidates"] = candidates.clone();
+        let (status, answer) = system.post("/api/tasks", &body).await;
+        assert_eq!(status, 400, "{candidates} -> {answer}");
+        assert!(
+            answer.to_string().contains(names),
+            "{candidates} -> {answer}"
+        );
     }
     let tasks = system.get("/api/tasks").await.unwrap();
     assert_eq!(tasks["tasks"], json!([]), "nothing was created");

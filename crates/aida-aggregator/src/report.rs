@@ -46,6 +46,25 @@ pub struct TaskReport {
     /// Who resolved what at the merge.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resolutions: Vec<ResolutionReport>,
+    /// Best of N: every candidate, with its outcome and cost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<CandidateReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateReport {
+    pub name: String,
+    /// The subtask it is a candidate for.
+    pub candidate_of: String,
+    pub status: String,
+    /// Whether it won (its commit is the subtask's).
+    pub chosen: bool,
+    pub branch: String,
+    pub commit: Option<String>,
+    /// Lines added and removed.
+    pub lines_changed: Option<u32>,
+    pub usage: Option<UsageReport>,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -214,6 +233,24 @@ pub fn document(task: &Task) -> TaskReport {
                 error: non_empty(&r.error),
             })
             .collect(),
+        candidates: task
+            .candidates
+            .iter()
+            .map(|c| CandidateReport {
+                name: c.name.clone(),
+                candidate_of: c.candidate_of.clone(),
+                status: subtask_label(c.status).to_owned(),
+                chosen: task
+                    .subtasks
+                    .iter()
+                    .any(|s| s.name == c.candidate_of && s.chosen == c.name),
+                branch: c.branch.clone(),
+                commit: non_empty(&c.commit),
+                lines_changed: c.stats.as_ref().map(|s| s.insertions + s.deletions),
+                usage: c.usage.as_ref().and_then(usage_report),
+                error: non_empty(&c.error),
+            })
+            .collect(),
     }
 }
 
@@ -366,6 +403,30 @@ fn markdown(doc: &TaskReport) -> String {
         for c in &doc.conflicts {
             let files: Vec<String> = c.files.iter().map(|f| format!("`{f}`")).collect();
             let _ = writeln!(md, "- **{}**: {}", c.subtask, files.join(", "));
+        }
+    }
+
+    if !doc.candidates.is_empty() {
+        let _ = writeln!(md, "\n## Best of N\n");
+        let _ = writeln!(
+            md,
+            "| Candidate | Of | Status | Lines changed | Cost | Branch |"
+        );
+        let _ = writeln!(md, "| --- | --- | --- | --- | --- | --- |");
+        for c in &doc.candidates {
+            let _ = writeln!(
+                md,
+                "| {}{} | {} | {} | {} | {} | `{}` |",
+                c.name,
+                if c.chosen { " (chosen)" } else { "" },
+                c.candidate_of,
+                c.status,
+                c.lines_changed.map_or("-".into(), |n| n.to_string()),
+                c.usage
+                    .as_ref()
+                    .map_or("-".into(), |u| format!("${:.4}", u.cost_usd)),
+                c.branch
+            );
         }
     }
 

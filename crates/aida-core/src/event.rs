@@ -102,6 +102,10 @@ pub mod kind {
     /// merge: `data.files`, `data.commit` (a merge with both parents),
     /// `data.agent`; or it could not: `data.resolved` false, `data.error`.
     pub const CONFLICT_RESOLVED: &str = "conflict.resolved";
+    /// Best of N: a subtask's candidates all ended and `data.chosen` won
+    /// (null when none succeeded); `data.candidates` lists each with its
+    /// status, lines changed and cost.
+    pub const CANDIDATE_CHOSEN: &str = "candidate.chosen";
     /// AIDA commented on the issue that started the task: `data.url`, or
     /// `data.error` when it could not.
     pub const TASK_ISSUE_COMMENT: &str = "task.issue_comment";

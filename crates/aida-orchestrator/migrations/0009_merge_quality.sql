@@ -7,3 +7,7 @@ ALTER TABLE tasks ADD COLUMN merge_policy TEXT NOT NULL DEFAULT 'merge';
 ALTER TABLE tasks ADD COLUMN predicted_json TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE tasks ADD COLUMN resolve_json TEXT;
 ALTER TABLE tasks ADD COLUMN resolutions_json TEXT NOT NULL DEFAULT '[]';
+-- Best of N: a subtask's candidates are subtasks of role 'candidate' that
+-- name it in `candidate_of`; `chosen` names the winner on the subtask.
+ALTER TABLE subtasks ADD COLUMN candidate_of TEXT;
+ALTER TABLE subtasks ADD COLUMN chosen TEXT;

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod audit;
 pub mod auth;
+pub mod candidates;
 pub mod context;
 mod delivery;
 pub mod engine;

@@ -121,6 +121,7 @@ impl Engine {
             .chain(task.planner.iter())
             .chain(task.verifier.iter())
             .chain(task.resolver.iter())
+            .chain(task.candidates.iter())
             .find(|s| s.name == subtask)
         else {
             return Err(OrchestratorError::NotFound(format!(
@@ -217,7 +218,9 @@ impl Engine {
                 self.fall_back(worker_id, task_id, st, attempt, outcome)
                     .await?
             }
-            AfterAttempt::Finish if result.success && st.name != PLANNER => {
+            AfterAttempt::Finish
+                if result.success && st.name != PLANNER && st.candidate_of.is_empty() =>
+            {
                 self.finish_success(worker_id, task_id, subtask, attempt, outcome)
                     .await?
             }
@@ -506,6 +509,7 @@ impl Engine {
                 .chain(task.planner.iter())
                 .chain(task.verifier.iter())
                 .chain(task.resolver.iter())
+                .chain(task.candidates.iter())
                 .find(|s| s.name == subtask)
             else {
                 continue;
@@ -643,6 +647,29 @@ impl Engine {
             self.events.record_all(events).await?;
             return self.planner_ended(task_id, status).await;
         }
+        let (subtask, status) = if subtask.contains('.') {
+            // Perhaps a best-of-N candidate: its subtask ends with the last.
+            match self.candidate_ended(task_id, subtask).await? {
+                Some((parent, status)) => {
+                    events.push(Self::subtask_status_event(
+                        task_id,
+                        &parent,
+                        status,
+                        json!({}),
+                    ));
+                    (parent, status)
+                }
+                None if crate::candidates::is_candidate(&self.task(task_id).await?, subtask) => {
+                    self.events.record_all(events).await?;
+                    self.wake.notify_one();
+                    return Ok(());
+                }
+                None => (subtask.to_owned(), status),
+            }
+        } else {
+            (subtask.to_owned(), status)
+        };
+        let subtask = subtask.as_str();
         if status != SubtaskStatus::Succeeded {
             let task = self.task(task_id).await?;
             let dependents = dependents_of(&task, subtask);
@@ -1019,6 +1046,7 @@ impl Engine {
             .chain(task.planner.iter())
             .chain(task.verifier.iter())
             .chain(task.resolver.iter())
+            .chain(task.candidates.iter())
             .filter(|s| status_of(s) == SubtaskStatus::Running)
         {
             let key = RunKey {

@@ -92,6 +92,7 @@ pub fn plan(
                 agent: check_agent(agent, PLANNER)?,
                 branch: String::new(),
                 fallback: None,
+                candidate_of: String::new(),
             })
         }
         (Some(_), false) => {
@@ -101,8 +102,8 @@ pub fn plan(
         }
         (None, _) => None,
     };
-    let subtasks = if planner.is_some() {
-        Vec::new()
+    let (subtasks, candidates) = if planner.is_some() {
+        (Vec::new(), Vec::new())
     } else {
         let specs = if req.subtasks.is_empty() {
             split_description(&req.description)?
@@ -168,6 +169,7 @@ pub fn plan(
         agent: agent.map(AgentJson::from).unwrap_or_default(),
         priority: req.priority,
         subtasks,
+        candidates,
         planner,
         approve: approve.to_owned(),
         max_attempts: match req.max_attempts {
@@ -199,12 +201,13 @@ fn usable(agent: Option<AgentSpec>) -> Option<AgentSpec> {
 }
 
 /// Checks subtask specs (names, agents, dependency graph, size) and turns
-/// them into subtasks of task `id`.
+/// them into subtasks of task `id`, and the candidates of those run as
+/// best of N.
 fn build_subtasks(
     specs: &[SubtaskSpec],
     id: &TaskId,
     task_agent: Option<&AgentSpec>,
-) -> Result<Vec<NewSubtask>> {
+) -> Result<(Vec<NewSubtask>, Vec<NewSubtask>)> {
     if specs.len() > MAX_SUBTASKS {
         return Err(OrchestratorError::invalid(format!(
             "a task may have at most {MAX_SUBTASKS} subtasks, this one has {}",
@@ -213,6 +216,7 @@ fn build_subtasks(
     }
     let mut names = HashSet::new();
     let mut subtasks = Vec::with_capacity(specs.len());
+    let mut candidates = Vec::new();
     for spec in specs {
         let name = SubtaskName::parse(&spec.name)?;
         if !names.insert(spec.name.clone()) {
@@ -232,17 +236,32 @@ fn build_subtasks(
         let fallback = usable(spec.fallback.clone())
             .map(|f| check_agent(f, &spec.name))
             .transpose()?;
-        subtasks.push(NewSubtask {
+        let runs = crate::candidates::agents_of(spec, &agent)?
+            .into_iter()
+            .map(|a| check_agent(a, &spec.name))
+            .collect::<Result<Vec<_>>>()?;
+        let subtask = NewSubtask {
             branch: id.subtask_branch(&name),
             name: spec.name.clone(),
             prompt: spec.prompt.clone(),
             depends_on: spec.depends_on.clone(),
             agent: check_agent(agent, &spec.name)?,
             fallback,
-        });
+            candidate_of: String::new(),
+        };
+        candidates.extend(crate::candidates::build(&subtask, runs, id)?);
+        subtasks.push(subtask);
+    }
+    for c in &candidates {
+        if !names.insert(c.name.clone()) {
+            return Err(OrchestratorError::invalid(format!(
+                "subtask name {:?} is taken by a candidate of {:?}",
+                c.name, c.candidate_of
+            )));
+        }
     }
     check_dependencies(&subtasks)?;
-    Ok(subtasks)
+    Ok((subtasks, candidates))
 }
 
 /// What the planner is asked.
@@ -314,9 +333,10 @@ pub fn subtasks_from_plan(output: &str, id: &TaskId, agent: &AgentSpec) -> Resul
             prompt: s.prompt,
             depends_on: s.depends_on,
             agent: None,
+            ..Default::default()
         })
         .collect();
-    build_subtasks(&specs, id, Some(agent))
+    Ok(build_subtasks(&specs, id, Some(agent))?.0)
 }
 
 fn check_agent(agent: AgentSpec, subtask: &str) -> Result<AgentJson> {
@@ -685,6 +705,7 @@ mod tests {
             depends_on: deps.iter().map(|d| d.to_string()).collect(),
             agent: None,
             fallback: None,
+            ..Default::default()
         }
     }
 

@@ -267,6 +267,7 @@ impl Engine {
             .chain(task.planner.iter())
             .chain(task.verifier.iter())
             .chain(task.resolver.iter())
+            .chain(task.candidates.iter())
             .find(|s| s.name == subtask)
             .ok_or_else(|| {
                 OrchestratorError::NotFound(format!("task {task_id} has no subtask {subtask:?}"))
@@ -606,10 +607,26 @@ fn startable(task: &Task) -> Vec<&Subtask> {
             })
             .collect();
     }
-    ready_subtasks(task)
-        .into_iter()
-        .map(|i| &task.subtasks[i])
-        .collect()
+    let mut ready = Vec::new();
+    for st in ready_subtasks(task).into_iter().map(|i| &task.subtasks[i]) {
+        if !crate::candidates::has_candidates(task, &st.name) {
+            ready.push(st);
+            continue;
+        }
+        // A best-of-N subtask runs as its candidates, ready when it is.
+        ready.extend(
+            task.candidates
+                .iter()
+                .filter(|c| c.candidate_of == st.name && status_of(c) == SubtaskStatus::Pending)
+                .filter(|c| {
+                    c.retry_at
+                        .as_ref()
+                        .and_then(aida_core::time::from_proto)
+                        .is_none_or(|at| at <= Utc::now())
+                }),
+        );
+    }
+    ready
 }
 
 fn agent_kind(st: &Subtask) -> &str {

@@ -123,6 +123,7 @@ mod tests {
             depends_on: depends_on.iter().map(|s| s.to_string()).collect(),
             agent: None,
             fallback: None,
+            candidates: None,
         }
     }
 

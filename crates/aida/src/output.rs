@@ -102,6 +102,19 @@ pub fn task(task: &Task) -> String {
             conflict.files.join(", ")
         );
     }
+    for c in &task.candidates {
+        let chosen = task
+            .subtasks
+            .iter()
+            .any(|s| s.chosen.as_deref() == Some(c.name.as_str()));
+        let _ = writeln!(
+            out,
+            "  candidate {}: {}{}",
+            c.name,
+            subtask_line(c),
+            if chosen { "  (chosen)" } else { "" }
+        );
+    }
     for p in &task.predicted_conflicts {
         let _ = writeln!(
             out,
@@ -452,6 +465,32 @@ fn event_text(event: &Event) -> String {
             } else {
                 ""
             }
+        );
+    }
+    if event.kind == kind::CANDIDATE_CHOSEN {
+        let all: Vec<String> = data
+            .get("candidates")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .map(|c| {
+                        format!(
+                            "{} {}{}",
+                            c["name"].as_str().unwrap_or("?"),
+                            c["status"].as_str().unwrap_or("?"),
+                            c["lines_changed"]
+                                .as_u64()
+                                .map(|n| format!(" ({n} lines)"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        return format!(
+            "chose {} of [{}]",
+            text("chosen").unwrap_or("none"),
+            all.join(", ")
         );
     }
     if event.kind == kind::CONFLICT_RESOLVED {

@@ -91,6 +91,19 @@ pub struct SubtaskSpec {
     /// Takes the subtask over when its agent's attempts are used up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<AgentSpec>,
+    /// Best of N: run this many candidates with the subtask's agent, or one
+    /// per agent listed (2 to 8); the passing one with the smallest diff
+    /// wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<Candidates>,
+}
+
+/// How many candidates a best-of-N subtask runs, or with which agents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Candidates {
+    Count(u32),
+    Agents(Vec<AgentSpec>),
 }
 
 /// The body of `POST /api/tasks`.
@@ -418,6 +431,12 @@ pub struct Subtask {
     /// Its fallback agent runs it now: the first agent used up its attempts.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub on_fallback: bool,
+    /// A best-of-N candidate: the subtask it is one for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_of: Option<String>,
+    /// A best-of-N subtask: the candidate chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen: Option<String>,
 }
 
 /// One attempt at a subtask.
@@ -577,6 +596,10 @@ pub struct Task {
     /// The resolver's runs: one attempt each, in `history`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolver: Option<Box<Subtask>>,
+    /// Best of N: the candidates of the subtasks that give them, each with
+    /// its outcome, diff and cost.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<Subtask>,
 }
 
 /// The issue that started a task.
@@ -781,6 +804,14 @@ impl From<SubtaskSpec> for orch::SubtaskSpec {
             depends_on: s.depends_on,
             agent: s.agent.map(Into::into),
             fallback: s.fallback.map(Into::into),
+            candidate_count: match &s.candidates {
+                Some(Candidates::Count(n)) => *n,
+                _ => 0,
+            },
+            candidate_agents: match s.candidates {
+                Some(Candidates::Agents(agents)) => agents.into_iter().map(Into::into).collect(),
+                _ => Vec::new(),
+            },
         }
     }
 }
@@ -870,6 +901,8 @@ impl From<pb::Subtask> for Subtask {
             follow_ups: s.follow_ups,
             follow_up_pending: s.follow_up_pending,
             on_fallback: s.on_fallback,
+            candidate_of: non_empty(s.candidate_of),
+            chosen: non_empty(s.chosen),
         }
     }
 }
@@ -920,6 +953,7 @@ impl From<pb::Task> for Task {
             resolve: t.resolve.map(Into::into),
             resolutions: t.resolutions.into_iter().map(Into::into).collect(),
             resolver: t.resolver.map(|v| Box::new(v.into())),
+            candidates: t.candidates.into_iter().map(Into::into).collect(),
         }
     }
 }

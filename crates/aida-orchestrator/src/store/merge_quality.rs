@@ -2,9 +2,13 @@
 //! coming (`predicted_json`) and what the resolver agent did at the merge
 //! (`resolutions_json`), as JSON lists; a subtask run again on top of the
 //! one it conflicted with; the resolver's runs, attempts of the task's
-//! `_resolve` pseudo-subtask (role 'resolve').
+//! `_resolve` pseudo-subtask (role 'resolve'); best of N, a subtask ended
+//! with the candidate chosen (candidates are subtasks of role 'candidate').
 
-use aida_core::proto::common::{PredictedConflict, Resolution, ResolveSpec};
+use aida_core::proto::common::{
+    PredictedConflict, Resolution, ResolveSpec, Subtask, SubtaskStatus,
+};
+use aida_core::status::StatusLabel;
 use aida_core::time::to_proto;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -203,5 +207,60 @@ impl Store {
         }
         tx.commit().await?;
         Ok(true)
+    }
+}
+
+impl Store {
+    /// Ends best-of-N subtask `name` with the candidate chosen (its commit,
+    /// start, stats and summary become the subtask's), or failed with
+    /// `error` when none can be. False when it had ended already.
+    pub async fn choose_candidate(
+        &self,
+        task_id: &str,
+        name: &str,
+        winner: Option<&Subtask>,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let status = if winner.is_some() {
+            SubtaskStatus::Succeeded
+        } else {
+            SubtaskStatus::Failed
+        };
+        let stats = winner
+            .and_then(|w| w.stats.as_ref())
+            .map(|s| {
+                serde_json::to_string(&super::StatsJson {
+                    files_changed: s.files_changed,
+                    insertions: s.insertions,
+                    deletions: s.deletions,
+                    files: s.files.clone(),
+                })
+            })
+            .transpose()
+            .context("encoding stats")?;
+        let ended = sqlx::query(
+            "UPDATE subtasks SET status = $1, commit_sha = $2, start_commit = $3, stats_json = $4, summary = $5,
+                 chosen = $6, error = NULLIF($7, ''), finished_at = $8, started_at = COALESCE(started_at, $9)
+             WHERE task_id = $10 AND name = $11 AND role = 'work' AND status = 'pending'",
+        )
+        .bind(status.label())
+        .bind(winner.map(|w| w.commit.clone()))
+        .bind(winner.map(|w| w.start_commit.clone()))
+        .bind(stats)
+        .bind(winner.map(|w| w.summary.clone()).filter(|s| !s.is_empty()))
+        .bind(winner.map(|w| w.name.clone()))
+        .bind(error)
+        .bind(now)
+        .bind(
+            winner
+                .and_then(|w| w.started_at.as_ref())
+                .and_then(aida_core::time::from_proto),
+        )
+        .bind(task_id)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(ended.rows_affected() == 1)
     }
 }

@@ -77,6 +77,8 @@ pub struct NewTask {
     pub origin: Option<TaskOrigin>,
     /// The workflow its subtasks were made from; "" for none.
     pub workflow: String,
+    /// Best of N: the candidates of the subtasks that give them.
+    pub candidates: Vec<NewSubtask>,
     /// How the work is checked; its runs are attempts of `verifier`.
     pub verify: Option<VerifySpec>,
     pub verifier: Option<NewSubtask>,
@@ -97,6 +99,8 @@ pub struct NewSubtask {
     pub branch: String,
     /// Takes over when `agent`'s attempts are used up.
     pub fallback: Option<AgentJson>,
+    /// A best-of-N candidate: the subtask it is one for; "" otherwise.
+    pub candidate_of: String,
 }
 
 /// An agent spec as stored: JSON, so new adapter options need no migration.
@@ -385,6 +389,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         insert_subtasks(&mut tx, &task.id, &task.subtasks, "work").await?;
+        insert_subtasks(&mut tx, &task.id, &task.candidates, "candidate").await?;
         if let Some(planner) = &task.planner {
             insert_subtasks(&mut tx, &task.id, std::slice::from_ref(planner), "plan").await?;
         }
@@ -448,10 +453,12 @@ impl Store {
         task.planner = self.subtasks_of(id, "plan").await?.pop();
         task.verifier = self.subtasks_of(id, "verify").await?.pop();
         task.resolver = self.subtasks_of(id, "resolve").await?.pop();
+        task.candidates = self.subtasks_of(id, "candidate").await?;
         let mut history = self.attempts_of(id).await?;
         for st in task
             .subtasks
             .iter_mut()
+            .chain(task.candidates.iter_mut())
             .chain(task.planner.as_mut())
             .chain(task.verifier.as_mut())
             .chain(task.resolver.as_mut())
@@ -460,6 +467,7 @@ impl Store {
         }
         let mut runs: Vec<Subtask> = task.subtasks.clone();
         runs.extend(task.planner.clone());
+        runs.extend(task.candidates.clone());
         task.usage = total_usage(&runs);
         task.context = self.context(id, None, false).await?;
         Ok(Some(task))
@@ -523,6 +531,7 @@ impl Store {
                 "plan" => tasks[i].planner = Some(subtask),
                 "verify" => tasks[i].verifier = Some(subtask),
                 "resolve" => tasks[i].resolver = Some(subtask),
+                "candidate" => tasks[i].candidates.push(subtask),
                 _ => tasks[i].subtasks.push(subtask),
             }
         }
@@ -1365,8 +1374,8 @@ async fn insert_subtasks(
     for (position, s) in subtasks.iter().enumerate() {
         sqlx::query(
             "INSERT INTO subtasks (task_id, name, position, prompt, depends_on_json, agent_json, status, branch, role,
-                 fallback_json)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 fallback_json, candidate_of)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULLIF($11, ''))",
         )
         .bind(task_id)
         .bind(&s.name)
@@ -1384,6 +1393,7 @@ async fn insert_subtasks(
                 .transpose()
                 .context("encoding fallback")?,
         )
+        .bind(&s.candidate_of)
         .execute(&mut **tx)
         .await?;
     }
@@ -1466,6 +1476,7 @@ fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Task> {
             .map(Into::into)
             .collect(),
         resolver: None,
+        candidates: Vec::new(),
     })
 }
 
@@ -1556,6 +1567,8 @@ fn subtask_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Subtask> {
         attempt_floor: row.try_get::<i64, _>("attempt_floor")? as u32,
         on_fallback: row.try_get::<i64, _>("on_fallback")? != 0,
         follow_up_pending: row.try_get::<i64, _>("follow_up_pending")? != 0,
+        candidate_of: opt(row.try_get("candidate_of")?),
+        chosen: opt(row.try_get("chosen")?),
     })
 }
 

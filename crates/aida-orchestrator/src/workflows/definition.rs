@@ -328,6 +328,7 @@ impl Definition {
                         .unwrap_or_else(|| previous.clone()),
                     agent: single.agent.clone().map(Into::into),
                     fallback: single.fallback.clone().map(Into::into),
+                    ..Default::default()
                 });
                 names.push(single.name.clone());
             }

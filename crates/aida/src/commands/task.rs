@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use aida_gateway::api::{
-    AgentSpec, CreateTask, DeliverSpec, PlanSpec, PullRequestSpec, ResolveSpec, SubtaskSpec,
-    VerifySpec, WorktreeSetup,
+    AgentSpec, Candidates, CreateTask, DeliverSpec, PlanSpec, PullRequestSpec, ResolveSpec,
+    SubtaskSpec, VerifySpec, WorktreeSetup,
 };
 use anyhow::Context;
 use clap::{Args, Subcommand};
@@ -104,6 +104,10 @@ pub struct CreateArgs {
     /// Subtask NAME starts from DEP's work; repeat for several.
     #[arg(long = "depends", value_name = "NAME=DEP", value_parser = parse_pair)]
     pub depends: Vec<(String, String)>,
+    /// Best of N: run subtask NAME as N candidates (2 to 8); the passing
+    /// one with the smallest diff wins.
+    #[arg(long = "candidates", value_name = "NAME=N", value_parser = parse_pair)]
+    pub candidates: Vec<(String, String)>,
     /// The agent kind: command, claude-code, gemini-cli, codex-cli.
     #[arg(long, value_name = "KIND", default_value = "command")]
     pub agent: String,
@@ -247,8 +251,21 @@ impl CreateArgs {
                 prompt: prompt.clone(),
                 depends_on: Vec::new(),
                 agent: None,
+                candidates: None,
             })
             .collect();
+        for (name, n) in &self.candidates {
+            let n: u32 = n
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--candidates {name}={n}: N is a number"))?;
+            let subtask = subtasks
+                .iter_mut()
+                .find(|s| &s.name == name)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--candidates {name}={n}: there is no --subtask {name}=...")
+                })?;
+            subtask.candidates = Some(Candidates::Count(n));
+        }
         for (name, dep) in &self.depends {
             let subtask = subtasks
                 .iter_mut()

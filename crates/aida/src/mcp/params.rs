@@ -287,6 +287,7 @@ impl From<SubtaskParams> for SubtaskSpec {
             depends_on: subtask.depends_on,
             agent: subtask.agent.map(AgentSpec::from),
             fallback: subtask.fallback.map(AgentSpec::from),
+            candidates: None,
         }
     }
 }
