@@ -213,3 +213,46 @@ async fn a_bad_verify_is_refused_and_a_hanging_one_fails_at_its_timeout() {
     let tail = task["verification"]["output_tail"].as_str().unwrap();
     assert!(tail.contains("timed out after 1 s"), "{tail}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_repository_config_gives_the_check_when_the_task_does_not() {
+    let system = System::start_with(Options::workers(2)).await;
+    let config =
+        "setup = []\n[verify]\ncommand = [\"sh\", \"check.sh\"]\non_failure = \"exclude\"\n";
+    let repo = GitRepo::with_files(&[
+        ("lib.sh", "greet() { echo \"hello $1\"; }\n"),
+        ("main.sh", "greet world\n"),
+        ("check.sh", CHECK),
+        (".aida/config.toml", config),
+    ]);
+    let task_id = system
+        .create_task(&json!({
+            "repo": repo.path_str(),
+            "description": "two changes that break together",
+            "agent": sh_agent(AGENT),
+            "subtasks": [{"name": "a", "prompt": "add a caller"}, {"name": "b", "prompt": "rename greet"}]
+        }))
+        .await;
+    let task = system.wait_finished(&task_id).await;
+    assert_eq!(
+        task["verify"],
+        json!({"command": ["sh", "check.sh"], "on": "result", "on_failure": "exclude"})
+    );
+    assert_eq!(task["status"], "conflicted", "{task:#}");
+    assert_eq!(task["verification"]["broken_by"], json!(["b"]));
+
+    // A bad section is refused when the task is created, naming the file.
+    let bad = GitRepo::with_files(&[(".aida/config.toml", "[verify]\ncommand = []\n")]);
+    let (status, answer) = system
+        .post(
+            "/api/tasks",
+            &json!({"repo": bad.path_str(), "description": "d", "agent": sh_agent("true")}),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(".aida/config.toml") && message.contains("argv"),
+        "{message}"
+    );
+}

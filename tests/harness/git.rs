@@ -10,7 +10,8 @@ pub struct GitRepo {
 }
 
 impl GitRepo {
-    /// A repository on branch `main` with one commit holding `files`.
+    /// A repository on branch `main` with one commit holding `files`
+    /// (paths may name folders: `.aida/config.toml`).
     pub fn with_files(files: &[(&str, &str)]) -> GitRepo {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("repo");
@@ -20,7 +21,9 @@ impl GitRepo {
         repo.git(&["config", "user.email", "dev@example.com"]);
         repo.git(&["config", "user.name", "Dev"]);
         for (name, content) in files {
-            std::fs::write(repo.path.join(name), content).unwrap();
+            let file = repo.path.join(name);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, content).unwrap();
         }
         repo.git(&["add", "-A"]);
         repo.git(&["commit", "-q", "-m", "initial"]);

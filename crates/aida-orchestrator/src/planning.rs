@@ -125,7 +125,11 @@ pub fn plan(
     };
     let deliver = check_deliver(req.deliver.clone(), remote.is_some())?;
     let setup = check_setup(req.setup.clone())?;
-    let verify = crate::verification::check_spec(req.verify.clone())?;
+    // The task's own check, or the repository's.
+    let verify = match req.verify.clone() {
+        Some(spec) => crate::verification::check_spec(Some(spec))?,
+        None => crate::verification::repo_spec(&repo, &base_commit)?,
+    };
     // The verification runs of the merged result: attempts of a
     // pseudo-subtask that runs the verify command.
     let verifier = verify

@@ -384,6 +384,55 @@ pub(crate) fn verdict(task: &Task) -> (TaskStatus, Option<String>) {
     (TaskStatus::Conflicted, Some(reason))
 }
 
+/// The `[verify]` section of the repository's `.aida/config.toml` at
+/// `commit`, when it has one: the check of a task that gives none.
+/// Blocking (git2).
+pub fn repo_spec(repo: &str, commit: &str) -> Result<Option<VerifySpec>> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        verify: Option<Section>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Section {
+        command: Vec<String>,
+        timeout_secs: Option<u32>,
+        on: Option<String>,
+        on_failure: Option<String>,
+    }
+    let invalid = |why: String| {
+        OrchestratorError::invalid(format!("the repository's .aida/config.toml: {why}"))
+    };
+    let text = (|| -> std::result::Result<Option<Vec<u8>>, git2::Error> {
+        let repo = git2::Repository::open(repo)?;
+        let tree = repo.find_commit(git2::Oid::from_str(commit)?)?.tree()?;
+        let Ok(entry) = tree.get_path(std::path::Path::new(".aida/config.toml")) else {
+            return Ok(None);
+        };
+        let blob = entry.to_object(&repo)?.peel_to_blob()?;
+        Ok(Some(blob.content().to_vec()))
+    })()
+    .map_err(|e| invalid(format!("cannot read it: {}", e.message())))?;
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let text = String::from_utf8(text).map_err(|_| invalid("it is not UTF-8".into()))?;
+    let file: File = toml::from_str(&text).map_err(|e| invalid(e.message().to_owned()))?;
+    let Some(v) = file.verify else {
+        return Ok(None);
+    };
+    if v.timeout_secs == Some(0) {
+        return Err(invalid("verify.timeout_secs is at least 1".into()));
+    }
+    check_spec(Some(VerifySpec {
+        command: v.command,
+        timeout_secs: v.timeout_secs.unwrap_or_default(),
+        on: v.on.unwrap_or_default(),
+        on_failure: v.on_failure.unwrap_or_default(),
+    }))
+    .map_err(|e| invalid(e.to_string()))
+}
+
 /// Checks a task's `verify`: an argv, a timeout if given, known values.
 pub fn check_spec(spec: Option<VerifySpec>) -> Result<Option<VerifySpec>> {
     let Some(mut spec) = spec else {

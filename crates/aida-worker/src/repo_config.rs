@@ -8,6 +8,8 @@
 //! ports = 2                      # ports each run gets
 //! [env]                          # environment for the set-up command and the agent
 //! NODE_ENV = "development"
+//! [verify]                       # how the work is checked (read by the orchestrator
+//! command = ["npm", "test"]      # when it creates a task; a task's own "verify" wins)
 //! ```
 //!
 //! Only parsing and validation live here; running the command is
@@ -32,7 +34,7 @@ const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 const RESERVED_NAMES: &[&str] = &["PATH", "HOME"];
 
 /// `.aida/config.toml` as written.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepoConfig {
     /// The set-up argv; empty: none.
@@ -43,6 +45,10 @@ pub struct RepoConfig {
     pub ports: u32,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The orchestrator reads and checks it when a task is created; the
+    /// task carries it to the worker from there.
+    #[serde(default)]
+    pub verify: Option<toml::Table>,
 }
 
 /// Why `.aida/config.toml` cannot be used. Always permanent: the file is
