@@ -306,6 +306,44 @@ async fn best_of_three_merges_the_smaller_passing_candidate_and_reports_all() {
     ] {
         assert!(report.contains(row), "{row} in {report}");
     }
+
+    // With a judge, its choice wins over the smaller diff; it read both
+    // passing candidates' diffs.
+    let judge = sh_agent(
+        r#"case "$AIDA_PROMPT" in *"Candidate feat.2"*"Candidate feat.3"*) ;; *) exit 3 ;; esac
+echo '{"chosen": "feat.2", "why": "it counts further"}'"#,
+    );
+    let task_id = system
+        .create_task(&json!({
+            "repo": repo.path_str(),
+            "description": "a feature, three ways, judged",
+            "agent": sh_agent("true"),
+            "max_attempts": 1,
+            "subtasks": [{"name": "feat", "prompt": "write the feature",
+                 "candidates": [sh_agent("exit 1"), lines(10), lines(2)], "judge": judge}]
+        }))
+        .await;
+    let task = system.wait_finished(&task_id).await;
+    assert_eq!(task["status"], "succeeded", "{task:#}");
+    assert_eq!(subtask(&task, "feat")["chosen"], "feat.2", "{task:#}");
+    assert_eq!(task["judges"][0]["status"], "succeeded", "{task:#}");
+    let result = task["result_commit"].as_str().unwrap();
+    assert_eq!(
+        repo.show(result, "feature.txt").unwrap().lines().count(),
+        10
+    );
+    let chosen = events_of(&system, &task_id)
+        .await
+        .into_iter()
+        .find(|e| e["kind"] == "candidate.chosen")
+        .expect("a candidate.chosen event");
+    assert_eq!(
+        (
+            chosen["data"]["by"].as_str(),
+            chosen["data"]["why"].as_str()
+        ),
+        (Some("the judge"), Some("it counts further"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,6 +363,10 @@ async fn bad_merge_settings_are_refused_with_what_is_wrong() {
             "resolve.max_attempts",
         ),
         (json!({"resolve": {"agnet": {"kind": "command"}}}), "agnet"),
+        (
+            json!({"subtasks": [{"name": "a", "prompt": "x", "judge": sh_agent("true")}]}),
+            "a \\\"judge\\\" chooses among \\\"candidates\\\"",
+        ),
     ] {
         let mut body = base.clone();
         body.as_object_mut()

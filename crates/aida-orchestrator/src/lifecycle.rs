@@ -122,6 +122,7 @@ impl Engine {
             .chain(task.verifier.iter())
             .chain(task.resolver.iter())
             .chain(task.candidates.iter())
+            .chain(task.judges.iter())
             .find(|s| s.name == subtask)
         else {
             return Err(OrchestratorError::NotFound(format!(
@@ -249,11 +250,11 @@ impl Engine {
         if result.commit.is_empty() {
             return Ok(());
         }
-        if st.name == PLANNER {
+        if st.name == PLANNER || st.name.starts_with(crate::candidates::JUDGE_PREFIX) {
             return if result.commit == task.base_commit {
                 Ok(())
             } else {
-                Err("a planning run reports the base commit only".into())
+                Err("a read-only run reports the base commit only".into())
             };
         }
         if st.name == RESOLVER {
@@ -510,6 +511,7 @@ impl Engine {
                 .chain(task.verifier.iter())
                 .chain(task.resolver.iter())
                 .chain(task.candidates.iter())
+                .chain(task.judges.iter())
                 .find(|s| s.name == subtask)
             else {
                 continue;
@@ -1047,6 +1049,7 @@ impl Engine {
             .chain(task.verifier.iter())
             .chain(task.resolver.iter())
             .chain(task.candidates.iter())
+            .chain(task.judges.iter())
             .filter(|s| status_of(s) == SubtaskStatus::Running)
         {
             let key = RunKey {

@@ -102,8 +102,8 @@ pub fn plan(
         }
         (None, _) => None,
     };
-    let (subtasks, candidates) = if planner.is_some() {
-        (Vec::new(), Vec::new())
+    let (subtasks, candidates, judges) = if planner.is_some() {
+        (Vec::new(), Vec::new(), Vec::new())
     } else {
         let specs = if req.subtasks.is_empty() {
             split_description(&req.description)?
@@ -174,6 +174,7 @@ pub fn plan(
         priority: req.priority,
         subtasks,
         candidates,
+        judges,
         planner,
         approve: approve.to_owned(),
         max_attempts: match req.max_attempts {
@@ -211,7 +212,7 @@ fn build_subtasks(
     specs: &[SubtaskSpec],
     id: &TaskId,
     task_agent: Option<&AgentSpec>,
-) -> Result<(Vec<NewSubtask>, Vec<NewSubtask>)> {
+) -> Result<(Vec<NewSubtask>, Vec<NewSubtask>, Vec<NewSubtask>)> {
     if specs.len() > MAX_SUBTASKS {
         return Err(OrchestratorError::invalid(format!(
             "a task may have at most {MAX_SUBTASKS} subtasks, this one has {}",
@@ -221,6 +222,7 @@ fn build_subtasks(
     let mut names = HashSet::new();
     let mut subtasks = Vec::with_capacity(specs.len());
     let mut candidates = Vec::new();
+    let mut judges = Vec::new();
     for spec in specs {
         let name = SubtaskName::parse(&spec.name)?;
         if !names.insert(spec.name.clone()) {
@@ -253,6 +255,21 @@ fn build_subtasks(
             fallback,
             candidate_of: String::new(),
         };
+        let judge = usable(spec.judge.clone());
+        if judge.is_some() && runs.is_empty() {
+            return Err(OrchestratorError::invalid(format!(
+                "subtask {:?}: a \"judge\" chooses among \"candidates\", and it gives none",
+                spec.name
+            )));
+        }
+        if let Some(judge) = judge {
+            judges.push(NewSubtask {
+                name: crate::candidates::judge_name(&spec.name),
+                agent: check_agent(judge, &spec.name)?,
+                candidate_of: spec.name.clone(),
+                ..Default::default()
+            });
+        }
         candidates.extend(crate::candidates::build(&subtask, runs, id)?);
         subtasks.push(subtask);
     }
@@ -265,7 +282,7 @@ fn build_subtasks(
         }
     }
     check_dependencies(&subtasks)?;
-    Ok((subtasks, candidates))
+    Ok((subtasks, candidates, judges))
 }
 
 /// What the planner is asked.

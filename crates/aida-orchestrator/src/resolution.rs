@@ -379,8 +379,9 @@ async fn resolver_prompt(
     out
 }
 
-/// The patch from `from` to `to` limited to `files`, cut at `DIFF_CHARS`.
-async fn diff_of(repo: &str, from: &str, to: &str, files: &[String]) -> String {
+/// The patch from `from` to `to` limited to `files` (all when empty), cut
+/// at `DIFF_CHARS`.
+pub(crate) async fn diff_of(repo: &str, from: &str, to: &str, files: &[String]) -> String {
     let (repo, from, to, files) = (
         repo.to_owned(),
         from.to_owned(),

@@ -268,6 +268,7 @@ impl Engine {
             .chain(task.verifier.iter())
             .chain(task.resolver.iter())
             .chain(task.candidates.iter())
+            .chain(task.judges.iter())
             .find(|s| s.name == subtask)
             .ok_or_else(|| {
                 OrchestratorError::NotFound(format!("task {task_id} has no subtask {subtask:?}"))
@@ -607,7 +608,12 @@ fn startable(task: &Task) -> Vec<&Subtask> {
             })
             .collect();
     }
-    let mut ready = Vec::new();
+    // A judge handed its candidates (its prompt is then written).
+    let mut ready: Vec<&Subtask> = task
+        .judges
+        .iter()
+        .filter(|j| status_of(j) == SubtaskStatus::Pending && !j.prompt.is_empty())
+        .collect();
     for st in ready_subtasks(task).into_iter().map(|i| &task.subtasks[i]) {
         if !crate::candidates::has_candidates(task, &st.name) {
             ready.push(st);
@@ -658,7 +664,9 @@ fn subtask_run(
     // The planner reads the base commit in a detached worktree; the
     // verifier the commit it checks.
     let verifier = st.name == crate::verification::VERIFIER;
-    let read_only = st.name == crate::planning::PLANNER || verifier;
+    let read_only = st.name == crate::planning::PLANNER
+        || verifier
+        || st.name.starts_with(crate::candidates::JUDGE_PREFIX);
     let deps: Vec<&Subtask> = dependency_order(task)
         .into_iter()
         .map(|i| &task.subtasks[i])

@@ -34,12 +34,14 @@ use crate::worktree_include;
 /// 64 KiB).
 const MASK_BUFFER: usize = 64;
 
-/// The read-only runs there are: AIDA's planner, and the verification of
-/// a merged result (the orchestrator's `PLANNER` and `VERIFIER`; this crate
+/// The read-only runs there are: AIDA's planner, the verification of
+/// a merged result, the judges of best of N (the orchestrator's `PLANNER` and `VERIFIER`; this crate
 /// cannot depend on the orchestrator). A subtask can never have these
 /// names, since subtask names cannot start with `_`.
 pub const PLANNER: &str = "_plan";
 pub const VERIFIER: &str = "_verify";
+/// The judges of best-of-N subtasks, read-only: `_judge.<subtask>`.
+pub const JUDGE_PREFIX: &str = "_judge.";
 /// The resolver of a conflict at the merge: not read-only, it works on a
 /// branch of its own per conflict, `aida/<task>/_resolve-<subtask>`.
 pub const RESOLVER: &str = "_resolve";
@@ -120,9 +122,13 @@ fn validate_run(run: &SubtaskRun, ctx: &ExecContext) -> Result<Validated, String
     // A read-only run has no branch and runs in a snapshot named after the
     // task, so only AIDA's own planner and verifier may be one.
     let (subtask, branch) = if run.read_only {
-        if run.subtask != PLANNER && run.subtask != VERIFIER {
+        let judge = run
+            .subtask
+            .strip_prefix(JUDGE_PREFIX)
+            .is_some_and(|name| SubtaskName::parse(name).is_ok());
+        if run.subtask != PLANNER && run.subtask != VERIFIER && !judge {
             return Err(format!(
-                "a read-only run must be AIDA's planner ({PLANNER:?}) or verifier ({VERIFIER:?}), not {:?}",
+                "a read-only run must be AIDA's planner ({PLANNER:?}), verifier ({VERIFIER:?}) or a judge ({JUDGE_PREFIX:?}<subtask>), not {:?}",
                 run.subtask
             ));
         }

@@ -124,6 +124,7 @@ mod tests {
             agent: None,
             fallback: None,
             candidates: None,
+            judge: None,
         }
     }
 

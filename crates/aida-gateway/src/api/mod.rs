@@ -96,6 +96,11 @@ pub struct SubtaskSpec {
     /// wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidates: Option<Candidates>,
+    /// With `candidates`: an agent that chooses among the passing ones
+    /// from their diffs (it answers `{"chosen": "<name>", "why": "..."}`),
+    /// instead of the smallest diff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<AgentSpec>,
 }
 
 /// How many candidates a best-of-N subtask runs, or with which agents.
@@ -600,6 +605,9 @@ pub struct Task {
     /// its outcome, diff and cost.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub candidates: Vec<Subtask>,
+    /// Their judges' runs (read-only), for the subtasks that give a judge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub judges: Vec<Subtask>,
 }
 
 /// The issue that started a task.
@@ -812,6 +820,7 @@ impl From<SubtaskSpec> for orch::SubtaskSpec {
                 Some(Candidates::Agents(agents)) => agents.into_iter().map(Into::into).collect(),
                 _ => Vec::new(),
             },
+            judge: s.judge.map(Into::into),
         }
     }
 }
@@ -954,6 +963,7 @@ impl From<pb::Task> for Task {
             resolutions: t.resolutions.into_iter().map(Into::into).collect(),
             resolver: t.resolver.map(|v| Box::new(v.into())),
             candidates: t.candidates.into_iter().map(Into::into).collect(),
+            judges: t.judges.into_iter().map(Into::into).collect(),
         }
     }
 }

@@ -264,3 +264,20 @@ impl Store {
         Ok(ended.rows_affected() == 1)
     }
 }
+
+impl Store {
+    /// Hands a best-of-N subtask's candidates to its judge: the judge's run
+    /// gets `prompt` and may start. False when it was handed them already.
+    pub async fn queue_judge(&self, task_id: &str, name: &str, prompt: &str) -> Result<bool> {
+        let queued = sqlx::query(
+            "UPDATE subtasks SET prompt = $1
+             WHERE task_id = $2 AND name = $3 AND role = 'judge' AND status = 'pending' AND prompt = ''",
+        )
+        .bind(prompt)
+        .bind(task_id)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(queued.rows_affected() == 1)
+    }
+}

@@ -77,8 +77,10 @@ pub struct NewTask {
     pub origin: Option<TaskOrigin>,
     /// The workflow its subtasks were made from; "" for none.
     pub workflow: String,
-    /// Best of N: the candidates of the subtasks that give them.
+    /// Best of N: the candidates of the subtasks that give them, and the
+    /// judges of those that give one.
     pub candidates: Vec<NewSubtask>,
+    pub judges: Vec<NewSubtask>,
     /// How the work is checked; its runs are attempts of `verifier`.
     pub verify: Option<VerifySpec>,
     pub verifier: Option<NewSubtask>,
@@ -390,6 +392,7 @@ impl Store {
         .await?;
         insert_subtasks(&mut tx, &task.id, &task.subtasks, "work").await?;
         insert_subtasks(&mut tx, &task.id, &task.candidates, "candidate").await?;
+        insert_subtasks(&mut tx, &task.id, &task.judges, "judge").await?;
         if let Some(planner) = &task.planner {
             insert_subtasks(&mut tx, &task.id, std::slice::from_ref(planner), "plan").await?;
         }
@@ -454,11 +457,13 @@ impl Store {
         task.verifier = self.subtasks_of(id, "verify").await?.pop();
         task.resolver = self.subtasks_of(id, "resolve").await?.pop();
         task.candidates = self.subtasks_of(id, "candidate").await?;
+        task.judges = self.subtasks_of(id, "judge").await?;
         let mut history = self.attempts_of(id).await?;
         for st in task
             .subtasks
             .iter_mut()
             .chain(task.candidates.iter_mut())
+            .chain(task.judges.iter_mut())
             .chain(task.planner.as_mut())
             .chain(task.verifier.as_mut())
             .chain(task.resolver.as_mut())
@@ -532,6 +537,7 @@ impl Store {
                 "verify" => tasks[i].verifier = Some(subtask),
                 "resolve" => tasks[i].resolver = Some(subtask),
                 "candidate" => tasks[i].candidates.push(subtask),
+                "judge" => tasks[i].judges.push(subtask),
                 _ => tasks[i].subtasks.push(subtask),
             }
         }
@@ -1477,6 +1483,7 @@ fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Task> {
             .collect(),
         resolver: None,
         candidates: Vec::new(),
+        judges: Vec::new(),
     })
 }
 

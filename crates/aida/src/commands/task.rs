@@ -252,6 +252,7 @@ impl CreateArgs {
                 depends_on: Vec::new(),
                 agent: None,
                 candidates: None,
+                judge: None,
             })
             .collect();
         for (name, n) in &self.candidates {

@@ -288,6 +288,7 @@ impl From<SubtaskParams> for SubtaskSpec {
             agent: subtask.agent.map(AgentSpec::from),
             fallback: subtask.fallback.map(AgentSpec::from),
             candidates: None,
+            judge: None,
         }
     }
 }
