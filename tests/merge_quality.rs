@@ -117,7 +117,9 @@ async fn with_merge_policy_rerun_both_edits_of_one_line_reach_the_result() {
             "description": "two edits of one line",
             "agent": sh_agent(r#"sed -i "1s/\$/ $AIDA_SUBTASK_NAME/" shared.txt"#),
             "subtasks": [{"name": "a", "prompt": "sign line one"}, {"name": "b", "prompt": "sign line one too"}],
-            "merge_policy": "rerun"
+            "merge_policy": "rerun",
+            // No conflict reaches the merge: the resolver has nothing to do.
+            "resolve": {"agent": sh_agent("exit 9")}
         }))
         .await;
     let task = system.wait_finished(&task_id).await;
@@ -159,6 +161,57 @@ async fn with_merge_policy_rerun_both_edits_of_one_line_reach_the_result() {
         report.contains(&format!("{rerun} ran again on top of {with}")),
         "{report}"
     );
+    assert!(task.get("resolutions").is_none(), "{task:#}");
+    assert_eq!(task["resolver"]["attempts"], 0, "{task:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_best_of_n_subtask_stops_its_candidates() {
+    let system = System::start_with(Options::workers(2)).await;
+    let repo = repo();
+    let gate = tempfile::tempdir().unwrap();
+    let started = gate.path().to_str().unwrap().to_owned();
+    // Each candidate says it started, then waits for a gate that never opens.
+    let agent = sh_agent(&format!(
+        "touch '{started}/'\"$AIDA_SUBTASK_NAME\"; while true; do sleep 0.05; done"
+    ));
+    let task_id = system
+        .create_task(&json!({
+            "repo": repo.path_str(),
+            "description": "two slow candidates",
+            "agent": agent,
+            "subtasks": [{"name": "feat", "prompt": "x", "candidates": 2}]
+        }))
+        .await;
+    aida_tests::eventually("both candidates running", || async {
+        (std::path::Path::new(&started).join("feat.1").exists()
+            && std::path::Path::new(&started).join("feat.2").exists())
+        .then_some(())
+    })
+    .await;
+    let (status, answer) = system
+        .post(
+            &format!("/api/tasks/{task_id}/subtasks/feat/cancel"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let task = system.wait_finished(&task_id).await;
+    assert_eq!(task["status"], "cancelled", "{task:#}");
+    for c in task["candidates"].as_array().unwrap() {
+        assert_eq!(c["status"], "cancelled", "{c:#}");
+    }
+    // The workers are free again: both come back idle.
+    aida_tests::eventually("the workers idle", || async {
+        let workers = system.get("/api/workers").await.unwrap();
+        workers["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["state"] == "idle")
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,8 @@
 //! history, and a resolver's merge commit made on a prefix of it still
 //! sits on that prefix. Trial merges (`trial_merge`) write nothing.
 
-use std::collections::BTreeSet;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
 use aida_core::ids::{SubtaskName, TaskId};
@@ -168,6 +169,13 @@ fn conflict_files(index: &git2::Index) -> Result<Vec<String>, git2::Error> {
 /// Trial-merges `subject` with each of `others` in memory, writing nothing:
 /// the others it conflicts with, and the files. Branches where one contains
 /// the other never conflict.
+///
+/// Most pairs of subtasks change different files, and on a big repository
+/// a whole merge costs a walk of every path of three trees. So the paths
+/// each side changed since their merge base are compared first (tree diffs
+/// skip unchanged folders): disjoint sides merge cleanly; a path both
+/// sides modified is merged as a file; anything else (a deletion, a rename,
+/// a file against a folder, several merge bases) takes the whole merge.
 #[instrument(skip_all, fields(task_id = %task_id, subject = %subject.subtask, others = others.len()))]
 pub fn trial_merge(
     repo_path: &Path,
@@ -181,6 +189,7 @@ pub fn trial_merge(
     repo.odb()?.add_new_mempack_backend(1000)?;
     SubtaskName::parse(&subject.subtask)?;
     let ours = repo::commit(&repo, "subject.commit", &subject.commit)?;
+    let mut changes = ChangeCache::default();
     let mut found = Vec::new();
     for (i, other) in others.iter().enumerate() {
         SubtaskName::parse(&other.subtask)?;
@@ -188,15 +197,187 @@ pub fn trial_merge(
         if contains(&repo, ours.id(), theirs.id())? || contains(&repo, theirs.id(), ours.id())? {
             continue;
         }
-        let index = repo.merge_commits(&ours, &theirs, None)?;
-        if index.has_conflicts() {
+        let files = match quick_conflicts(&repo, &mut changes, &ours, &theirs)? {
+            Some(files) => files,
+            None => {
+                let index = repo.merge_commits(&ours, &theirs, None)?;
+                if index.has_conflicts() {
+                    conflict_files(&index)?
+                } else {
+                    Vec::new()
+                }
+            }
+        };
+        if !files.is_empty() {
             found.push(Conflict {
                 subtask: other.subtask.clone(),
-                files: conflict_files(&index)?,
+                files,
             });
         }
     }
     Ok(found)
+}
+
+/// One side's change of a path: its entry (blob id and mode) before and
+/// after; `None` where the path does not exist.
+type Change = (Option<(Oid, u32)>, Option<(Oid, u32)>);
+
+/// The files a side changed, by path.
+type Paths = BTreeMap<String, Change>;
+
+/// What each commit changed since a merge base, computed once per pair.
+#[derive(Default)]
+struct ChangeCache(HashMap<(Oid, Oid), Paths>);
+
+impl ChangeCache {
+    fn get(
+        &mut self,
+        repo: &Repository,
+        base: &Commit<'_>,
+        commit: &Commit<'_>,
+    ) -> Result<&Paths, git2::Error> {
+        match self.0.entry((base.id(), commit.id())) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(e) => {
+                let mut changed = Paths::new();
+                changed_paths(
+                    repo,
+                    Some(&base.tree()?),
+                    Some(&commit.tree()?),
+                    "",
+                    &mut changed,
+                )?;
+                Ok(e.insert(changed))
+            }
+        }
+    }
+}
+
+/// Adds to `out` every file that differs between `old` and `new` (either
+/// may be absent), below `prefix`. Folders whose tree ids are equal are
+/// skipped without being read: on a big repository this touches only the
+/// folders a change went through (libgit2's tree diff reads every folder).
+fn changed_paths(
+    repo: &Repository,
+    old: Option<&git2::Tree<'_>>,
+    new: Option<&git2::Tree<'_>>,
+    prefix: &str,
+    out: &mut Paths,
+) -> Result<(), git2::Error> {
+    let entries = |t: Option<&git2::Tree<'_>>| {
+        t.map(|t| {
+            t.iter()
+                .map(|e| {
+                    let name = String::from_utf8_lossy(e.name_bytes()).into_owned();
+                    (
+                        name,
+                        (
+                            e.id(),
+                            e.filemode() as u32,
+                            e.kind() == Some(git2::ObjectType::Tree),
+                        ),
+                    )
+                })
+                .collect::<BTreeMap<_, _>>()
+        })
+        .unwrap_or_default()
+    };
+    let (before, after) = (entries(old), entries(new));
+    let names: BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    for name in names {
+        let (b, a) = (before.get(name), after.get(name));
+        if b == a {
+            continue;
+        }
+        let path = format!("{prefix}{name}");
+        let tree = |e: Option<&(Oid, u32, bool)>| -> Result<Option<git2::Tree<'_>>, git2::Error> {
+            match e {
+                Some((id, _, true)) => Ok(Some(repo.find_tree(*id)?)),
+                _ => Ok(None),
+            }
+        };
+        let blob = |e: Option<&(Oid, u32, bool)>| e.filter(|e| !e.2).map(|e| (e.0, e.1));
+        let (bt, at) = (tree(b)?, tree(a)?);
+        if bt.is_some() || at.is_some() {
+            changed_paths(repo, bt.as_ref(), at.as_ref(), &format!("{path}/"), out)?;
+        }
+        if blob(b).is_some() || blob(a).is_some() {
+            out.insert(path, (blob(b), blob(a)));
+        }
+    }
+    Ok(())
+}
+
+/// The files in conflict when `ours` and `theirs` merge, found from the
+/// paths each changed; `None` when only the whole merge can tell.
+fn quick_conflicts(
+    repo: &Repository,
+    changes: &mut ChangeCache,
+    ours: &Commit<'_>,
+    theirs: &Commit<'_>,
+) -> Result<Option<Vec<String>>, git2::Error> {
+    let bases = repo.merge_bases(ours.id(), theirs.id())?;
+    let [base] = bases.iter().copied().collect::<Vec<_>>()[..] else {
+        return Ok(None);
+    };
+    let base = repo.find_commit(base)?;
+    let mine = changes.get(repo, &base, ours)?.clone();
+    let other = changes.get(repo, &base, theirs)?;
+    // A file on one side where the other has a folder.
+    let under = |a: &Paths, b: &Paths| {
+        a.keys().any(|p| {
+            let dir = format!("{p}/");
+            b.range(dir.clone()..)
+                .next()
+                .is_some_and(|(q, _)| q.starts_with(&dir))
+        })
+    };
+    if under(&mine, other) || under(other, &mine) {
+        return Ok(None);
+    }
+    let mut files = Vec::new();
+    for (path, (base_entry, my_entry)) in &mine {
+        let Some((_, their_entry)) = other.get(path) else {
+            continue;
+        };
+        if my_entry == their_entry {
+            continue;
+        }
+        // Both sides modified the file: merge it as a file.
+        let (Some(ancestor), Some(mine_now), Some(theirs_now)) =
+            (base_entry, my_entry, their_entry)
+        else {
+            return Ok(None);
+        };
+        let file = |(id, mode): (Oid, u32)| index_entry(path, id, mode);
+        let merged = repo.merge_file_from_index(
+            &file(*ancestor),
+            &file(*mine_now),
+            &file(*theirs_now),
+            None,
+        )?;
+        if !merged.is_automergeable() {
+            files.push(path.clone());
+        }
+    }
+    Ok(Some(files))
+}
+
+fn index_entry(path: &str, id: Oid, mode: u32) -> git2::IndexEntry {
+    git2::IndexEntry {
+        ctime: git2::IndexTime::new(0, 0),
+        mtime: git2::IndexTime::new(0, 0),
+        dev: 0,
+        ino: 0,
+        mode,
+        uid: 0,
+        gid: 0,
+        file_size: 0,
+        id,
+        flags: 0,
+        flags_extended: 0,
+        path: path.as_bytes().to_vec(),
+    }
 }
 
 /// Whether `commit` is `ancestor` or one of its descendants.

@@ -410,3 +410,45 @@ fn a_trial_merge_names_the_conflicting_branches_and_writes_nothing() {
     );
     assert_eq!(f.workdir_entries(), [".git"]);
 }
+
+#[test]
+fn a_trial_merge_agrees_with_the_whole_merge_on_renames_and_folders() {
+    let f = Fixture::new();
+    let task = TaskId::new();
+    // A rename on one side and an edit of the same file on the other: the
+    // whole merge follows the rename, so this is no conflict.
+    let renamed = f.commit(
+        Some(f.base),
+        "work/renamed",
+        &[("shared.txt", None), ("moved.txt", Some(SHARED))],
+    );
+    let edited = f.commit(
+        Some(f.base),
+        "work/edited",
+        &[("shared.txt", Some(&SHARED.replace("five", "5")))],
+    );
+    assert!(
+        trial_merge(f.path(), &task, &item("e", edited), &[item("r", renamed)])
+            .unwrap()
+            .is_empty()
+    );
+    // A file on one side where the other makes a folder of that name.
+    let file = f.commit(Some(f.base), "work/file", &[("x", Some("a file\n"))]);
+    let folder = f.commit(
+        Some(f.base),
+        "work/folder",
+        &[("x/y", Some("in a folder\n"))],
+    );
+    let found = trial_merge(f.path(), &task, &item("d", folder), &[item("f", file)]).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    // A deletion against an edit conflicts, as in the whole merge.
+    let deleted = f.commit(Some(f.base), "work/deleted", &[("shared.txt", None)]);
+    let found = trial_merge(
+        f.path(),
+        &task,
+        &item("e", edited),
+        &[item("gone", deleted)],
+    )
+    .unwrap();
+    assert_eq!(found[0].files, ["shared.txt"]);
+}

@@ -959,7 +959,16 @@ impl Engine {
             }
         }
         let reason = "cancelled by request";
-        let names = [subtask.to_owned()];
+        // A best-of-N subtask's candidates and judge go with it.
+        let runs: Vec<&aida_core::proto::common::Subtask> = task
+            .candidates
+            .iter()
+            .chain(task.judges.iter())
+            .filter(|c| c.candidate_of == subtask)
+            .collect();
+        let names: Vec<String> = std::iter::once(subtask.to_owned())
+            .chain(runs.iter().map(|c| c.name.clone()))
+            .collect();
         let ended = self
             .store
             .end_unfinished_subtasks(
@@ -970,16 +979,18 @@ impl Engine {
                 Utc::now(),
             )
             .await?;
-        if ended.is_empty() {
+        if !ended.contains(&subtask.to_owned()) {
             return self.task(task_id).await;
         }
-        if status_of(st) == SubtaskStatus::Running {
-            let key = RunKey {
-                task_id: task_id.to_owned(),
-                subtask: subtask.to_owned(),
-                attempt: st.attempts,
-            };
-            self.send_cancel(&st.worker_id, &key).await;
+        for run in std::iter::once(st).chain(runs) {
+            if status_of(run) == SubtaskStatus::Running && ended.contains(&run.name) {
+                let key = RunKey {
+                    task_id: task_id.to_owned(),
+                    subtask: run.name.clone(),
+                    attempt: run.attempts,
+                };
+                self.send_cancel(&run.worker_id, &key).await;
+            }
         }
         tracing::info!(task_id, subtask, "subtask cancelled");
         let event = Self::subtask_status_event(
@@ -1089,6 +1100,21 @@ impl Engine {
         for task_id in self.store.task_ids_with_status(TaskStatus::Merging).await? {
             tracing::info!(task_id, "resuming an interrupted merge");
             self.spawn_merge(task_id);
+        }
+        // A best-of-N subtask whose last candidate ended just before a
+        // crash: its choice is made now.
+        for task_id in self.store.task_ids_with_status(TaskStatus::Running).await? {
+            let task = self.task(&task_id).await?;
+            for st in task.subtasks.iter().filter(|s| {
+                status_of(s) == SubtaskStatus::Pending
+                    && crate::candidates::has_candidates(&task, &s.name)
+            }) {
+                if let Some(c) = task.candidates.iter().find(|c| c.candidate_of == st.name) {
+                    tracing::info!(task_id, subtask = %st.name, "looking again at a best-of-N choice");
+                    self.subtask_ended(&task_id, &c.name, status_of(c), Vec::new())
+                        .await?;
+                }
+            }
         }
         Ok(())
     }
