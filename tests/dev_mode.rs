@@ -85,6 +85,28 @@ impl Machine {
 
     /// Starts `aida dev` in the working directory on free ports, with
     /// `extra` arguments.
+    /// Starts `aida dev` and waits until its workers are idle; returns it
+    /// and the admin token it keeps in `data`. The ports are picked free
+    /// just before use, so another process may take one first: then it is
+    /// started again on new ones.
+    async fn start_ready(
+        &self,
+        name: &str,
+        workers: usize,
+        extra: &[&str],
+        data: &Path,
+    ) -> (Dev, String) {
+        for _ in 0..3 {
+            let mut dev = self.start_dev(name, workers, extra);
+            match dev.ready(data, workers).await {
+                Ok(token) => return (dev, token),
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("aida dev exited before it was ready:\n{log}"),
+            }
+        }
+        panic!("aida dev found no free ports in three tries");
+    }
+
     fn start_dev(&self, name: &str, workers: usize, extra: &[&str]) -> Dev {
         let ports = [free_port(), free_port(), free_port()];
         let mut cmd = self.command(bin("aida"));
@@ -104,22 +126,39 @@ impl Machine {
 
 impl Dev {
     /// Waits until `workers` workers are idle, asked with the admin token
-    /// `aida dev` keeps in `data`; returns that token.
-    async fn wait_ready(&self, data: &Path, workers: usize) -> String {
+    /// `aida dev` keeps in `data`; returns that token, or the log if the
+    /// process ended first.
+    async fn ready(&mut self, data: &Path, workers: usize) -> Result<String, String> {
         let token_file = data.join("admin-token");
-        eventually("aida dev to have its workers connected", || async {
-            let token = std::fs::read_to_string(&token_file).ok()?.trim().to_owned();
-            let listed = aida_tests::get_json(&client_with(&token), &self.url, "/api/workers")
-                .await
-                .ok()?;
-            let idle = listed["workers"]
-                .as_array()?
-                .iter()
-                .filter(|w| w["state"] == "idle")
-                .count();
-            (idle == workers).then_some(token)
-        })
-        .await
+        let start = tokio::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(20);
+        loop {
+            if let Some(token) = self.idle(&token_file, workers).await {
+                return Ok(token);
+            }
+            if self.proc.child.try_wait().unwrap().is_some() {
+                return Err(std::fs::read_to_string(&self.proc.log).unwrap_or_default());
+            }
+            assert!(
+                start.elapsed() < aida_tests::DEADLINE,
+                "timed out waiting for aida dev to have its workers connected"
+            );
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(250));
+        }
+    }
+
+    async fn idle(&self, token_file: &Path, workers: usize) -> Option<String> {
+        let token = std::fs::read_to_string(token_file).ok()?.trim().to_owned();
+        let listed = aida_tests::get_json(&client_with(&token), &self.url, "/api/workers")
+            .await
+            .ok()?;
+        let idle = listed["workers"]
+            .as_array()?
+            .iter()
+            .filter(|w| w["state"] == "idle")
+            .count();
+        (idle == workers).then_some(token)
     }
 
     /// SIGTERM (what `podman stop` sends); waits for the exit.
@@ -278,9 +317,8 @@ fn sh(machine: &Machine, dir: &Path, url: &str, script: &str) -> Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_try_it_works_against_a_fresh_aida_dev_listening_on_loopback_only() {
     let machine = Machine::new();
-    let dev = machine.start_dev("aida-dev", 2, &[]);
     let data = machine.data();
-    let token = dev.wait_ready(&data, 2).await;
+    let (dev, token) = machine.start_ready("aida-dev", 2, &[], &data).await;
 
     // Every socket it listens on is bound to loopback: the gateway, the
     // orchestrator, the aggregator and the two workers.
@@ -457,10 +495,11 @@ async fn aida_dev_runs_a_task_without_redis_and_stops_cleanly_on_sigterm() {
     let machine = Machine::new();
     let db = machine.cwd.path().join("state/aida.db");
     let database_url = format!("sqlite://{}", db.display());
-    let dev = machine.start_dev("aida-dev", 2, &["--database-url", &database_url]);
     // The secrets go beside the database.
     let data = db.parent().unwrap();
-    let token = dev.wait_ready(data, 2).await;
+    let (dev, token) = machine
+        .start_ready("aida-dev", 2, &["--database-url", &database_url], data)
+        .await;
     let http = client_with(&token);
     let url = dev.url.clone();
     assert!(
@@ -508,8 +547,7 @@ async fn aida_dev_runs_a_task_without_redis_and_stops_cleanly_on_sigterm() {
 async fn a_later_run_keeps_its_secrets_and_replaces_a_revoked_admin_token() {
     let machine = Machine::new();
     let data = machine.data();
-    let first = machine.start_dev("aida-dev-1", 1, &[]);
-    let token = first.wait_ready(&data, 1).await;
+    let (first, token) = machine.start_ready("aida-dev-1", 1, &[], &data).await;
     let kept: Vec<String> = ["jwt-secret", "internal-token", "admin-password"]
         .iter()
         .map(|name| read(&data.join(name)))
@@ -533,8 +571,7 @@ async fn a_later_run_keeps_its_secrets_and_replaces_a_revoked_admin_token() {
 
     // The next run makes no new admin or secret, but a new token, and
     // registers it in place of the old one.
-    let second = machine.start_dev("aida-dev-2", 1, &[]);
-    let renewed = second.wait_ready(&data, 1).await;
+    let (second, renewed) = machine.start_ready("aida-dev-2", 1, &[], &data).await;
     assert_ne!(renewed, token);
     let again: Vec<String> = ["jwt-secret", "internal-token", "admin-password"]
         .iter()

@@ -508,9 +508,15 @@ impl System {
         .await
     }
 
-    /// Reads the SSE stream `path` until the server ends it; returns the
-    /// SSE ids and the events' JSON.
-    pub async fn read_sse(&self, path: &str) -> Vec<(String, Value)> {
+    async fn open_sse(
+        &self,
+        path: &str,
+    ) -> impl futures::Stream<
+        Item = Result<
+            eventsource_stream::Event,
+            eventsource_stream::EventStreamError<reqwest::Error>,
+        >,
+    > + Unpin {
         let resp = self
             .http
             .get(format!("{}{path}", self.url))
@@ -519,7 +525,13 @@ impl System {
             .await
             .expect("SSE request");
         assert_eq!(resp.status().as_u16(), 200, "SSE status");
-        let mut stream = eventsource_stream::EventStream::new(resp.bytes_stream());
+        eventsource_stream::EventStream::new(resp.bytes_stream())
+    }
+
+    /// Reads the SSE stream `path` until the server ends it; returns the
+    /// SSE ids and the events' JSON.
+    pub async fn read_sse(&self, path: &str) -> Vec<(String, Value)> {
+        let mut stream = self.open_sse(path).await;
         let mut events = Vec::new();
         let read = async {
             while let Some(item) = stream.next().await {
@@ -538,15 +550,7 @@ impl System {
     /// `until`; returns the events read, that one last. Fails the test if
     /// the stream ends first.
     pub async fn read_sse_until(&self, path: &str, until: impl Fn(&Value) -> bool) -> Vec<Value> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .header("accept", "text/event-stream")
-            .send()
-            .await
-            .expect("SSE request");
-        assert_eq!(resp.status().as_u16(), 200, "SSE status");
-        let mut stream = eventsource_stream::EventStream::new(resp.bytes_stream());
+        let mut stream = self.open_sse(path).await;
         let mut events = Vec::new();
         let read = async {
             while let Some(item) = stream.next().await {

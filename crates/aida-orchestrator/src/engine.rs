@@ -87,6 +87,33 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// A call to the aggregator for what a subtask's result can do without
+    /// (its stats, a trial merge): its answer, or `None`, logged, when it
+    /// fails or does not answer within the aggregator's deadline.
+    pub(crate) async fn best_effort<T>(
+        &self,
+        task_id: &str,
+        subtask: &str,
+        what: &str,
+        call: impl std::future::Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Option<T> {
+        match tokio::time::timeout(self.settings.aggregator_timeout, call).await {
+            Ok(Ok(resp)) => Some(resp.into_inner()),
+            Ok(Err(status)) => {
+                tracing::warn!(task_id, subtask, error = %status.message(), "aggregator failed at {what}");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    task_id,
+                    subtask,
+                    "aggregator did not answer in time at {what}"
+                );
+                None
+            }
+        }
+    }
+
     pub fn new(
         store: Store,
         events: EventLog,

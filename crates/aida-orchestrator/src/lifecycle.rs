@@ -187,23 +187,8 @@ impl Engine {
             None
         };
         let outcome = SubtaskOutcome {
-            status: Some(if result.success {
-                SubtaskStatus::Succeeded
-            } else {
-                SubtaskStatus::Failed
-            }),
-            commit: result.commit,
-            start_commit: result.start_commit,
-            error: if result.success {
-                String::new()
-            } else {
-                non_empty_or(result.error, "the agent failed")
-            },
-            exit_code: result.exit_code,
-            summary: result.summary,
             stats,
-            usage: result.usage,
-            output: result.output,
+            ..SubtaskOutcome::of_run(&result, "the agent failed")
         };
         let next = if result.success {
             AfterAttempt::Finish
@@ -319,22 +304,14 @@ impl Engine {
             start_commit: result.start_commit.clone(),
             commit: result.commit.clone(),
         });
-        match tokio::time::timeout(
-            self.settings.aggregator_timeout,
+        self.best_effort(
+            &task.id,
+            subtask,
+            "measuring the change",
             client.collect_result(request),
         )
         .await
-        {
-            Ok(Ok(resp)) => resp.into_inner().stats,
-            Ok(Err(status)) => {
-                tracing::warn!(task_id = %task.id, subtask, error = %status.message(), "aggregator could not measure subtask");
-                None
-            }
-            Err(_) => {
-                tracing::warn!(task_id = %task.id, subtask, "aggregator timed out measuring subtask");
-                None
-            }
-        }
+        .and_then(|r| r.stats)
     }
 
     /// Records the end of an attempt, cancels what depended on a failed

@@ -191,22 +191,15 @@ impl Engine {
             }),
             others,
         });
-        match tokio::time::timeout(
-            self.settings.aggregator_timeout,
+        self.best_effort(
+            &task.id,
+            &st.name,
+            "the trial merge",
             client.trial_merge(request),
         )
         .await
-        {
-            Ok(Ok(resp)) => resp.into_inner().conflicts,
-            Ok(Err(status)) => {
-                tracing::warn!(task_id = %task.id, subtask = %st.name, error = %status.message(), "trial merge failed");
-                Vec::new()
-            }
-            Err(_) => {
-                tracing::warn!(task_id = %task.id, subtask = %st.name, "trial merge timed out");
-                Vec::new()
-            }
-        }
+        .map(|r| r.conflicts)
+        .unwrap_or_default()
     }
 }
 

@@ -15,8 +15,7 @@ use std::sync::Arc;
 use aida_core::event::{Channel, kind};
 use aida_core::proto::aggregator::MergeResponse;
 use aida_core::proto::common::{
-    AgentSpec, ResolveRun, ResolveSpec, RunResult, Subtask, SubtaskRun, SubtaskStatus, Task,
-    TaskStatus,
+    AgentSpec, ResolveRun, ResolveSpec, RunResult, Subtask, SubtaskRun, Task, TaskStatus,
 };
 use chrono::Utc;
 use git2::{Oid, Repository};
@@ -84,6 +83,15 @@ pub(crate) fn current(task: &Task) -> Option<&aida_core::proto::common::Resoluti
     task.resolutions.iter().find(|r| r.status == "running")
 }
 
+/// Subtask `name`'s commit ("" when it has none).
+fn commit_of(task: &Task, name: &str) -> String {
+    task.subtasks
+        .iter()
+        .find(|s| s.name == name)
+        .map(|s| s.commit.clone())
+        .unwrap_or_default()
+}
+
 /// What a worker needs for the resolver's run on the current conflict.
 pub(crate) fn resolver_run(
     task: &Task,
@@ -92,12 +100,7 @@ pub(crate) fn resolver_run(
     mut env: HashMap<String, String>,
 ) -> SubtaskRun {
     let r = current(task).cloned().unwrap_or_default();
-    let theirs = task
-        .subtasks
-        .iter()
-        .find(|s| s.name == r.subtask)
-        .map(|s| s.commit.clone())
-        .unwrap_or_default();
+    let theirs = commit_of(task, &r.subtask);
     env.insert("AIDA_RESOLVE_SUBTASK".into(), r.subtask.clone());
     env.insert("AIDA_CONFLICT_FILES".into(), r.files.join("\n"));
     SubtaskRun {
@@ -137,12 +140,7 @@ pub(crate) async fn check_claim(
     let Some(r) = current(task) else {
         return Err("the resolver has no conflict to resolve".into());
     };
-    let theirs = task
-        .subtasks
-        .iter()
-        .find(|s| s.name == r.subtask)
-        .map(|s| s.commit.clone())
-        .unwrap_or_default();
+    let theirs = commit_of(task, &r.subtask);
     let (repo, commit, onto) = (task.repo.clone(), result.commit.clone(), r.onto.clone());
     tokio::task::spawn_blocking(move || {
         let repo = Repository::open(&repo).map_err(|e| e.message().to_owned())?;
@@ -247,24 +245,7 @@ impl Engine {
         result: RunResult,
     ) -> Result<bool> {
         let passed = result.success;
-        let outcome = SubtaskOutcome {
-            status: Some(if passed {
-                SubtaskStatus::Succeeded
-            } else {
-                SubtaskStatus::Failed
-            }),
-            commit: result.commit.clone(),
-            start_commit: result.start_commit.clone(),
-            error: if passed || !result.error.is_empty() {
-                result.error.clone()
-            } else {
-                "the resolver failed".into()
-            },
-            exit_code: result.exit_code,
-            summary: result.summary.clone(),
-            usage: result.usage.clone(),
-            ..Default::default()
-        };
+        let outcome = SubtaskOutcome::of_run(&result, "the resolver failed");
         if !self
             .store
             .finish_subtask(task_id, RESOLVER, worker_id, attempt, &outcome, Utc::now())

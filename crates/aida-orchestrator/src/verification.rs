@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use aida_core::event::{Channel, kind};
 use aida_core::proto::aggregator::MergeResponse;
-use aida_core::proto::common::{RunResult, SubtaskStatus, Task, TaskStatus, VerifySpec};
+use aida_core::proto::common::{RunResult, Task, TaskStatus, VerifySpec};
 use chrono::Utc;
 use serde_json::json;
 
@@ -131,24 +131,7 @@ impl Engine {
         result: RunResult,
     ) -> Result<bool> {
         let passed = result.success;
-        let outcome = SubtaskOutcome {
-            status: Some(if passed {
-                SubtaskStatus::Succeeded
-            } else {
-                SubtaskStatus::Failed
-            }),
-            commit: result.commit.clone(),
-            start_commit: result.start_commit.clone(),
-            error: if passed {
-                String::new()
-            } else if result.error.is_empty() {
-                "the verify command failed".into()
-            } else {
-                result.error.clone()
-            },
-            exit_code: result.exit_code,
-            ..Default::default()
-        };
+        let outcome = SubtaskOutcome::of_run(&result, "the verify command failed");
         if !self
             .store
             .finish_subtask(task_id, VERIFIER, worker_id, attempt, &outcome, Utc::now())

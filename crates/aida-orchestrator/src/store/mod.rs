@@ -15,7 +15,7 @@ use std::str::FromStr;
 use aida_core::event::{Channel, Event};
 use aida_core::proto::common::{
     AgentSpec, AgentUsage, Attempt, Conflict, ContextEntry, DeliverSpec, DiffStats, ResolveSpec,
-    Subtask, SubtaskStatus, Task, TaskOrigin, TaskStatus, VerifySpec, WorktreeSetup,
+    RunResult, Subtask, SubtaskStatus, Task, TaskOrigin, TaskStatus, VerifySpec, WorktreeSetup,
 };
 use aida_core::proto::orchestrator::Lock;
 use aida_core::status::StatusLabel;
@@ -236,6 +236,33 @@ pub struct SubtaskOutcome {
     pub usage: Option<AgentUsage>,
     /// What a read-only run printed.
     pub output: String,
+}
+
+impl SubtaskOutcome {
+    /// What a worker reported, as recorded: succeeded or failed, with
+    /// `failure` as the error when a failed run gave none.
+    pub fn of_run(result: &RunResult, failure: &str) -> Self {
+        let error = match (result.success, result.error.is_empty()) {
+            (true, _) => String::new(),
+            (false, true) => failure.to_owned(),
+            (false, false) => result.error.clone(),
+        };
+        SubtaskOutcome {
+            status: Some(if result.success {
+                SubtaskStatus::Succeeded
+            } else {
+                SubtaskStatus::Failed
+            }),
+            commit: result.commit.clone(),
+            start_commit: result.start_commit.clone(),
+            error,
+            exit_code: result.exit_code,
+            summary: result.summary.clone(),
+            stats: None,
+            usage: result.usage.clone(),
+            output: result.output.clone(),
+        }
+    }
 }
 
 /// An event before the database gave it an id.
