@@ -3,6 +3,7 @@
 //! reports. It works on git object databases only: it never touches a
 //! working tree and never moves any branch but the result branch.
 
+pub mod diff;
 pub mod error;
 pub mod merge;
 pub mod repo;

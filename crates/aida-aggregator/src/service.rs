@@ -1,5 +1,6 @@
 //! The `aida.aggregator.Aggregator` gRPC service: validates requests and
-//! runs the blocking git work of [`crate::merge`] and [`crate::stats`] on
+//! runs the blocking git work of [`crate::merge`], [`crate::stats`] and
+//! [`crate::diff`] on
 //! tokio's blocking pool.
 
 use std::path::PathBuf;
@@ -7,14 +8,14 @@ use std::path::PathBuf;
 use aida_core::ids::{SubtaskName, TaskId};
 use aida_proto::aggregator::aggregator_server::Aggregator;
 use aida_proto::aggregator::{
-    CollectRequest, CollectResponse, MergeRequest, MergeResponse, ReportRequest, TrialMergeRequest,
-    TrialMergeResponse,
+    CollectRequest, CollectResponse, DiffRequest, MergeRequest, MergeResponse, ReportRequest,
+    TrialMergeRequest, TrialMergeResponse,
 };
-use aida_proto::common::Report;
+use aida_proto::common::{Diff, Report};
 use tonic::{Request, Response, Status};
 
 use crate::error::AggregatorError;
-use crate::{merge, report, stats};
+use crate::{diff, merge, report, stats};
 
 /// Stateless: every request names its repository; the per-repository merge
 /// locks live in [`crate::repo`].
@@ -78,6 +79,14 @@ impl Aggregator for AggregatorService {
         })
         .await?;
         Ok(Response::new(TrialMergeResponse { conflicts }))
+    }
+
+    async fn diff(&self, request: Request<DiffRequest>) -> Result<Response<Diff>, Status> {
+        let req = request.into_inner();
+        let diff =
+            blocking(move || diff::diff(&PathBuf::from(&req.repo), &req.from, &req.to, &req.path))
+                .await?;
+        Ok(Response::new(diff))
     }
 
     async fn generate_report(

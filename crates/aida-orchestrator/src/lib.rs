@@ -37,6 +37,7 @@ pub mod prediction;
 pub mod remotes;
 pub mod repos;
 pub mod resolution;
+pub mod review;
 mod scheduler;
 pub mod service;
 pub mod store;

@@ -5,18 +5,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use aida_core::ids::TaskId;
-use aida_core::proto::common::{ContextEntry, Event, Report, Task};
+use aida_core::proto::common::{ContextEntry, Diff, Event, Report, Task};
 use aida_core::proto::orchestrator::orchestrator_server::Orchestrator;
 use aida_core::proto::orchestrator::{
     ApproveTaskRequest, AssignTaskRequest, Assignment, CancelTaskRequest, CompleteTaskRequest,
-    CreateTaskRequest, ExternalStatusRequest, FollowUpRequest, GetContextRequest, GetReportRequest,
-    GetTaskRequest, GetWorkflowRequest, GitHubEventOutcome, GitHubEventRequest, HeartbeatRequest,
-    HeartbeatResponse, ListContextRequest, ListContextResponse, ListEventsRequest,
-    ListEventsResponse, ListLocksRequest, ListLocksResponse, ListTasksRequest, ListTasksResponse,
-    ListWorkersRequest, ListWorkersResponse, ListWorkflowsRequest, ListWorkflowsResponse,
-    ProgressRequest, ProgressUpdate, PutContextRequest, PutWorkflowRequest, RegisterWorkerRequest,
-    ReportLogRequest, ReportLogResponse, RunWorkflowRequest, SetWorkerDrainRequest,
-    StopSubtaskRequest, TaskResult, WorkerCommand, WorkerInfo, Workflow,
+    CreateTaskRequest, ExternalStatusRequest, FollowUpRequest, GetContextRequest, GetDiffRequest,
+    GetReportRequest, GetTaskRequest, GetWorkflowRequest, GitHubEventOutcome, GitHubEventRequest,
+    HeartbeatRequest, HeartbeatResponse, ListContextRequest, ListContextResponse,
+    ListEventsRequest, ListEventsResponse, ListLocksRequest, ListLocksResponse, ListTasksRequest,
+    ListTasksResponse, ListWorkersRequest, ListWorkersResponse, ListWorkflowsRequest,
+    ListWorkflowsResponse, ProgressRequest, ProgressUpdate, PutContextRequest, PutWorkflowRequest,
+    RegisterWorkerRequest, ReportLogRequest, ReportLogResponse, RunWorkflowRequest,
+    SetWorkerDrainRequest, StopSubtaskRequest, SystemStatus, SystemStatusRequest, TaskResult,
+    WorkerCommand, WorkerInfo, Workflow,
 };
 use aida_core::time::to_proto;
 use futures::{Stream, StreamExt};
@@ -343,6 +344,21 @@ impl Orchestrator for OrchestratorService {
             valid: lost.is_none(),
             reason: lost.unwrap_or_default(),
         }))
+    }
+
+    async fn get_diff(&self, request: Request<GetDiffRequest>) -> Result<Response<Diff>, Status> {
+        let req = request.into_inner();
+        let id = task_id(&req.task_id)?;
+        Ok(Response::new(
+            self.engine.diff(&id, req.subtask.trim(), &req.path).await?,
+        ))
+    }
+
+    async fn get_system_status(
+        &self,
+        _: Request<SystemStatusRequest>,
+    ) -> Result<Response<SystemStatus>, Status> {
+        Ok(Response::new(self.engine.system_status().await?))
     }
 
     async fn list_locks(

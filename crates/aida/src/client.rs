@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use aida_core::secret::ExposeSecret;
 use aida_gateway::api::{
-    ApiToken, ApiTokenList, AuditEntry, AuditList, CreateApiToken, CreateTask, CreateUser,
-    ErrorBody, Event, EventList, FollowUp, Login, Me, PutWorkflow, RunWorkflow, Task, TaskList,
-    TokenPair, UpdateUser, User, UserList, Worker, WorkerList, Workflow, WorkflowList,
+    ApiToken, ApiTokenList, AuditEntry, AuditList, CreateApiToken, CreateTask, CreateUser, Diff,
+    ErrorBody, Event, EventList, FollowUp, Login, Me, PutWorkflow, RunWorkflow, SystemStatus, Task,
+    TaskList, TokenPair, UpdateUser, User, UserList, Worker, WorkerList, Workflow, WorkflowList,
     WorkflowQuery,
 };
 use anyhow::{Context, bail};
@@ -249,6 +249,53 @@ impl Client {
             .get(self.url(&format!("/api/tasks/{}/report", segment(id)?)))
             .header(reqwest::header::ACCEPT, "application/json");
         self.json(request).await
+    }
+
+    fn diff_request(
+        &self,
+        id: &str,
+        subtask: Option<&str>,
+        path: Option<&str>,
+        accept: &str,
+    ) -> anyhow::Result<reqwest::RequestBuilder> {
+        let mut query = Vec::new();
+        if let Some(subtask) = subtask {
+            query.push(("subtask", subtask));
+        }
+        if let Some(path) = path {
+            query.push(("path", path));
+        }
+        Ok(self
+            .http
+            .get(self.url(&format!("/api/tasks/{}/diff", segment(id)?)))
+            .query(&query)
+            .header(reqwest::header::ACCEPT, accept))
+    }
+
+    /// A subtask's or the result's diff, as `git diff` prints it.
+    pub async fn diff_text(
+        &self,
+        id: &str,
+        subtask: Option<&str>,
+        path: Option<&str>,
+    ) -> anyhow::Result<String> {
+        let request = self.diff_request(id, subtask, path, "text/x-diff")?;
+        let response = self.send(request).await?;
+        response.text().await.context("reading the diff")
+    }
+
+    pub async fn diff_json(
+        &self,
+        id: &str,
+        subtask: Option<&str>,
+        path: Option<&str>,
+    ) -> anyhow::Result<Diff> {
+        self.json(self.diff_request(id, subtask, path, "application/json")?)
+            .await
+    }
+
+    pub async fn status(&self) -> anyhow::Result<SystemStatus> {
+        self.json(self.http.get(self.url("/api/status"))).await
     }
 
     pub async fn events(&self, id: &str) -> anyhow::Result<Vec<Event>> {

@@ -36,6 +36,9 @@ enum Command {
     Task(commands::task::TaskCommand),
     /// List the workers.
     Workers(commands::workers::WorkersArgs),
+    /// The system at a glance: health, workers, queue, tasks under way,
+    /// last failures.
+    Status(commands::status::StatusArgs),
     /// Follow a task's events until it finished; exit 0 if it succeeded.
     Watch(commands::watch::WatchArgs),
     /// Run every service in this process on 127.0.0.1: gateway,
@@ -76,6 +79,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Task(command) => command.run(&cli.global).await,
         Command::Workers(args) => args.run(&cli.global).await,
+        Command::Status(args) => args.run(&cli.global).await,
         Command::Watch(args) => args.run(&cli.global).await,
         Command::Dev(args) => args.run(&cli.global).await,
         Command::Admin(command) => command.run().await,

@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use aida_core::event::kind;
-use aida_gateway::api::{ApiToken, AuditEntry, Event, Subtask, Task, User, Worker};
+use aida_gateway::api::{
+    ApiToken, AuditEntry, Event, Subtask, SystemStatus, Task, TaskLine, User, Worker,
+};
 use chrono::{DateTime, Local, Utc};
 use serde::Serialize;
 
@@ -218,6 +220,68 @@ pub fn task_table(tasks: &[Task]) -> String {
 }
 
 /// One line per worker.
+/// `aida status`: health, workers, queue, tasks under way, last failures.
+pub fn system_status(status: &SystemStatus) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "AIDA: {} (gateway serving, orchestrator {})",
+        status.health.status, status.health.orchestrator
+    );
+    let _ = writeln!(out, "\nWorkers:");
+    if status.workers.is_empty() {
+        let _ = writeln!(out, "  none");
+    } else {
+        for line in worker_table(&status.workers).lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    let _ = writeln!(out, "\nQueue:");
+    if status.queue.is_empty() {
+        let _ = writeln!(out, "  empty");
+    }
+    for q in &status.queue {
+        let _ = writeln!(
+            out,
+            "  priority {:>3}: {} subtask(s) waiting in {} task(s)",
+            q.priority, q.pending, q.tasks
+        );
+    }
+    let line = |t: &TaskLine| {
+        format!(
+            "  {}  {:<9} {}/{} done, {} running  {}  {}",
+            t.id,
+            t.status.label(),
+            t.succeeded,
+            t.subtasks,
+            t.running,
+            first_line(&t.description, 60),
+            t.repo
+        )
+    };
+    let _ = writeln!(out, "\nUnder way:");
+    if status.active.is_empty() {
+        let _ = writeln!(out, "  nothing");
+    }
+    for t in &status.active {
+        let _ = writeln!(out, "{}", line(t));
+    }
+    let _ = writeln!(out, "\nLast failures:");
+    if status.failures.is_empty() {
+        let _ = writeln!(out, "  none");
+    }
+    for t in &status.failures {
+        let _ = writeln!(
+            out,
+            "  {}  {}  {}",
+            t.id,
+            t.finished_at.map(local).unwrap_or_default(),
+            first_line(t.error.as_deref().unwrap_or("no reason given"), 100)
+        );
+    }
+    out
+}
+
 pub fn worker_table(workers: &[Worker]) -> String {
     let mut out = String::new();
     let _ = writeln!(

@@ -17,12 +17,14 @@ pub use aida_core::event::Event;
 mod auth;
 mod delivery;
 mod merge_quality;
+mod review;
 mod verification;
 mod workflows;
 
 pub use auth::*;
 pub use delivery::*;
 pub use merge_quality::*;
+pub use review::*;
 pub use verification::*;
 pub use workflows::*;
 

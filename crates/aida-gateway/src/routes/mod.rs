@@ -102,6 +102,10 @@ pub fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             get(tasks::list_events),
         ),
         (
+            r(Method::GET, "/api/tasks/{id}/diff", TaskRead),
+            get(tasks::get_diff),
+        ),
+        (
             r(Method::GET, "/api/tasks/{id}/context", ContextRead),
             get(context::list_context),
         ),
@@ -156,6 +160,10 @@ pub fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             get(system::list_locks),
         ),
         (r(Method::GET, "/api/health", Public), get(system::health)),
+        (
+            r(Method::GET, "/api/status", SystemRead),
+            get(system::status),
+        ),
         (
             r(Method::GET, "/api/openapi.json", SystemRead),
             get(system::openapi),

@@ -13,7 +13,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use utoipa::OpenApi;
 
-use crate::api::{ErrorBody, Health, LockList, Worker, WorkerList};
+use crate::api::{ErrorBody, Health, LockList, SystemStatus, Worker, WorkerList};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
@@ -167,6 +167,39 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
         orchestrator: orchestrator.to_owned(),
     };
     (code, Json(body))
+}
+
+/// The system at a glance, for `aida status`: health, workers, the queue
+/// by priority, the tasks under way and the last failures.
+#[utoipa::path(
+    get,
+    path = "/api/status",
+    tag = "system",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = SystemStatus),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn status(State(state): State<AppState>) -> Result<Json<SystemStatus>, ApiError> {
+    let (_, Json(health)) = self::health(State(state.clone())).await;
+    let workers = state
+        .orchestrator()
+        .list_workers(orch::ListWorkersRequest {})
+        .await?
+        .into_inner();
+    let status = state
+        .orchestrator()
+        .get_system_status(orch::SystemStatusRequest {})
+        .await?
+        .into_inner();
+    Ok(Json(SystemStatus {
+        health,
+        workers: workers.workers.into_iter().map(Into::into).collect(),
+        queue: status.queue.into_iter().map(Into::into).collect(),
+        active: status.active.into_iter().map(Into::into).collect(),
+        failures: status.failures.into_iter().map(Into::into).collect(),
+    }))
 }
 
 /// This API's OpenAPI 3 document.

@@ -346,6 +346,71 @@ pub async fn get_report(
         .into_response())
 }
 
+/// Query of `GET /api/tasks/{id}/diff`.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DiffQuery {
+    /// A subtask (or best-of-N candidate): what it changed from where it
+    /// started. Without it: the task's result against its base.
+    pub subtask: Option<String>,
+    /// Only this file.
+    pub path: Option<String>,
+}
+
+/// What a subtask changed, or the task's result against its base: a
+/// unified diff (`text/x-diff`, as `git diff` prints it), or file by file
+/// with hunks and lines (`Accept: application/json`). A large diff comes
+/// with its later files' hunks left out: ask for them one `path` at a time.
+#[utoipa::path(
+    get,
+    path = "/api/tasks/{id}/diff",
+    tag = "tasks",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "task id (a UUID)"), DiffQuery),
+    responses(
+        (status = 200, description = "the diff", content(
+            (String = "text/x-diff"),
+            (crate::api::Diff = "application/json"),
+        )),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "no commit to show yet", body = ErrorBody),
+    )
+)]
+pub async fn get_diff(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<axum::extract::Query<DiffQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let id = task_id(path)?;
+    let axum::extract::Query(query) =
+        query.map_err(|e| ApiError::InvalidArgument(e.body_text()))?;
+    let subtask = query.subtask.unwrap_or_default();
+    if !subtask.is_empty() {
+        // A candidate's name is a subtask name too.
+        aida_core::ids::SubtaskName::parse(&subtask)?;
+    }
+    let diff = state
+        .orchestrator()
+        .get_diff(orch::GetDiffRequest {
+            task_id: id.to_string(),
+            subtask,
+            path: query.path.unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    if wants_json(&headers) {
+        return Ok(Json(crate::api::Diff::from(diff)).into_response());
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "text/x-diff; charset=utf-8")],
+        diff.patch,
+    )
+        .into_response())
+}
+
 fn wants_json(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)

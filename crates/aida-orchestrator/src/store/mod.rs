@@ -581,6 +581,18 @@ impl Store {
         )
     }
 
+    /// The last `limit` tasks that ended with `status`, newest first.
+    pub async fn recent_with_status(&self, status: TaskStatus, limit: u32) -> Result<Vec<Task>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE status = $1 ORDER BY finished_at DESC, id DESC LIMIT $2",
+        )
+        .bind(status.label())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        self.tasks_by_ids(&ids).await
+    }
+
     async fn tasks_by_ids(&self, ids: &[String]) -> Result<Vec<Task>> {
         let mut tasks = Vec::with_capacity(ids.len());
         for id in ids {

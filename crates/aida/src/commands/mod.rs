@@ -8,6 +8,7 @@ pub mod audit;
 pub mod dev;
 pub mod login;
 pub mod mcp;
+pub mod status;
 pub mod task;
 pub mod token;
 pub mod user;

@@ -54,6 +54,18 @@ pub enum TaskCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print what a subtask changed (from where it started), or the task's
+    /// result against its base: a unified diff, or the files as JSON.
+    Diff {
+        id: String,
+        #[arg(long)]
+        subtask: Option<String>,
+        /// Only this file.
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a task's stored events.
     Events {
         id: String,
@@ -381,6 +393,19 @@ impl TaskCommand {
                         markdown.push('\n');
                     }
                     output::print(&markdown)?;
+                }
+            }
+            TaskCommand::Diff {
+                id,
+                subtask,
+                path,
+                json,
+            } => {
+                let (subtask, path) = (subtask.as_deref(), path.as_deref());
+                if json {
+                    output::print_json(&client.diff_json(&id, subtask, path).await?)?;
+                } else {
+                    output::print(&client.diff_text(&id, subtask, path).await?)?;
                 }
             }
             TaskCommand::FollowUp {
