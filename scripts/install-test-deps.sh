@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite talks to besides AIDA itself: git, a real
 # redis-server, the real grpcurl, python3 (the fake agent CLIs in
-# tests/fakes) and curl (agents in the tests use it as a real agent would).
+# tests/fakes), curl (agents in the tests use it as a real agent would) and
+# tmux (the terminal `aida tui` is tested in).
 # Installs only what is missing; says clearly what it cannot install.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ command -v git >/dev/null 2>&1 || need_apt+=(git)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then

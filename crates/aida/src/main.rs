@@ -9,6 +9,7 @@ mod commands;
 mod credentials;
 mod mcp;
 mod output;
+mod tui;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,8 @@ enum Command {
     /// The system at a glance: health, workers, queue, tasks under way,
     /// last failures.
     Status(commands::status::StatusArgs),
+    /// The terminal UI: tasks, subtasks and live logs; cancel and approve.
+    Tui(commands::status::TuiArgs),
     /// Follow a task's events until it finished; exit 0 if it succeeded.
     Watch(commands::watch::WatchArgs),
     /// Run every service in this process on 127.0.0.1: gateway,
@@ -80,6 +83,7 @@ async fn main() -> ExitCode {
         Command::Task(command) => command.run(&cli.global).await,
         Command::Workers(args) => args.run(&cli.global).await,
         Command::Status(args) => args.run(&cli.global).await,
+        Command::Tui(args) => args.run(&cli.global).await,
         Command::Watch(args) => args.run(&cli.global).await,
         Command::Dev(args) => args.run(&cli.global).await,
         Command::Admin(command) => command.run().await,

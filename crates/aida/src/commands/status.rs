@@ -1,5 +1,6 @@
 //! `aida status`: one screen for an operator: the services' health, the
-//! workers, the queue by priority, the tasks under way, the last failures.
+//! workers, the queue by priority, the tasks under way, the last failures;
+//! and `aida tui`, the same system to move around in.
 
 use std::process::ExitCode;
 
@@ -29,5 +30,18 @@ impl StatusArgs {
         } else {
             ExitCode::FAILURE
         })
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TuiArgs {
+    /// Select this task at start.
+    #[arg(long)]
+    pub task: Option<String>,
+}
+
+impl TuiArgs {
+    pub async fn run(self, global: &Global) -> anyhow::Result<ExitCode> {
+        crate::tui::run(global.client()?, self.task).await
     }
 }
