@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite talks to besides AIDA itself: git, a real
 # redis-server, the real grpcurl, python3 (the fake agent CLIs in
-# tests/fakes), curl (agents in the tests use it as a real agent would) and
-# tmux (the terminal `aida tui` is tested in).
+# tests/fakes), curl (agents in the tests use it as a real agent would),
+# tmux (the terminal `aida tui` is tested in) and Chromium with its
+# WebDriver (the browser the dashboard is tested in).
 # Installs only what is missing; says clearly what it cannot install.
 set -euo pipefail
 
@@ -12,6 +13,7 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium chromium-driver)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then

@@ -107,6 +107,7 @@ impl Engine {
             queue,
             active: lines,
             failures: failures.iter().map(line).collect(),
+            last_event_id: self.store.last_event_id().await?,
         })
     }
 }

@@ -65,6 +65,9 @@ pub struct SystemStatus {
     pub active: Vec<TaskLine>,
     /// The last tasks that failed, newest first.
     pub failures: Vec<TaskLine>,
+    /// The newest event's id: `GET /api/events?after=` it shows only what
+    /// happens from now on.
+    pub last_event_id: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -206,6 +206,21 @@ pub fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             r(Method::POST, "/api/webhook", Signed),
             post(webhook::receive),
         ),
+        // The dashboard: a page shell and its assets, holding no data.
+        (r(Method::GET, "/", Public), get(crate::dashboard::page)),
+        (
+            r(Method::GET, "/tasks/{id}", Public),
+            get(crate::dashboard::page),
+        ),
+        (
+            r(Method::GET, "/workers", Public),
+            get(crate::dashboard::page),
+        ),
+        (r(Method::GET, "/new", Public), get(crate::dashboard::page)),
+        (
+            r(Method::GET, "/assets/{*path}", Public),
+            get(crate::dashboard::asset),
+        ),
     ]
 }
 

@@ -199,6 +199,7 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<SystemStatus>,
         queue: status.queue.into_iter().map(Into::into).collect(),
         active: status.active.into_iter().map(Into::into).collect(),
         failures: status.failures.into_iter().map(Into::into).collect(),
+        last_event_id: status.last_event_id,
     }))
 }
 

@@ -581,6 +581,15 @@ impl Store {
         )
     }
 
+    /// The newest event's id; 0 when there is none.
+    pub async fn last_event_id(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     /// The last `limit` tasks that ended with `status`, newest first.
     pub async fn recent_with_status(&self, status: TaskStatus, limit: u32) -> Result<Vec<Task>> {
         let ids: Vec<String> = sqlx::query_scalar(
