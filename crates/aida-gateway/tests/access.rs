@@ -124,9 +124,30 @@ async fn every_route_answers_401_without_a_token_and_403_to_roles_without_its_pe
             ("POST".to_owned(), "/api/auth/refresh"),
             ("GET".to_owned(), "/api/health"),
             ("POST".to_owned(), "/api/webhook"),
+            ("GET".to_owned(), "/"),
+            ("GET".to_owned(), "/tasks/{id}"),
+            ("GET".to_owned(), "/workers"),
+            ("GET".to_owned(), "/new"),
+            ("GET".to_owned(), "/assets/{*path}"),
         ],
-        "only health, signing in and the signed webhook are open"
+        "only health, signing in, the signed webhook and the dashboard's shell are open"
     );
+    // The dashboard's open routes serve the page shell and its assets:
+    // never data, and only under a policy that runs this origin's scripts.
+    for path in [
+        "/",
+        "/tasks/0190f3c2-7f4e-7c2a-9b1e-4a7d2c9e8f10",
+        "/assets/js/main.js",
+    ] {
+        let (status, headers, _) = gateway.send(request_for(&Method::GET, path, None)).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        let policy = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(policy.contains("script-src 'self'"), "{path}: {policy}");
+    }
+    let (status, _, _) = gateway
+        .send(request_for(&Method::GET, "/assets/../Cargo.toml", None))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     for (route, _) in &table {
         let what = format!("{} {}", route.method, route.path);
         let (status, _, body) = gateway
