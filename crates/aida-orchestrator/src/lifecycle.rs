@@ -314,6 +314,28 @@ impl Engine {
         .and_then(|r| r.stats)
     }
 
+    /// Records how running attempt `attempt` ended and counts it for its
+    /// worker. False when that attempt no longer holds the run (a stale
+    /// report).
+    pub(crate) async fn end_run(
+        &self,
+        task_id: &str,
+        name: &str,
+        worker_id: &str,
+        attempt: u32,
+        outcome: &SubtaskOutcome,
+    ) -> Result<bool> {
+        if !self
+            .store
+            .finish_subtask(task_id, name, worker_id, attempt, outcome, Utc::now())
+            .await?
+        {
+            return Ok(false);
+        }
+        self.store.count_completed(worker_id).await?;
+        Ok(true)
+    }
+
     /// Records the end of an attempt, cancels what depended on a failed
     /// subtask, and finishes the task when nothing is left to run.
     pub(crate) async fn finish_attempt(
@@ -324,15 +346,12 @@ impl Engine {
         attempt: u32,
         outcome: SubtaskOutcome,
     ) -> Result<bool> {
-        let now = Utc::now();
         if !self
-            .store
-            .finish_subtask(task_id, subtask, worker_id, attempt, &outcome, now)
+            .end_run(task_id, subtask, worker_id, attempt, &outcome)
             .await?
         {
             return Ok(false);
         }
-        self.store.count_completed(worker_id).await?;
         let status = outcome.status.unwrap_or(SubtaskStatus::Failed);
         let event = Self::subtask_status_event(
             task_id,

@@ -17,7 +17,6 @@ use aida_core::proto::aggregator::MergeResponse;
 use aida_core::proto::common::{
     AgentSpec, ResolveRun, ResolveSpec, RunResult, Subtask, SubtaskRun, Task, TaskStatus,
 };
-use chrono::Utc;
 use git2::{Oid, Repository};
 use serde_json::json;
 
@@ -247,13 +246,11 @@ impl Engine {
         let passed = result.success;
         let outcome = SubtaskOutcome::of_run(&result, "the resolver failed");
         if !self
-            .store
-            .finish_subtask(task_id, RESOLVER, worker_id, attempt, &outcome, Utc::now())
+            .end_run(task_id, RESOLVER, worker_id, attempt, &outcome)
             .await?
         {
             return Ok(false);
         }
-        self.store.count_completed(worker_id).await?;
         let task = self.task(task_id).await?;
         let max = task
             .resolve

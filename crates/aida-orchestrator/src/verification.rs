@@ -18,7 +18,6 @@ use std::sync::Arc;
 use aida_core::event::{Channel, kind};
 use aida_core::proto::aggregator::MergeResponse;
 use aida_core::proto::common::{RunResult, Task, TaskStatus, VerifySpec};
-use chrono::Utc;
 use serde_json::json;
 
 use crate::engine::Engine;
@@ -133,13 +132,11 @@ impl Engine {
         let passed = result.success;
         let outcome = SubtaskOutcome::of_run(&result, "the verify command failed");
         if !self
-            .store
-            .finish_subtask(task_id, VERIFIER, worker_id, attempt, &outcome, Utc::now())
+            .end_run(task_id, VERIFIER, worker_id, attempt, &outcome)
             .await?
         {
             return Ok(false);
         }
-        self.store.count_completed(worker_id).await?;
         let Some(mut state) = self.store.verification(task_id).await? else {
             return Ok(true);
         };
