@@ -40,9 +40,14 @@ const READ_BUFFER: usize = 64 * 1024;
 
 /// How long a stopped process gets between SIGTERM and SIGKILL.
 const TERM_GRACE: Duration = Duration::from_secs(2);
-/// How long output readers may lag behind the process's exit, in case a
-/// descendant outside the process group still holds the pipes.
+/// How long an output reader may wait on a pipe that gives nothing after
+/// the process exited, in case a descendant outside the process group still
+/// holds it open. A reader still taking lines in (or handing them on) is
+/// never cut off: what the agent printed is all delivered.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// The most a reader may go on after the process exited, lines or not: an
+/// orphan printing forever does not hold the run.
+const DRAIN_LIMIT: Duration = Duration::from_secs(120);
 
 pub(crate) type SharedParser = Arc<Mutex<Box<dyn StreamParser>>>;
 
@@ -263,12 +268,15 @@ pub(crate) async fn run_process(
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
         let sink = Sink::Parsed(parser.clone());
-        readers.push(tokio::spawn(read_lines(
+        let progress = Arc::new(ReadProgress::default());
+        let task = tokio::spawn(read_lines(
             out,
             sink,
             quota.clone(),
             logs.clone(),
-        )));
+            progress.clone(),
+        ));
+        readers.push(Reader { task, progress });
     }
     if let Some(err) = child.stderr.take() {
         let sink = if spawn.parse_stderr {
@@ -276,12 +284,15 @@ pub(crate) async fn run_process(
         } else {
             Sink::Raw(stderr_tail.clone())
         };
-        readers.push(tokio::spawn(read_lines(
+        let progress = Arc::new(ReadProgress::default());
+        let task = tokio::spawn(read_lines(
             err,
             sink,
             quota.clone(),
             logs.clone(),
-        )));
+            progress.clone(),
+        ));
+        readers.push(Reader { task, progress });
     }
 
     let timeout_secs = u32::try_from(spawn.timeout.as_secs()).unwrap_or(u32::MAX);
@@ -350,13 +361,43 @@ fn kill_group(pgid: Option<Pid>) {
     }
 }
 
-async fn drain(readers: Vec<tokio::task::JoinHandle<()>>) {
-    for mut reader in readers {
-        if tokio::time::timeout(DRAIN_GRACE, &mut reader)
-            .await
-            .is_err()
-        {
-            reader.abort();
+/// One output pipe's reader, and how far it got.
+struct Reader {
+    task: tokio::task::JoinHandle<()>,
+    progress: Arc<ReadProgress>,
+}
+
+/// What a reader did lately: lines taken, and whether it now waits on the
+/// pipe (rather than on handing a line on).
+#[derive(Default)]
+struct ReadProgress {
+    lines: AtomicU64,
+    on_pipe: AtomicBool,
+}
+
+/// Waits for each reader to reach the end of its pipe. One that waited a
+/// whole [`DRAIN_GRACE`] on its pipe with no line coming is stopped.
+async fn drain(readers: Vec<Reader>) {
+    let limit = tokio::time::Instant::now() + DRAIN_LIMIT;
+    for Reader { mut task, progress } in readers {
+        let mut seen = progress.lines.load(Ordering::Relaxed);
+        loop {
+            if tokio::time::timeout(DRAIN_GRACE, &mut task).await.is_ok() {
+                break;
+            }
+            let now = progress.lines.load(Ordering::Relaxed);
+            let idle = now == seen && progress.on_pipe.load(Ordering::Relaxed);
+            if idle || tokio::time::Instant::now() >= limit {
+                if !idle {
+                    tracing::warn!(
+                        limit_secs = DRAIN_LIMIT.as_secs(),
+                        "output still coming long after the process exited; stopped reading it"
+                    );
+                }
+                task.abort();
+                break;
+            }
+            seen = now;
         }
     }
 }
@@ -526,12 +567,17 @@ async fn read_lines(
     sink: Sink,
     quota: Arc<LogQuota>,
     logs: mpsc::Sender<LogLine>,
+    progress: Arc<ReadProgress>,
 ) {
     // Bytes, not `lines()`: an agent printing invalid UTF-8 must not stop
     // the reading (a full pipe would block it).
     let mut reader = LineReader::new(pipe);
     loop {
-        let line = match reader.next_line().await {
+        progress.on_pipe.store(true, Ordering::Relaxed);
+        let next = reader.next_line().await;
+        progress.on_pipe.store(false, Ordering::Relaxed);
+        progress.lines.fetch_add(1, Ordering::Relaxed);
+        let line = match next {
             Ok(Some(line)) => line,
             Ok(None) => break,
             Err(e) => {
@@ -587,6 +633,43 @@ mod tests {
             out.push((line.bytes.len(), line.cut));
         }
         out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_line_is_delivered_even_when_the_reader_is_slower_than_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let argv = ["seq".to_owned(), "1".to_owned(), "30000".to_owned()];
+        let mut env = BTreeMap::new();
+        env.insert("PATH".to_owned(), std::env::var_os("PATH").unwrap());
+        let spawn = Spawn {
+            what: "agent",
+            argv: &argv,
+            cwd: dir.path(),
+            env,
+            stdin: None,
+            timeout: Duration::from_secs(60),
+            log_quota_bytes: u64::MAX,
+            parser: Box::new(super::super::command::CommandParser::default()),
+            parse_stderr: false,
+        };
+        // Lines are taken slowly (as when the orchestrator is busy): `seq`
+        // exits with a full pipe that takes longer than the grace to read.
+        let (tx, mut rx) = mpsc::channel::<LogLine>(16);
+        let reader = tokio::spawn(async move {
+            let mut lines = Vec::new();
+            while let Some(line) = rx.recv().await {
+                lines.push(line.line);
+                if lines.len() % 100 == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            lines
+        });
+        let (ended, _) = run_process(spawn, tx, CancellationToken::new()).await;
+        assert!(matches!(ended, Ended::Exited(_)));
+        let lines = reader.await.unwrap();
+        assert_eq!(lines.len(), 30_000);
+        assert_eq!(lines.last().map(String::as_str), Some("30000"));
     }
 
     #[tokio::test]
