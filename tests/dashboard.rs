@@ -5,112 +5,11 @@
 //! and as a viewer, no create or cancel controls. A screenshot of each page
 //! goes to `target/tmp/dashboard/`.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-
+use aida_tests::browser::Browser;
 use aida_tests::system::sh_agent;
-use aida_tests::{GitRepo, Options, System, eventually, free_port};
-use fantoccini::{Client, ClientBuilder, Locator};
+use aida_tests::{GitRepo, Options, System, eventually};
+use fantoccini::Locator;
 use serde_json::json;
-
-struct Browser {
-    driver: Child,
-    client: Client,
-    shots: PathBuf,
-    _profile: tempfile::TempDir,
-}
-
-impl Browser {
-    async fn start() -> Browser {
-        let port = free_port();
-        let driver = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian's chromium-driver)");
-        let url = format!("http://127.0.0.1:{port}");
-        eventually("chromedriver to answer", || async {
-            reqwest::get(format!("{url}/status"))
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-        })
-        .await;
-        let profile = tempfile::tempdir().unwrap();
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({"args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--window-size=1280,800", format!("--user-data-dir={}", profile.path().display())
-            ]}),
-        );
-        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&url)
-            .await
-            .expect("a browser session");
-        let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
-        std::fs::create_dir_all(&shots).unwrap();
-        Browser {
-            driver,
-            client,
-            shots,
-            _profile: profile,
-        }
-    }
-
-    async fn shot(&self, name: &str) {
-        let png = self.client.screenshot().await.unwrap();
-        std::fs::write(self.shots.join(format!("{name}.png")), png).unwrap();
-    }
-
-    /// Waits for `css` to match an element whose text holds `text`.
-    async fn text(&self, css: &str, text: &str) -> String {
-        eventually(&format!("{css} to show {text:?}"), || async {
-            let found = self.client.find(Locator::Css(css)).await.ok()?;
-            let shown = found.text().await.ok()?;
-            shown.contains(text).then_some(shown)
-        })
-        .await
-    }
-
-    async fn attr(&self, css: &str, name: &str) -> Option<String> {
-        let found = self.client.find(Locator::Css(css)).await.ok()?;
-        found.attr(name).await.ok().flatten()
-    }
-
-    async fn fill(&self, css: &str, value: &str) {
-        let field = self.client.find(Locator::Css(css)).await.unwrap();
-        field.clear().await.unwrap();
-        field.send_keys(value).await.unwrap();
-    }
-
-    async fn click(&self, css: &str) {
-        let el = eventually(&format!("{css} to be there"), || async {
-            self.client.find(Locator::Css(css)).await.ok()
-        })
-        .await;
-        el.click().await.unwrap();
-    }
-
-    async fn sign_in(&self, base: &str, name: &str, password: &str) {
-        self.client.goto(&format!("{base}/")).await.unwrap();
-        self.text("h1", "Sign in").await;
-        self.fill("#login-name", name).await;
-        self.fill("#login-password", password).await;
-        self.click("#login-submit").await;
-        self.text("#who", name).await;
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_creates_follows_diffs_and_cancels_tasks_and_a_viewer_only_looks() {
@@ -282,5 +181,184 @@ async fn the_dashboard_creates_follows_diffs_and_cancels_tasks_and_a_viewer_only
         .await
         .unwrap();
     assert_eq!(refused.status().as_u16(), 403);
+    browser.client.clone().close().await.unwrap();
+}
+
+/// Whether the page is wider than the window: a phone would scroll sideways.
+async fn overflows(browser: &Browser) -> bool {
+    let wider = browser
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth > window.innerWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    wider == json!(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_is_live_a_plan_is_approved_from_its_page_a_long_log_streams_and_a_phone_fits() {
+    let system = System::start_with(Options::workers(1)).await;
+    let base = system.url.clone();
+    let password = "Dashboard-pass-2!";
+    let (status, body) = system
+        .post(
+            "/api/users",
+            &json!({"name": "paula", "role": "operator", "password": password}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let repo = GitRepo::with_files(&[("README.md", "hi\n")]);
+    let browser = Browser::start().await;
+    browser.sign_in(&base, "paula", password).await;
+    browser.text("#task-rows", "No tasks.").await;
+
+    // The list takes in a task created elsewhere, and follows it to its
+    // end, without a reload.
+    let quick = system
+        .create_task(&json!({
+            "repo": repo.path_str(),
+            "description": "made by the API",
+            "agent": sh_agent("echo ok > ok.txt"),
+            "subtasks": [{"name": "one", "prompt": "p"}]
+        }))
+        .await;
+    let row = format!("#task-rows tr[data-task='{quick}']");
+    browser.text(&row, "made by the API").await;
+    eventually("the row to turn succeeded", || async {
+        let status = browser
+            .attr(&format!("{row} .badge"), "data-status")
+            .await?;
+        (status == "succeeded").then_some(())
+    })
+    .await;
+    // The status filter hides it; the list was never reloaded.
+    let select = browser
+        .client
+        .find(Locator::Css("#filter-status"))
+        .await
+        .unwrap();
+    select.select_by_value("failed").await.unwrap();
+    browser.text("#task-rows", "No tasks.").await;
+    select.select_by_value("succeeded").await.unwrap();
+    browser.text(&row, "made by the API").await;
+
+    // A plan made by an agent, held for approval: shown, then approved on
+    // the task's page.
+    browser.click("#nav-new").await;
+    browser.fill("#new-repo", repo.path_str()).await;
+    browser.fill("#new-description", "planned work").await;
+    let plan = r#"{"subtasks": [{"name": "docs", "prompt": "write docs"}, {"name": "code", "prompt": "write code", "depends_on": ["docs"]}]}"#;
+    browser
+        .fill(
+            "#new-agent-argv",
+            &format!(
+                "sh\n-c\nif [ \"$AIDA_SUBTASK_NAME\" = _plan ]; then echo '{plan}'; else echo \"$AIDA_SUBTASK_NAME\" > \"$AIDA_SUBTASK_NAME.txt\"; fi"
+            ),
+        )
+        .await;
+    browser.click("#new-plan").await;
+    browser.click("#new-plan-manual").await;
+    browser.click("#new-submit").await;
+    browser.text("#task-head h1", "awaiting approval").await;
+    let planned = browser.client.current_url().await.unwrap();
+    let planned = planned.path().trim_start_matches("/tasks/").to_owned();
+    for name in ["docs", "code"] {
+        let status = browser
+            .attr(&format!("#graph [data-subtask={name}]"), "data-status")
+            .await;
+        assert_eq!(
+            status.as_deref(),
+            Some("pending"),
+            "{name} is shown, not run"
+        );
+    }
+    browser.shot("plan").await;
+    let approve = browser
+        .client
+        .find(Locator::XPath(
+            "//div[@id='task-actions']/button[text()='Approve the plan']",
+        ))
+        .await
+        .unwrap();
+    approve.click().await.unwrap();
+    browser.text("#task-head h1", "succeeded").await;
+    let task = system.get(&format!("/api/tasks/{planned}")).await.unwrap();
+    assert_eq!(task["status"], "succeeded", "{task:#}");
+    assert_eq!(task["subtasks"][1]["depends_on"], json!(["docs"]));
+
+    // 100,000 log lines: all of them arrive, the page follows the tail,
+    // and it answers clicks while they stream.
+    let loud = system
+        .create_task(&json!({
+            "repo": repo.path_str(),
+            "description": "a loud job",
+            "agent": sh_agent("if [ \"$AIDA_SUBTASK_NAME\" = loud ]; then seq 1 100000; else echo quiet; fi"),
+            "subtasks": [{"name": "loud", "prompt": "p"}, {"name": "quiet", "prompt": "p"}]
+        }))
+        .await;
+    browser
+        .client
+        .goto(&format!("{base}/tasks/{loud}"))
+        .await
+        .unwrap();
+    eventually("the log to stream", || async {
+        let count = browser.text("#log-count", "lines").await;
+        (count != "0 lines").then_some(())
+    })
+    .await;
+    browser.click("#graph [data-subtask=quiet]").await;
+    browser.text("#subtask h2", "quiet").await;
+    browser.click("#graph [data-subtask=loud]").await;
+    browser.text("#subtask h2", "loud").await;
+    // Every line arrived (AIDA adds a few of its own: the command, its exit).
+    eventually("the page to hold all 100,000 lines", || async {
+        let count = browser.text("#log-count", "lines").await;
+        let n: u64 = count
+            .split_whitespace()
+            .next()?
+            .replace(',', "")
+            .parse()
+            .ok()?;
+        (n >= 100_000).then_some(())
+    })
+    .await;
+    let last = browser
+        .client
+        .execute(
+            "return [...document.querySelectorAll('#log .log-rows > div')].some((l) => l.textContent === '100000');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(last, json!(true), "the last line is in view");
+    let rows = browser
+        .client
+        .execute(
+            "return document.querySelectorAll('#log .log-rows > div').length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        rows.as_u64().is_some_and(|n| (1..1000).contains(&n)),
+        "only the lines in view are drawn, not {rows}"
+    );
+    browser.shot("long-log").await;
+
+    // A phone's width: nothing wider than the screen.
+    browser.client.set_window_size(390, 844).await.unwrap();
+    for (path, ready, shot) in [
+        ("/".to_owned(), "#task-rows", "phone-tasks"),
+        (format!("/tasks/{planned}"), "#graph", "phone-task"),
+        ("/new".to_owned(), "#new-task", "phone-new"),
+        ("/workers".to_owned(), "#workers", "phone-workers"),
+    ] {
+        browser.client.goto(&format!("{base}{path}")).await.unwrap();
+        browser.text(ready, "").await;
+        assert!(!overflows(&browser).await, "{path} is wider than a phone");
+        browser.shot(shot).await;
+    }
     browser.client.clone().close().await.unwrap();
 }

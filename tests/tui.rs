@@ -2,71 +2,11 @@
 //! its subtask's log, cancels it with a key after a confirmation, and
 //! leaves the terminal as it found it.
 
-use std::process::Command;
-
 use aida_tests::process::bin;
 use aida_tests::system::sh_agent;
+use aida_tests::terminal::Tmux;
 use aida_tests::{GitRepo, Options, System, eventually};
 use serde_json::json;
-
-struct Tmux {
-    session: String,
-}
-
-impl Tmux {
-    fn new(command: &str) -> Tmux {
-        let session = format!("aida-tui-{}", std::process::id());
-        let status = Command::new("tmux")
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                &session,
-                "-x",
-                "150",
-                "-y",
-                "40",
-                command,
-            ])
-            .status()
-            .expect("tmux");
-        assert!(status.success());
-        Tmux { session }
-    }
-
-    fn screen(&self) -> String {
-        let out = Command::new("tmux")
-            .args(["capture-pane", "-p", "-t", &self.session])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let status = Command::new("tmux")
-            .args(["send-keys", "-t", &self.session])
-            .args(keys)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    async fn shows(&self, what: &str) -> String {
-        eventually(&format!("the screen to show {what:?}"), || async {
-            let screen = self.screen();
-            screen.contains(what).then_some(screen)
-        })
-        .await
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.session])
-            .status();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tui_follows_a_log_cancels_a_task_and_restores_the_terminal() {
@@ -135,5 +75,51 @@ async fn the_tui_follows_a_log_cancels_a_task_and_restores_the_terminal() {
     assert!(
         screen.split_whitespace().any(|w| w == "echo"),
         "echo is left off:\n{screen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_line_log_reaches_the_tui_and_keys_still_work() {
+    let system = System::start_with(Options::workers(1)).await;
+    let repo = GitRepo::with_files(&[("README.md", "hi\n")]);
+    let task_id = system
+        .create_task(&json!({
+            "repo": repo.path_str(),
+            "description": "a loud job",
+            "agent": sh_agent("seq 1 100000"),
+            "subtasks": [{"name": "loud", "prompt": "print"}]
+        }))
+        .await;
+    let tmux = Tmux::new(&format!(
+        "env AIDA_TOKEN={} {} --url {} tui --task {task_id}",
+        system.admin_token,
+        bin("aida").display(),
+        system.url
+    ));
+    tmux.shows("a loud job").await;
+    tmux.keys(&["Tab"]);
+    tmux.shows("Log of loud").await;
+    // Keys are taken while the lines pour in.
+    tmux.keys(&["?"]);
+    tmux.shows("this help").await;
+    tmux.keys(&["Escape"]);
+    // Every line arrived (AIDA adds a few of its own: the command, its exit).
+    let screen = eventually("the TUI to count all 100,000 lines", || async {
+        let screen = tmux.screen();
+        let count: u64 = screen
+            .split("Log of loud (")
+            .nth(1)?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()?;
+        (count >= 100_000).then_some(screen)
+    })
+    .await;
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.split('│').any(|cell| cell.trim() == "100000")),
+        "the last line is on screen:\n{screen}"
     );
 }

@@ -5,12 +5,14 @@
 //! The binaries must be built first (`make test` does it): the harness
 //! looks for them next to the test executable, in `target/<profile>/`.
 
+pub mod browser;
 pub mod git;
 pub mod process;
 pub mod redis_server;
 pub mod remote;
 pub mod standalone;
 pub mod system;
+pub mod terminal;
 pub mod tls;
 
 pub use git::GitRepo;

@@ -48,6 +48,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         include_str!("../dashboard/js/create.js"),
     ),
     (
+        "js/log.js",
+        "text/javascript",
+        include_str!("../dashboard/js/log.js"),
+    ),
+    (
         "js/markdown.js",
         "text/javascript",
         include_str!("../dashboard/js/markdown.js"),

@@ -122,11 +122,11 @@ export function follow(query, onEvent, signal) {
         for (;;) {
           const { value, done } = await reader.read();
           if (done) break;
-          buffer += value;
-          let nl;
-          while ((nl = buffer.indexOf("\n")) >= 0) {
-            const line = buffer.slice(0, nl).replace(/\r$/, "");
-            buffer = buffer.slice(nl + 1);
+          // Whole lines of this chunk; the unfinished one waits for the next.
+          const lines = (buffer + value).split("\n");
+          buffer = lines.pop();
+          for (const raw of lines) {
+            const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
             if (line === "") {
               if (data.length) {
                 const event = JSON.parse(data.join("\n"));

@@ -6,22 +6,20 @@
 import { call, canOperate, follow, text } from "./api.js";
 import { h, badge, short, cost, errorBox, toast, ENDED } from "./util.js";
 import { markdown } from "./markdown.js";
-
-/** Log lines kept per subtask; the page shows them all, drawn in batches. */
-const MAX_LINES = 20000;
+import { LogLines, LogView } from "./log.js";
 
 export function taskView(root, id) {
   const controller = new AbortController();
-  const state = { task: null, selected: null, logs: new Map(), queued: [], frame: 0, diffFor: undefined };
+  const state = { task: null, selected: null, logs: new Map(), diffFor: undefined };
   const head = h("div", { id: "task-head" });
   const graph = h("div.graph.panel", { id: "graph", "aria-label": "subtasks and their dependencies" });
   const detail = h("div.panel", { id: "subtask" });
-  const log = h("div.log", { id: "log", tabindex: 0, "aria-label": "log of the selected subtask" });
+  const log = new LogView();
   const extra = h("div", { id: "task-extra" });
   const diff = h("div", { id: "diff" });
   const report = h("div", { id: "report" });
   root.append(head,
-    h("div.grid", {}, h("div", {}, graph, extra), h("div", {}, detail, h("h2", {}, "Log"), log)),
+    h("div.grid", {}, h("div", {}, graph, extra), h("div", {}, detail, h("h2.log-head", {}, "Log ", log.count), log.el)),
     diff, report);
 
   const load = async () => {
@@ -207,33 +205,16 @@ export function taskView(root, id) {
   }
 
   // The log: every line of the task's stream is kept by subtask; the
-  // selected one's are drawn, new ones appended once per frame.
-  function redrawLog() {
-    state.queued = [];
-    const lines = state.logs.get(state.selected) || [];
-    log.replaceChildren(...lines.map(lineEl));
-    log.scrollTop = log.scrollHeight;
+  // selected one's are shown.
+  function linesOf(name) {
+    let lines = state.logs.get(name);
+    if (!lines) state.logs.set(name, (lines = new LogLines()));
+    return lines;
   }
-  function lineEl(l) { return h(`div.${l.stream}`, {}, l.line); }
+  function redrawLog() { log.show(linesOf(state.selected)); }
   function addLine(ev) {
-    const name = ev.subtask;
-    const lines = state.logs.get(name) || [];
-    state.logs.set(name, lines);
-    const l = { stream: ev.data.stream || "stdout", line: ev.data.line ?? "" };
-    lines.push(l);
-    if (lines.length > MAX_LINES) lines.shift();
-    if (name !== state.selected) return;
-    state.queued.push(l);
-    state.frame ||= requestAnimationFrame(() => {
-      state.frame = 0;
-      const follow = log.scrollTop + log.clientHeight >= log.scrollHeight - 30;
-      const frag = document.createDocumentFragment();
-      state.queued.forEach((q) => frag.append(lineEl(q)));
-      state.queued = [];
-      log.append(frag);
-      while (log.childElementCount > MAX_LINES) log.firstElementChild.remove();
-      if (follow) log.scrollTop = log.scrollHeight;
-    });
+    linesOf(ev.subtask).push(ev.data.stream || "stdout", ev.data.line ?? "");
+    if (ev.subtask === state.selected) log.grew();
   }
 
   async function showDiff(subtask) {

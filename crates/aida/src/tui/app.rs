@@ -11,6 +11,23 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 /// length costs the same to draw.
 pub const MAX_LOG_LINES: usize = 10_000;
 
+/// A subtask's log as followed: its tail, and how many lines it had.
+#[derive(Debug, Default)]
+pub struct SubtaskLog {
+    pub tail: VecDeque<String>,
+    pub total: usize,
+}
+
+impl SubtaskLog {
+    fn push(&mut self, line: &str) {
+        if self.tail.len() == MAX_LOG_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line.to_owned());
+        self.total += 1;
+    }
+}
+
 /// What reaches the app.
 #[derive(Debug)]
 pub enum Msg {
@@ -69,7 +86,7 @@ pub struct App {
     pub subtask_index: usize,
     pub focus: Focus,
     /// The followed task's log lines, by subtask.
-    pub logs: HashMap<String, VecDeque<String>>,
+    pub logs: HashMap<String, SubtaskLog>,
     pub followed: Option<String>,
     /// A request waiting for `y`.
     pub confirm: Option<Request>,
@@ -118,8 +135,8 @@ impl App {
         self.subtasks().get(self.subtask_index)
     }
 
-    /// The lines of the selected subtask's log.
-    pub fn log(&self) -> Option<&VecDeque<String>> {
+    /// The selected subtask's log.
+    pub fn log(&self) -> Option<&SubtaskLog> {
         self.selected_subtask().and_then(|s| self.logs.get(&s.name))
     }
 
@@ -156,11 +173,7 @@ impl App {
                         .get("line")
                         .and_then(|l| l.as_str())
                         .unwrap_or_default();
-                    let log = self.logs.entry(subtask.clone()).or_default();
-                    if log.len() == MAX_LOG_LINES {
-                        log.pop_front();
-                    }
-                    log.push_back(line.to_owned());
+                    self.logs.entry(subtask.clone()).or_default().push(line);
                 }
                 Vec::new()
             }
@@ -326,7 +339,8 @@ mod tests {
         assert_eq!(app.focus, Focus::Subtasks);
         app.update(log("t2", "api", "hello"));
         app.update(log("t1", "api", "not followed"));
-        assert_eq!(app.log().unwrap().iter().collect::<Vec<_>>(), ["hello"]);
+        assert_eq!(app.log().unwrap().tail, ["hello"]);
+        assert_eq!(app.log().unwrap().total, 1);
 
         assert!(app.update(key(KeyCode::Char('c'))).is_empty());
         assert_eq!(
@@ -359,10 +373,11 @@ mod tests {
         for i in 0..(MAX_LOG_LINES + 5) {
             app.update(log("t1", "api", &format!("line {i}")));
         }
-        let lines = app.log().unwrap();
-        assert_eq!(lines.len(), MAX_LOG_LINES);
+        let log = app.log().unwrap();
+        assert_eq!(log.total, MAX_LOG_LINES + 5);
+        assert_eq!(log.tail.len(), MAX_LOG_LINES);
         assert_eq!(
-            lines.back().unwrap(),
+            log.tail.back().unwrap(),
             &format!("line {}", MAX_LOG_LINES + 4)
         );
     }

@@ -177,15 +177,19 @@ fn subtasks(frame: &mut Frame<'_>, app: &App, area: Rect) {
 
 fn log(frame: &mut Frame<'_>, app: &App, area: Rect) {
     let title = match app.selected_subtask() {
-        Some(s) => format!("Log of {}", s.name),
+        Some(s) => match app.log() {
+            Some(log) => format!("Log of {} ({} lines)", s.name, log.total),
+            None => format!("Log of {}", s.name),
+        },
         None => "Log".into(),
     };
     let visible = area.height.saturating_sub(2) as usize;
     let lines: Vec<Line<'_>> = app
         .log()
         .map(|log| {
-            let skip = log.len().saturating_sub(visible);
-            log.iter()
+            let skip = log.tail.len().saturating_sub(visible);
+            log.tail
+                .iter()
                 .skip(skip)
                 .map(|l| Line::raw(l.as_str()))
                 .collect()
