@@ -301,6 +301,12 @@ async fn a_description_without_subtasks_is_split_by_its_list_and_cancel_stops_ag
         (t["subtasks"][0]["status"] == "running").then_some(())
     })
     .await;
+    // The file exists before its content is written: wait for a pid.
+    let pid_file = system.dir.path().join("worktrees/worker-1/add-login.pid");
+    let pid: u32 = eventually("the agent to write its pid", || async {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    })
+    .await;
     let (status, cancelled) = system
         .post(&format!("/api/tasks/{task_id}/cancel"), &json!({}))
         .await;
@@ -312,10 +318,8 @@ async fn a_description_without_subtasks_is_split_by_its_list_and_cancel_stops_ag
         assert_eq!(st["status"], "cancelled", "{st:#}");
     }
     // The worker stopped the agent (no process left) and removed its worktree.
-    let pid_file = system.dir.path().join("worktrees/worker-1/add-login.pid");
-    let pid = std::fs::read_to_string(&pid_file).expect("the agent wrote its pid");
     eventually("the cancelled agent's process to be gone", || async {
-        (!std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()).then_some(())
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
     })
     .await;
     eventually("the cancelled agent's worktree to be removed", || async {

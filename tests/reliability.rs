@@ -329,14 +329,11 @@ async fn cancelling_one_subtask_stops_its_agent_while_the_rest_goes_on() {
             {"name": "quick", "prompt": "p", "agent": sh_agent("echo quick > quick.txt")}
         ]}))
         .await;
-    eventually("the slow agent to run", || async {
-        pid_file.exists().then_some(())
+    // The file exists before its content is written: wait for a pid.
+    let pid: u32 = eventually("the slow agent to run", || async {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
     })
     .await;
-    let pid = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .to_owned();
 
     let asked = Instant::now();
     let (status, task) = system
@@ -396,10 +393,11 @@ async fn a_task_past_its_deadline_stops_with_the_reason() {
     for name in ["forever", "never"] {
         assert_eq!(subtask(&task, name)["status"], "cancelled");
     }
-    let pid = std::fs::read_to_string(&pid_file)
+    let pid: u32 = std::fs::read_to_string(&pid_file)
         .unwrap()
         .trim()
-        .to_owned();
+        .parse()
+        .expect("the agent wrote its pid before the timeout");
     eventually("the agent's process to be gone", || async {
         (!Path::new(&format!("/proc/{pid}")).exists()).then_some(())
     })
