@@ -1,27 +1,80 @@
-//! How long the dispatcher's scan of schedulable tasks takes: it runs on
-//! every wake-up (a task created, a worker freed) and every two seconds.
+//! What a dispatch pass reads to find work for an idle worker, with 10 and
+//! with 10,000 tasks queued: the walk from the queue's head it does now
+//! (`QueueWalk`, through the index `tasks_queue`) against the full read of
+//! every unfinished task it did before (`schedulable_tasks`, still what
+//! `GET /api/status` counts from). A pass runs on every wake-up: a task
+//! created, a worker freed.
 //!
 //! `cargo bench -p aida-orchestrator --bench dispatch_scan`
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use aida_orchestrator::store::queue::QueueWalk;
 use aida_orchestrator::store::{AgentJson, NewSubtask, NewTask, Store};
 
-const TASKS: usize = 300;
 const SUBTASKS: usize = 4;
-const SCANS: u32 = 20;
+/// Idle workers a pass fills: tasks taken from the head.
+const TAKE: usize = 2;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let store = Store::connect(&format!("sqlite://{}/bench.db", dir.path().display())).await?;
+    println!(
+        "| tasks queued ({SUBTASKS} subtasks each) | walk to the first {TAKE} (now) | read them all (before) |"
+    );
+    println!("| --- | --- | --- |");
+    let mut walks = Vec::new();
+    for tasks in [10, 10_000] {
+        let dir = tempfile::tempdir()?;
+        let store = Store::connect(&format!("sqlite://{}/bench.db", dir.path().display())).await?;
+        fill(&store, tasks).await?;
+        let rounds = if tasks > 1000 { 5 } else { 50 };
+        let walk = median(rounds, || async {
+            let mut walk = QueueWalk::start(&store, Duration::from_secs(300)).await?;
+            for _ in 0..TAKE {
+                assert!(walk.next().await?.is_some());
+            }
+            Ok(())
+        })
+        .await?;
+        let scan = median(rounds, || async {
+            let all = store.schedulable_tasks().await?;
+            assert_eq!(all.len(), tasks);
+            Ok(())
+        })
+        .await?;
+        println!("| {tasks} | {walk:?} | {scan:?} |");
+        walks.push(walk);
+    }
+    println!(
+        "\nwalk at 10,000 queued / walk at 10 queued: {:.2}×",
+        walks[1].as_secs_f64() / walks[0].as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn median<F, Fut>(rounds: usize, mut f: F) -> anyhow::Result<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut times = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let start = Instant::now();
+        f().await?;
+        times.push(start.elapsed());
+    }
+    times.sort();
+    Ok(times[rounds / 2])
+}
+
+async fn fill(store: &Store, tasks: usize) -> anyhow::Result<()> {
     let agent = AgentJson {
         kind: "command".into(),
         command: vec!["true".into()],
         ..Default::default()
     };
-    for t in 0..TASKS {
-        let id = format!("task-{t:04}");
+    for t in 0..tasks {
+        let id = format!("task-{t:05}");
         let subtasks = (0..SUBTASKS)
             .map(|s| NewSubtask {
                 name: format!("s{s}"),
@@ -50,13 +103,5 @@ async fn main() -> anyhow::Result<()> {
         };
         store.insert_task(&task, chrono::Utc::now()).await?;
     }
-    let start = Instant::now();
-    for _ in 0..SCANS {
-        let tasks = store.schedulable_tasks().await?;
-        assert_eq!(tasks.len(), TASKS);
-        assert_eq!(tasks[0].subtasks.len(), SUBTASKS);
-    }
-    let per_scan = start.elapsed() / SCANS;
-    println!("schedulable_tasks: {TASKS} tasks x {SUBTASKS} subtasks: {per_scan:?} per scan");
     Ok(())
 }

@@ -22,7 +22,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{ConnectedWorker, Engine, RunKey, dependency_order, status_of, task_status_of};
 use crate::error::{OrchestratorError, Result};
+use crate::store::queue::QueueWalk;
 use crate::store::{AttemptStart, NewEvent};
+
+/// How often subtasks no connected worker can run are looked for (and the
+/// longest a wake-up that raced a dispatch pass waits).
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 impl Engine {
     /// Registers a worker's connection; assignments go out on the returned
@@ -128,24 +133,72 @@ impl Engine {
         Ok(())
     }
 
-    /// Runs dispatch passes whenever something changes, until `stop`.
+    /// Runs dispatch passes whenever something changes, until `stop`; and
+    /// every [`SWEEP_EVERY`] a sweep for subtasks no worker can run.
     pub async fn run_dispatcher(self: Arc<Self>, stop: CancellationToken) {
+        let mut swept = Instant::now();
         loop {
             if let Err(e) = self.dispatch_once().await {
                 tracing::error!(error = ?e, "dispatch pass failed");
             }
+            if swept.elapsed() >= SWEEP_EVERY {
+                swept = Instant::now();
+                if let Err(e) = self.sweep_unrunnable().await {
+                    tracing::error!(error = ?e, "sweep for subtasks no worker can run failed");
+                }
+            }
             tokio::select! {
                 _ = self.wake.notified() => {}
                 // Also look periodically, in case a wake-up raced a pass.
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = tokio::time::sleep(SWEEP_EVERY) => {}
                 _ = stop.cancelled() => return,
             }
         }
     }
 
+    /// Hands ready subtasks to idle workers, walking the queue from its
+    /// head only as far as there are idle workers to fill: the pass costs
+    /// what it hands out, however many tasks wait behind.
     async fn dispatch_once(self: &Arc<Self>) -> Result<()> {
         let _pass = self.dispatch_lock.lock().await;
         let mut idle = self.idle_workers().await;
+        if idle.is_empty() {
+            return Ok(());
+        }
+        let mut queue = QueueWalk::start(&self.store, self.settings.priority_aging).await?;
+        while !idle.is_empty() {
+            let Some(task) = queue.next().await? else {
+                break;
+            };
+            for st in startable(&task) {
+                let kind = agent_kind(st);
+                let Some(pos) = idle
+                    .iter()
+                    .position(|(_, kinds)| kinds.iter().any(|k| k == kind))
+                else {
+                    // None idle can run it (or none connected can: the
+                    // sweep says so, and fails it in time).
+                    continue;
+                };
+                let (worker_id, _) = idle.remove(pos);
+                if !self.assign(&task, st, &worker_id).await? {
+                    // Not handed out (taken meanwhile, or the worker left):
+                    // look again at who is idle.
+                    idle = self.idle_workers().await;
+                }
+                if idle.is_empty() {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ready subtasks whose agent kind no connected worker can run: each
+    /// says so while it waits, and fails once the wait is over. Reads only
+    /// the pending subtasks of such kinds (an index on pending subtasks).
+    async fn sweep_unrunnable(self: &Arc<Self>) -> Result<()> {
+        let _pass = self.dispatch_lock.lock().await;
         // Drained workers count here: a subtask waits for them rather than
         // failing for want of a worker while an admin drains one.
         let runnable: HashSet<String> = self
@@ -155,30 +208,30 @@ impl Engine {
             .values()
             .flat_map(|w| w.agent_kinds.iter().cloned())
             .collect();
+        let task_ids = self.store.pending_needing_other_kinds(&runnable).await?;
         let mut waiting = HashSet::new();
-        for task in by_effective_priority(
-            self.store.schedulable_tasks().await?,
-            self.settings.priority_aging,
-        ) {
-            for st in startable(&task) {
-                let kind = agent_kind(st);
-                if !runnable.contains(kind) {
-                    waiting.insert((task.id.clone(), st.name.clone()));
-                    self.no_worker_for(&task, st, &runnable).await?;
+        let mut tasks = Vec::new();
+        for id in task_ids {
+            // Only tasks that schedule (not one awaiting approval, say).
+            if let Some(task) = self.store.get_task(&id).await?
+                && matches!(
+                    task_status_of(&task),
+                    TaskStatus::Planning
+                        | TaskStatus::Queued
+                        | TaskStatus::Running
+                        | TaskStatus::Merging
+                )
+            {
+                tasks.push(task);
+            }
+        }
+        for task in &tasks {
+            for st in startable(task) {
+                if runnable.contains(agent_kind(st)) {
                     continue;
                 }
-                let Some(pos) = idle
-                    .iter()
-                    .position(|(_, kinds)| kinds.iter().any(|k| k == kind))
-                else {
-                    continue;
-                };
-                let (worker_id, _) = idle.remove(pos);
-                if !self.assign(&task, st, &worker_id).await? {
-                    // Not handed out (taken meanwhile, or the worker left):
-                    // look again at who is idle.
-                    idle = self.idle_workers().await;
-                }
+                waiting.insert((task.id.clone(), st.name.clone()));
+                self.no_worker_for(task, st, &runnable).await?;
             }
         }
         // A subtask a worker can run again starts its wait afresh next time.
@@ -529,26 +582,6 @@ impl Engine {
     }
 }
 
-/// Tasks in the order their subtasks start: higher priority first, where
-/// waiting raises a task's priority by one every `aging`, so a stream of
-/// urgent tasks cannot starve an old one; first come first served within a
-/// priority.
-fn by_effective_priority(mut tasks: Vec<Task>, aging: Duration) -> Vec<Task> {
-    let now = Utc::now();
-    let effective = |t: &Task| {
-        let waited = t
-            .created_at
-            .as_ref()
-            .and_then(aida_core::time::from_proto)
-            .map(|at| (now - at).num_milliseconds().max(0) as f64 / 1000.0)
-            .unwrap_or(0.0);
-        f64::from(t.priority) + (waited / aging.as_secs_f64()).floor()
-    };
-    // The store's order (priority, then age) breaks ties; the sort is stable.
-    tasks.sort_by(|a, b| effective(b).total_cmp(&effective(a)));
-    tasks
-}
-
 /// Pending subtasks whose dependencies all succeeded and whose retry time,
 /// if any, has come, in request order.
 fn ready_subtasks(task: &Task) -> Vec<usize> {
@@ -780,36 +813,6 @@ mod tests {
     use aida_core::proto::common::DiffStats;
 
     use super::*;
-
-    fn task_at(id: &str, priority: i32, waited_secs: i64) -> Task {
-        Task {
-            id: id.into(),
-            priority,
-            created_at: Some(aida_core::time::to_proto(
-                Utc::now() - chrono::Duration::seconds(waited_secs),
-            )),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn waiting_raises_priority_so_nothing_starves() {
-        let order = |tasks: Vec<Task>, aging: u64| -> Vec<String> {
-            by_effective_priority(tasks, Duration::from_secs(aging))
-                .into_iter()
-                .map(|t| t.id)
-                .collect()
-        };
-        // The store's order (priority, then age) is kept within a level.
-        let fresh = vec![
-            task_at("urgent", 5, 0),
-            task_at("old-low", 0, 30),
-            task_at("new-low", 0, 1),
-        ];
-        assert_eq!(order(fresh.clone(), 60), ["urgent", "old-low", "new-low"]);
-        // Waiting 30 s at one level per 5 s beats a fresh priority 5.
-        assert_eq!(order(fresh, 5), ["old-low", "urgent", "new-low"]);
-    }
 
     #[test]
     fn a_prompt_carries_its_dependencies_summaries_and_files() {

@@ -33,11 +33,16 @@ pub mod auth;
 mod delivery;
 mod follow_ups;
 mod merge_quality;
+pub mod queue;
 pub use follow_ups::FollowUpRefused;
 mod verification;
 pub use merge_quality::{PredictedJson, ResolutionJson, ResolveJson};
 pub use verification::VerificationJson;
 pub mod workflows;
+
+/// The subtasks (every role) of the tasks whose ids are the JSON list
+/// `$1`, in request order.
+pub const SUBTASKS_OF: &str = "SELECT * FROM subtasks WHERE task_id IN (SELECT value FROM json_each($1)) ORDER BY task_id, position";
 
 pub use audit::{AuditFilter, AuditRow};
 pub use auth::{ApiTokenRow, ContextTokenRow, RefreshRow, UserChange, UserRow};
@@ -537,16 +542,21 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let mut tasks: Vec<Task> = rows.iter().map(task_from_row).collect::<Result<_>>()?;
+        self.attach_subtasks(&mut tasks).await?;
+        Ok(tasks)
+    }
+
+    /// Reads the subtasks (of every role) of `tasks` in one query ([`SUBTASKS_OF`]), in
+    /// request order, leaving out what scheduling does not need.
+    pub(crate) async fn attach_subtasks(&self, tasks: &mut [Task]) -> Result<()> {
         if tasks.is_empty() {
-            return Ok(tasks);
+            return Ok(());
         }
         let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
-        let rows = sqlx::query(
-            "SELECT * FROM subtasks WHERE task_id IN (SELECT value FROM json_each($1)) ORDER BY task_id, position",
-        )
-        .bind(serde_json::to_string(&ids).context("encoding task ids")?)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(SUBTASKS_OF)
+            .bind(serde_json::to_string(&ids).context("encoding task ids")?)
+            .fetch_all(&self.pool)
+            .await?;
         let index: HashMap<String, usize> = tasks
             .iter()
             .enumerate()
@@ -568,7 +578,7 @@ impl Store {
                 _ => tasks[i].subtasks.push(subtask),
             }
         }
-        Ok(tasks)
+        Ok(())
     }
 
     /// Ids of tasks in a given status.

@@ -1,0 +1,106 @@
+//! How fast a backlog drains, and whether its depth slows it: one-subtask
+//! no-op tasks queued while both workers are drained, then the workers
+//! resumed and the first completions timed. Run once with a short queue and
+//! once with a deep one, in the same invocation, against the real
+//! (release) binaries with 2 workers. `make bench` builds them first.
+//!
+//! `cargo bench -p aida-tests --bench drain [-- DEEP]` (DEEP: 10000)
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use aida_tests::system::sh_agent;
+use aida_tests::{GitRepo, Options, System};
+use futures::StreamExt;
+use serde_json::json;
+
+/// Tasks whose completion is timed (fewer when the queue is shorter).
+const TIMED: usize = 500;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let deep: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    let short = drain(10).await;
+    let long = drain(deep).await;
+    println!("\nDrain rate: one-subtask no-op tasks, 2 workers, release binaries\n");
+    println!("| queued | completions timed | tasks/s |");
+    println!("| --- | --- | --- |");
+    println!("| 10 | {} | {:.1} |", short.0, short.1);
+    println!("| {deep} | {} | {:.1} |", long.0, long.1);
+    println!(
+        "\n{deep} queued vs 10 queued: {:.2}×",
+        long.1 / short.1.max(f64::MIN_POSITIVE)
+    );
+}
+
+/// Queues `queued` tasks behind drained workers, resumes them, and returns
+/// (completions timed, tasks per second).
+async fn drain(queued: usize) -> (usize, f64) {
+    let system = System::start_with(Options::workers(2)).await;
+    let repo = GitRepo::with_files(&[("README.md", "hi\n")]);
+    for w in ["worker-1", "worker-2"] {
+        let (status, body) = system
+            .post(&format!("/api/workers/{w}/drain"), &json!({}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let body = json!({
+        "repo": repo.path_str(),
+        "description": "no-op",
+        "agent": sh_agent("echo \"$AIDA_TASK_ID\" > done.txt"),
+        "subtasks": [{"name": "only", "prompt": "p"}]
+    });
+    let posted = futures::stream::iter(0..queued)
+        .map(|_| {
+            let system = &system;
+            let body = &body;
+            async move {
+                let (status, created) = system.post("/api/tasks", body).await;
+                assert_eq!(status, 201, "{created}");
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    assert_eq!(posted.len(), queued);
+    let after = system.get("/api/status").await.unwrap()["last_event_id"]
+        .as_i64()
+        .unwrap();
+    let timed = TIMED.min(queued);
+    let ended = AtomicUsize::new(0);
+    let path = format!("/api/events?after={after}");
+    let counting = system.read_sse_until(&path, |ev| {
+        let ends = ev["kind"] == "task.status"
+            && matches!(
+                ev["data"]["status"].as_str(),
+                Some("succeeded" | "failed" | "conflicted" | "cancelled")
+            );
+        ends && ended.fetch_add(1, Ordering::Relaxed) + 1 == timed
+    });
+    let start = Instant::now();
+    let resume = async {
+        for w in ["worker-1", "worker-2"] {
+            let (status, body) = system
+                .post(&format!("/api/workers/{w}/resume"), &json!({}))
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    let (events, ()) = tokio::join!(counting, resume);
+    let took = start.elapsed().as_secs_f64();
+    let failed = events
+        .iter()
+        .filter(|ev| ev["kind"] == "task.status" && ev["data"]["status"] != "succeeded")
+        .filter(|ev| {
+            matches!(
+                ev["data"]["status"].as_str(),
+                Some("failed" | "conflicted" | "cancelled")
+            )
+        })
+        .count();
+    assert_eq!(failed, 0, "every timed task succeeds");
+    (timed, timed as f64 / took)
+}
