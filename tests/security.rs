@@ -415,7 +415,7 @@ async fn roles_tokens_and_sessions_are_enforced_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_wrong_passwords_lock_the_account_until_the_lockout_ends() {
     let system =
-        System::start_with(Options::workers(0).orchestrator_env("AIDA_LOCKOUT_SECS", "3")).await;
+        System::start_with(Options::workers(0).orchestrator_env("AIDA_LOCKOUT_SECS", "6")).await;
     system.user("lou", "viewer").await;
     // The harness made lou with a password of its own; set a known one.
     let password = "Correct-Horse-9!";
@@ -450,7 +450,7 @@ async fn five_wrong_passwords_lock_the_account_until_the_lockout_ends() {
     })
     .await;
     assert!(
-        locked_at.elapsed() >= Duration::from_secs(2),
+        locked_at.elapsed() >= Duration::from_secs(5),
         "{:?}",
         locked_at.elapsed()
     );

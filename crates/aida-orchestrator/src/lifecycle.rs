@@ -181,7 +181,9 @@ impl Engine {
                 },
             );
         }
-        let stats = if result.success && !result.commit.is_empty() {
+        // AIDA's own runs (the planner, a judge: names starting with '_')
+        // change nothing to measure.
+        let stats = if result.success && !result.commit.is_empty() && !subtask.starts_with('_') {
             self.collect_stats(&task, subtask, &result).await
         } else {
             None
