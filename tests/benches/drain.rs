@@ -6,8 +6,7 @@
 //!
 //! `cargo bench -p aida-tests --bench drain [-- DEEP]` (DEEP: 10000)
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aida_tests::system::sh_agent;
 use aida_tests::{GitRepo, Options, System};
@@ -16,6 +15,8 @@ use serde_json::json;
 
 /// Tasks whose completion is timed (fewer when the queue is shorter).
 const TIMED: usize = 500;
+/// The longest the backlog may go without finishing a task.
+const PATIENCE: Duration = Duration::from_secs(120);
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -70,37 +71,43 @@ async fn drain(queued: usize) -> (usize, f64) {
         .as_i64()
         .unwrap();
     let timed = TIMED.min(queued);
-    let ended = AtomicUsize::new(0);
-    let path = format!("/api/events?after={after}");
-    let counting = system.read_sse_until(&path, |ev| {
-        let ends = ev["kind"] == "task.status"
-            && matches!(
-                ev["data"]["status"].as_str(),
-                Some("succeeded" | "failed" | "conflicted" | "cancelled")
-            );
-        ends && ended.fetch_add(1, Ordering::Relaxed) + 1 == timed
-    });
+    // Read straight off the event stream (the harness's readers give up
+    // after 90 s; a slow drain may take longer).
+    let resp = system
+        .http
+        .get(format!("{}/api/events?after={after}", system.url))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("the event stream");
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut events = eventsource_stream::EventStream::new(resp.bytes_stream());
     let start = Instant::now();
-    let resume = async {
-        for w in ["worker-1", "worker-2"] {
-            let (status, body) = system
-                .post(&format!("/api/workers/{w}/resume"), &json!({}))
-                .await;
-            assert_eq!(status, 200, "{body}");
+    for w in ["worker-1", "worker-2"] {
+        let (status, body) = system
+            .post(&format!("/api/workers/{w}/resume"), &json!({}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut ended = 0;
+    while ended < timed {
+        let ev = tokio::time::timeout(PATIENCE, events.next())
+            .await
+            .expect("the backlog stalled")
+            .expect("the event stream ended")
+            .expect("an SSE event");
+        let ev: serde_json::Value = serde_json::from_str(&ev.data).unwrap();
+        if ev["kind"] != "task.status" {
+            continue;
         }
-    };
-    let (events, ()) = tokio::join!(counting, resume);
+        match ev["data"]["status"].as_str() {
+            Some("succeeded") => ended += 1,
+            Some(other @ ("failed" | "conflicted" | "cancelled")) => {
+                panic!("a timed task ended {other}: {ev}")
+            }
+            _ => {}
+        }
+    }
     let took = start.elapsed().as_secs_f64();
-    let failed = events
-        .iter()
-        .filter(|ev| ev["kind"] == "task.status" && ev["data"]["status"] != "succeeded")
-        .filter(|ev| {
-            matches!(
-                ev["data"]["status"].as_str(),
-                Some("failed" | "conflicted" | "cancelled")
-            )
-        })
-        .count();
-    assert_eq!(failed, 0, "every timed task succeeds");
     (timed, timed as f64 / took)
 }
