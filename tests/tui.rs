@@ -21,7 +21,7 @@ async fn the_tui_follows_a_log_cancels_a_task_and_restores_the_terminal() {
         }))
         .await;
     let command = format!(
-        "env AIDA_TOKEN={} {} --url {} tui; echo TUI-EXITED; stty -a; sleep 60",
+        "env AIDA_TOKEN={} {} --url {} tui; echo TUI-EXITED; stty -a; echo STTY-SHOWN; sleep 60",
         system.admin_token,
         bin("aida").display(),
         system.url
@@ -67,7 +67,8 @@ async fn the_tui_follows_a_log_cancels_a_task_and_restores_the_terminal() {
 
     // q: the terminal is back in cooked mode, off the alternate screen.
     tmux.keys(&["q"]);
-    let screen = tmux.shows("TUI-EXITED").await;
+    // `stty -a` has printed once its marker shows.
+    let screen = tmux.shows("STTY-SHOWN").await;
     assert!(
         screen.split_whitespace().any(|w| w == "icanon"),
         "the terminal is left in raw mode:\n{screen}"
