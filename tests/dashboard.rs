@@ -17,13 +17,7 @@ async fn the_dashboard_creates_follows_diffs_and_cancels_tasks_and_a_viewer_only
     let base = system.url.clone();
     let password = "Dashboard-pass-1!";
     for (name, role) in [("olivia", "operator"), ("victor", "viewer")] {
-        let (status, body) = system
-            .post(
-                "/api/users",
-                &json!({"name": name, "role": role, "password": password}),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
+        system.add_user(name, role, password).await;
     }
     let repo = GitRepo::with_files(&[("README.md", "hi\n")]);
     let browser = Browser::start().await;
@@ -202,13 +196,7 @@ async fn the_list_is_live_a_plan_is_approved_from_its_page_a_long_log_streams_an
     let system = System::start_with(Options::workers(1)).await;
     let base = system.url.clone();
     let password = "Dashboard-pass-2!";
-    let (status, body) = system
-        .post(
-            "/api/users",
-            &json!({"name": "paula", "role": "operator", "password": password}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    system.add_user("paula", "operator", password).await;
     let repo = GitRepo::with_files(&[("README.md", "hi\n")]);
     let browser = Browser::start().await;
     browser.sign_in(&base, "paula", password).await;

@@ -2,9 +2,8 @@
 //! its subtask's log, cancels it with a key after a confirmation, and
 //! leaves the terminal as it found it.
 
-use aida_tests::process::bin;
 use aida_tests::system::sh_agent;
-use aida_tests::terminal::Tmux;
+use aida_tests::terminal::{Tmux, tui_command};
 use aida_tests::{GitRepo, Options, System, eventually};
 use serde_json::json;
 
@@ -21,10 +20,8 @@ async fn the_tui_follows_a_log_cancels_a_task_and_restores_the_terminal() {
         }))
         .await;
     let command = format!(
-        "env AIDA_TOKEN={} {} --url {} tui; echo TUI-EXITED; stty -a; echo STTY-SHOWN; sleep 60",
-        system.admin_token,
-        bin("aida").display(),
-        system.url
+        "{}; echo TUI-EXITED; stty -a; echo STTY-SHOWN; sleep 60",
+        tui_command(&system, "")
     );
     let tmux = Tmux::new(&command);
     let short = &task_id[..8];
@@ -91,12 +88,7 @@ async fn a_hundred_thousand_line_log_reaches_the_tui_and_keys_still_work() {
             "subtasks": [{"name": "loud", "prompt": "print"}]
         }))
         .await;
-    let tmux = Tmux::new(&format!(
-        "env AIDA_TOKEN={} {} --url {} tui --task {task_id}",
-        system.admin_token,
-        bin("aida").display(),
-        system.url
-    ));
+    let tmux = Tmux::new(&tui_command(&system, &format!("--task {task_id}")));
     tmux.shows("a loud job").await;
     tmux.keys(&["Tab"]);
     tmux.shows("Log of loud").await;

@@ -71,17 +71,9 @@ async fn drain(queued: usize) -> (usize, f64) {
         .as_i64()
         .unwrap();
     let timed = TIMED.min(queued);
-    // Read straight off the event stream (the harness's readers give up
-    // after 90 s; a slow drain may take longer).
-    let resp = system
-        .http
-        .get(format!("{}/api/events?after={after}", system.url))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .expect("the event stream");
-    assert_eq!(resp.status().as_u16(), 200);
-    let mut events = eventsource_stream::EventStream::new(resp.bytes_stream());
+    // Read straight off the event stream, with a patience of our own (the
+    // harness's readers give up after 90 s; a slow drain may take longer).
+    let mut events = system.open_sse(&format!("/api/events?after={after}")).await;
     let start = Instant::now();
     for w in ["worker-1", "worker-2"] {
         let (status, body) = system

@@ -13,9 +13,8 @@
 use std::time::{Duration, Instant};
 
 use aida_tests::browser::Browser;
-use aida_tests::process::bin;
 use aida_tests::system::sh_agent;
-use aida_tests::terminal::Tmux;
+use aida_tests::terminal::{Tmux, tui_command};
 use aida_tests::{GitRepo, Options, System};
 use serde_json::json;
 
@@ -27,13 +26,7 @@ async fn main() {
     let system = System::start_with(Options::workers(1)).await;
     let repo = GitRepo::with_files(&[("README.md", "hi\n")]);
     let password = "Log-stream-pass-1!";
-    let (status, body) = system
-        .post(
-            "/api/users",
-            &json!({"name": "reader", "role": "operator", "password": password}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    system.add_user("reader", "operator", password).await;
     let loud = || async {
         system
             .create_task(&json!({
@@ -112,12 +105,7 @@ async fn main() {
     // The TUI.
     let start = Instant::now();
     let id = loud().await;
-    let tmux = Tmux::new(&format!(
-        "env AIDA_TOKEN={} {} --url {} tui --task {id}",
-        system.admin_token,
-        bin("aida").display(),
-        system.url
-    ));
+    let tmux = Tmux::new(&tui_command(&system, &format!("--task {id}")));
     tmux.shows("a loud job").await;
     tmux.keys(&["Tab"]);
     let mut worst_key = Duration::ZERO;

@@ -373,10 +373,9 @@ impl System {
             .ok_or_else(|| format!("no access_token in {body}"))
     }
 
-    /// Creates a user through the API (as the admin) and returns a client
-    /// logged in as them.
-    pub async fn user(&self, name: &str, role: &str) -> reqwest::Client {
-        let password = format!("Pw-{name}-{}!", aida_core::secret::random_hex(6));
+    /// Creates a user with a known password through the API (as the
+    /// admin), for a test that signs in as them (a browser, say).
+    pub async fn add_user(&self, name: &str, role: &str, password: &str) {
         let (status, body) = self
             .post(
                 "/api/users",
@@ -384,6 +383,13 @@ impl System {
             )
             .await;
         assert_eq!(status, 201, "creating user {name}: {body}");
+    }
+
+    /// Creates a user through the API (as the admin) and returns a client
+    /// logged in as them.
+    pub async fn user(&self, name: &str, role: &str) -> reqwest::Client {
+        let password = format!("Pw-{name}-{}!", aida_core::secret::random_hex(6));
+        self.add_user(name, role, &password).await;
         let token = self
             .login(name, &password)
             .await
@@ -508,7 +514,9 @@ impl System {
         .await
     }
 
-    async fn open_sse(
+    /// Opens the SSE stream `path` (as the admin); fails the test unless
+    /// it answers 200.
+    pub async fn open_sse(
         &self,
         path: &str,
     ) -> impl futures::Stream<
@@ -516,7 +524,8 @@ impl System {
             eventsource_stream::Event,
             eventsource_stream::EventStreamError<reqwest::Error>,
         >,
-    > + Unpin {
+    > + Unpin
+    + use<> {
         let resp = self
             .http
             .get(format!("{}{path}", self.url))

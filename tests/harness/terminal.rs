@@ -4,7 +4,19 @@
 
 use std::process::Command;
 
-use crate::eventually;
+use crate::process::bin;
+use crate::{System, eventually};
+
+/// The shell command that runs `aida tui ARGS` against `system` as its
+/// admin.
+pub fn tui_command(system: &System, args: &str) -> String {
+    format!(
+        "env AIDA_TOKEN={} {} --url {} tui {args}",
+        system.admin_token,
+        bin("aida").display(),
+        system.url
+    )
+}
 
 /// A tmux session running one command; killed on drop.
 pub struct Tmux {

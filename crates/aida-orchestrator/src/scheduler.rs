@@ -210,28 +210,16 @@ impl Engine {
             .collect();
         let task_ids = self.store.pending_needing_other_kinds(&runnable).await?;
         let mut waiting = HashSet::new();
-        let mut tasks = Vec::new();
         for id in task_ids {
-            // Only tasks that schedule (not one awaiting approval, say).
-            if let Some(task) = self.store.get_task(&id).await?
-                && matches!(
-                    task_status_of(&task),
-                    TaskStatus::Planning
-                        | TaskStatus::Queued
-                        | TaskStatus::Running
-                        | TaskStatus::Merging
-                )
-            {
-                tasks.push(task);
-            }
-        }
-        for task in &tasks {
-            for st in startable(task) {
+            let Some(task) = self.store.get_task(&id).await? else {
+                continue;
+            };
+            for st in startable(&task) {
                 if runnable.contains(agent_kind(st)) {
                     continue;
                 }
                 waiting.insert((task.id.clone(), st.name.clone()));
-                self.no_worker_for(task, st, &runnable).await?;
+                self.no_worker_for(&task, st, &runnable).await?;
             }
         }
         // A subtask a worker can run again starts its wait afresh next time.
