@@ -13,6 +13,7 @@ pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod error;
+pub mod fanout;
 pub mod hosts;
 pub mod limits;
 pub mod openapi;

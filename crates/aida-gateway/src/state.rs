@@ -18,12 +18,15 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::Config;
 use crate::auth::Principal;
 use crate::auth::jwt::{JwtError, JwtKeys};
+use crate::fanout::Hub;
 use crate::hosts::AllowedHosts;
 use crate::limits::{Limits, Rate};
 
 #[derive(Clone)]
 pub struct AppState {
     channel: AuthChannel,
+    /// The one subscription to the orchestrator's events.
+    events: Hub,
     shared: Arc<Shared>,
     /// Flips to true when the server starts shutting down.
     closing: watch::Receiver<bool>,
@@ -100,6 +103,7 @@ impl AppState {
             })?;
         let (close, closing) = watch::channel(false);
         Ok(AppState {
+            events: Hub::new(channel.clone(), closing.clone()),
             channel,
             shared: Arc::new(Shared {
                 jwt,
@@ -116,6 +120,11 @@ impl AppState {
 
     pub fn orchestrator(&self) -> OrchestratorClient<AuthChannel> {
         OrchestratorClient::new(self.channel.clone())
+    }
+
+    /// Live events, shared by every SSE client.
+    pub fn events(&self) -> &Hub {
+        &self.events
     }
 
     pub fn auth(&self) -> AuthClient<AuthChannel> {

@@ -214,20 +214,28 @@ impl Orchestrator for OrchestratorService {
         request: Request<ListEventsRequest>,
     ) -> Result<Response<ListEventsResponse>, Status> {
         let req = request.into_inner();
-        let id = task_id(&req.task_id)?;
-        // A task that does not exist is a 404, not an empty history.
-        self.engine.task(&id).await?;
-        let events = self
-            .engine
-            .store()
+        let task = if req.task_id.is_empty() {
+            None
+        } else {
+            let id = task_id(&req.task_id)?;
+            // A task that does not exist is a 404, not an empty history.
+            self.engine.task(&id).await?;
+            Some(id)
+        };
+        let store = self.engine.store();
+        // Read before the page: an event stored in between is on the page
+        // or after this id, never lost between the two.
+        let latest_event_id = store.latest_event_id().await?;
+        let events = store
             .events_after(
-                Some(&id),
+                task.as_deref(),
                 req.after_event_id,
                 limit(req.limit, HISTORY_PAGE),
             )
             .await?;
         Ok(Response::new(ListEventsResponse {
             events: events.into_iter().map(Into::into).collect(),
+            latest_event_id,
         }))
     }
 

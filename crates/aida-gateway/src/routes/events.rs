@@ -1,7 +1,9 @@
-//! `GET /api/events`: the orchestrator's GetProgress stream as Server-Sent
-//! Events. The SSE `id` is the event id, so a reconnecting client resumes
-//! with `Last-Event-ID`; the stream ends when the gRPC stream ends (the
-//! followed task finished) or the gateway shuts down.
+//! `GET /api/events`: events as Server-Sent Events. A client's history
+//! comes from the orchestrator's event log, a page at a time; live events
+//! come from the gateway's one subscription ([`crate::fanout`]). The SSE
+//! `id` is the event id, so a reconnecting client resumes with
+//! `Last-Event-ID`; the stream ends when the followed task finished or the
+//! gateway shuts down.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -14,10 +16,12 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{self, KeepAlive, Sse};
 use futures::Stream;
+use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::{ErrorBody, Event, ProgressQuery};
 use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::fanout::Frame;
 use crate::state::AppState;
 
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -62,45 +66,113 @@ pub async fn follow_events(
     };
     // The header wins over the query: it is what a reconnecting EventSource
     // sends, and it is newer than the URL it reconnects to.
-    let after = last_event_id(&headers)?.or(query.after).unwrap_or(0);
-    let mut updates = state
-        .orchestrator()
-        .get_progress(orch::ProgressRequest {
-            task_id: task_id.map(|id| id.to_string()).unwrap_or_default(),
-            after_event_id: after,
-        })
-        .await?
-        .into_inner();
-    tracing::debug!(task_id = ?task_id, after, "following events");
+    let mut after = last_event_id(&headers)?.or(query.after).unwrap_or(0);
+    let task = task_id.map(|id| id.to_string());
+    let mut live = state
+        .events()
+        .subscribe()
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    // The first page before the headers: an unknown task is a 404 and an
+    // unreachable orchestrator a 503, not an empty stream.
+    let mut page = Some(history_page(&state, task.as_deref(), after).await?);
+    tracing::debug!(task_id = ?task, after, "following events");
 
     let stream = async_stream::stream! {
         let _slot = slot;
         loop {
-            let message = tokio::select! {
-                message = updates.message() => message,
-                () = state.closed() => break,
-            };
-            match message {
-                Ok(Some(update)) => {
-                    let Some(event) = update.event else { continue };
-                    match Event::try_from(event) {
-                        Ok(event) => yield Ok(sse_event(&event)),
-                        Err(err) => tracing::warn!(error = format!("{err:#}"), "skipping unreadable event"),
+            // Catch up from the history: at the start, and after falling
+            // behind the live events.
+            loop {
+                let events = match page.take() {
+                    Some(events) => Ok(events),
+                    None => tokio::select! {
+                        events = history_page(&state, task.as_deref(), after) => events,
+                        () = state.closed() => return,
+                    },
+                };
+                let events = match events {
+                    Ok(events) => events,
+                    Err(err) => {
+                        // Headers are already sent: tell the client in-band.
+                        yield Ok(error_event(err));
+                        return;
+                    }
+                };
+                let full = events.len() as u32 == HISTORY_PAGE;
+                for event in events {
+                    after = event.id;
+                    let frame = Frame::new(&event);
+                    yield Ok(sse_event(&frame));
+                    if task.is_some() && frame.ends_task {
+                        return;
                     }
                 }
-                Ok(None) => break,
-                Err(status) => {
-                    // Headers are already sent: tell the client in-band, then end.
-                    tracing::warn!(code = ?status.code(), detail = %status.message(), "progress stream failed");
-                    let body = ApiError::from(status).body();
-                    let data = serde_json::to_string(&body).unwrap_or_default();
-                    yield Ok(sse::Event::default().event("error").data(data));
+                if !full {
                     break;
+                }
+            }
+            loop {
+                let frame = tokio::select! {
+                    frame = live.recv() => frame,
+                    () = state.closed() => return,
+                };
+                match frame {
+                    Ok(frame) => {
+                        if frame.id <= after || (task.is_some() && frame.task_id != task) {
+                            continue;
+                        }
+                        after = frame.id;
+                        yield Ok(sse_event(&frame));
+                        if task.is_some() && frame.ends_task {
+                            return;
+                        }
+                    }
+                    // This client fell behind: the history has the gap.
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return,
                 }
             }
         }
     };
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+/// Events read from the history per call.
+const HISTORY_PAGE: u32 = 1000;
+
+/// The next page of `task`'s events (all tasks' when `None`) after `after`.
+async fn history_page(
+    state: &AppState,
+    task: Option<&str>,
+    after: i64,
+) -> Result<Vec<Event>, ApiError> {
+    let response = state
+        .orchestrator()
+        .list_events(orch::ListEventsRequest {
+            task_id: task.unwrap_or_default().to_owned(),
+            after_event_id: after,
+            limit: HISTORY_PAGE,
+        })
+        .await?
+        .into_inner();
+    Ok(response
+        .events
+        .into_iter()
+        .filter_map(|event| match Event::try_from(event) {
+            Ok(event) => Some(event),
+            Err(err) => {
+                tracing::warn!(error = format!("{err:#}"), "skipping unreadable event");
+                None
+            }
+        })
+        .collect())
+}
+
+fn error_event(err: ApiError) -> sse::Event {
+    tracing::warn!(error = %err, "following events failed");
+    let data = serde_json::to_string(&err.body()).unwrap_or_default();
+    sse::Event::default().event("error").data(data)
 }
 
 fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
@@ -118,13 +190,14 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     })
 }
 
-fn sse_event(event: &Event) -> sse::Event {
-    let data = serde_json::to_string(event).unwrap_or_default();
-    let mut out = sse::Event::default().id(event.id.to_string()).data(data);
+fn sse_event(frame: &Frame) -> sse::Event {
+    let mut out = sse::Event::default()
+        .id(frame.id.to_string())
+        .data(&frame.json);
     // axum panics on line breaks in the event name; kinds never have them,
     // but the name comes from another service.
-    if !event.kind.is_empty() && !event.kind.contains(['\n', '\r']) {
-        out = out.event(&event.kind);
+    if !frame.kind.is_empty() && !frame.kind.contains(['\n', '\r']) {
+        out = out.event(&frame.kind);
     }
     out
 }

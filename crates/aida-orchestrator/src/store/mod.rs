@@ -1300,6 +1300,14 @@ impl Store {
         rows.iter().map(event_from_row).collect()
     }
 
+    /// The id of the newest stored event; 0 when there is none.
+    pub async fn latest_event_id(&self) -> Result<i64> {
+        let (id,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(id), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
     /// The oldest events not yet on Redis.
     pub async fn unpublished_events(&self, limit: u32) -> Result<Vec<Event>> {
         let rows = sqlx::query("SELECT * FROM events WHERE published = 0 ORDER BY id LIMIT $1")
