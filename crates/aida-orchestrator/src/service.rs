@@ -114,6 +114,17 @@ impl OrchestratorService {
     }
 }
 
+/// An event filter's task: `None` for every task; a task that does not
+/// exist is a 404, not an empty history.
+async fn task_filter(engine: &Engine, raw: &str) -> Result<Option<String>, Status> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let id = task_id(raw)?;
+    engine.task(&id).await?;
+    Ok(Some(id))
+}
+
 fn task_id(raw: &str) -> Result<String, Status> {
     Ok(TaskId::parse(raw)
         .map_err(OrchestratorError::from)?
@@ -214,14 +225,7 @@ impl Orchestrator for OrchestratorService {
         request: Request<ListEventsRequest>,
     ) -> Result<Response<ListEventsResponse>, Status> {
         let req = request.into_inner();
-        let task = if req.task_id.is_empty() {
-            None
-        } else {
-            let id = task_id(&req.task_id)?;
-            // A task that does not exist is a 404, not an empty history.
-            self.engine.task(&id).await?;
-            Some(id)
-        };
+        let task = task_filter(&self.engine, &req.task_id).await?;
         let store = self.engine.store();
         // Read before the page: an event stored in between is on the page
         // or after this id, never lost between the two.
@@ -246,13 +250,7 @@ impl Orchestrator for OrchestratorService {
         request: Request<ProgressRequest>,
     ) -> Result<Response<Self::GetProgressStream>, Status> {
         let req = request.into_inner();
-        let task = if req.task_id.is_empty() {
-            None
-        } else {
-            let id = task_id(&req.task_id)?;
-            self.engine.task(&id).await?;
-            Some(id)
-        };
+        let task = task_filter(&self.engine, &req.task_id).await?;
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(follow(
             Arc::clone(&self.engine),
