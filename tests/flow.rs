@@ -121,13 +121,14 @@ async fn four_subtasks_run_on_two_workers_merge_and_report_a_conflict() {
             .as_deref(),
         Some("api v1\n")
     );
-    // The base branch never changes; worktrees are gone, branches stay.
+    // The base branch never changes; no worktree holds a run any more (each
+    // worker's pooled worktree stays, detached), branches stay.
     assert_eq!(repo.rev_parse("main"), base_before);
     assert_eq!(repo.show("main", "api.txt"), None);
     assert!(
-        repo.worktrees().is_empty(),
+        repo.worktrees_in_use().is_empty(),
         "worktrees left: {:?}",
-        repo.worktrees()
+        repo.worktrees_in_use()
     );
     for name in ["api", "style", "client", "rename"] {
         assert!(repo.branches().contains(&format!("aida/{task_id}/{name}")));
@@ -317,14 +318,16 @@ async fn a_description_without_subtasks_is_split_by_its_list_and_cancel_stops_ag
     for st in task["subtasks"].as_array().unwrap() {
         assert_eq!(st["status"], "cancelled", "{st:#}");
     }
-    // The worker stopped the agent (no process left) and removed its worktree.
+    // The worker stopped the agent (no process left) and handed its worktree
+    // back.
     eventually("the cancelled agent's process to be gone", || async {
         (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
     })
     .await;
-    eventually("the cancelled agent's worktree to be removed", || async {
-        repo.worktrees().is_empty().then_some(())
-    })
+    eventually(
+        "the cancelled agent's worktree to be handed back",
+        || async { repo.worktrees_in_use().is_empty().then_some(()) },
+    )
     .await;
     eventually("the worker to be idle again", || async {
         let w = system.get("/api/workers").await.ok()?;

@@ -45,60 +45,6 @@ fn ids_of_task(seen: &Seen, task: &str) -> Vec<i64> {
         .collect()
 }
 
-/// A task's whole stored history.
-async fn stored(system: &System, task: &str) -> Vec<Value> {
-    let mut all: Vec<Value> = Vec::new();
-    loop {
-        let after = all.last().map_or(0, |e| e["id"].as_i64().unwrap());
-        let page = system
-            .get(&format!(
-                "/api/tasks/{task}/events?after={after}&limit=1000"
-            ))
-            .await
-            .unwrap();
-        let page = page["events"].as_array().unwrap();
-        if page.is_empty() {
-            return all;
-        }
-        all.extend(page.iter().cloned());
-    }
-}
-
-/// Reads the task's SSE stream, resuming after `last_event_id` if given,
-/// until `count` events arrived or the server ended the stream.
-async fn read_sse(
-    system: &System,
-    task: &str,
-    last_event_id: Option<&str>,
-    count: Option<usize>,
-) -> Vec<(String, Value)> {
-    let mut req = system
-        .http
-        .get(format!("{}/api/events?task={task}", system.url))
-        .header("accept", "text/event-stream");
-    if let Some(id) = last_event_id {
-        req = req.header("last-event-id", id);
-    }
-    let resp = req.send().await.expect("SSE request");
-    assert_eq!(resp.status().as_u16(), 200, "SSE status");
-    let mut stream = eventsource_stream::EventStream::new(resp.bytes_stream());
-    let mut events = Vec::new();
-    let read = async {
-        while let Some(item) = stream.next().await {
-            let ev = item.expect("SSE event");
-            let data: Value = serde_json::from_str(&ev.data).expect("SSE data is JSON");
-            events.push((ev.id, data));
-            if count.is_some_and(|n| events.len() >= n) {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(aida_tests::DEADLINE, read)
-        .await
-        .expect("the SSE stream stalled");
-    events
-}
-
 fn signal(sig: &str, pid: u32) {
     let status = Command::new("kill")
         .args([sig, &pid.to_string()])
@@ -130,7 +76,7 @@ async fn a_task_survives_ten_seconds_without_redis_and_no_event_is_lost() {
     // Quiet before the outage: the agent waits, and Redis has every event
     // of the task so far.
     let quiet = eventually("the agent to wait and redis to have caught up", || async {
-        let history = stored(&system, &task_id).await;
+        let history = system.event_history(&task_id).await;
         let ready = history.iter().any(|e| e["data"]["line"] == "ready");
         let ids: Vec<i64> = history.iter().map(|e| e["id"].as_i64().unwrap()).collect();
         (ready && ids_of_task(&before_outage, &task_id) == ids).then_some(history)
@@ -143,14 +89,14 @@ async fn a_task_survives_ten_seconds_without_redis_and_no_event_is_lost() {
     // An SSE client reads part of the story, some of it live...
     let first_count = quiet.len() + 5;
     let first_part = {
-        let reading = read_sse(&system, &task_id, None, Some(first_count));
+        let reading = system.read_task_sse(&task_id, None, Some(first_count));
         std::fs::write(&gate, "").unwrap();
         reading.await
     };
     assert_eq!(first_part.len(), first_count);
     // ...drops, and comes back after the last event it saw.
     let last_seen = first_part.last().unwrap().0.clone();
-    let rest = read_sse(&system, &task_id, Some(&last_seen), None).await;
+    let rest = system.read_task_sse(&task_id, Some(&last_seen), None).await;
 
     // The task ended without Redis.
     let task = system.wait_finished(&task_id).await;
@@ -167,7 +113,7 @@ async fn a_task_survives_ten_seconds_without_redis_and_no_event_is_lost() {
     );
 
     // The two SSE parts are the stored history: in order, none twice.
-    let history = stored(&system, &task_id).await;
+    let history = system.event_history(&task_id).await;
     let history_ids: Vec<i64> = history.iter().map(|e| e["id"].as_i64().unwrap()).collect();
     let sse: Vec<&(String, Value)> = first_part.iter().chain(&rest).collect();
     let sse_ids: Vec<i64> = sse.iter().map(|(id, _)| id.parse().unwrap()).collect();

@@ -349,8 +349,8 @@ async fn cancelling_one_subtask_stops_its_agent_while_the_rest_goes_on() {
     })
     .await;
     eprintln!("agent gone {:?} after the cancel request", asked.elapsed());
-    eventually("its worktree to be removed", || async {
-        repo.worktrees().is_empty().then_some(())
+    eventually("its worktree to be handed back", || async {
+        repo.worktrees_in_use().is_empty().then_some(())
     })
     .await;
 

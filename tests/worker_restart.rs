@@ -55,8 +55,12 @@ async fn a_worker_back_with_the_same_id_removes_the_worktree_it_left() {
     .await;
 
     let root = system.dir.path().join("worktrees").join("worker-1");
-    let worktree = root.join(format!("{task_id}-work-1"));
     let branch = format!("aida/{task_id}/work");
+    let worktree = std::path::PathBuf::from(
+        repo.worktree_of(&branch)
+            .expect("a worktree has the run's branch"),
+    );
+    assert!(worktree.starts_with(&root), "{}", worktree.display());
     assert!(worktree.join(".git").is_file(), "the run's worktree exists");
     let listed = repo.git(&["worktree", "list", "--porcelain"]);
     assert!(
@@ -74,7 +78,10 @@ async fn a_worker_back_with_the_same_id_removes_the_worktree_it_left() {
     .await;
     // What it left: the directory and the repository's worktree entry.
     assert!(worktree.exists());
-    assert!(repo.worktrees().contains(&worktree.display().to_string()));
+    assert!(
+        repo.worktrees_in_use()
+            .contains(&worktree.display().to_string())
+    );
 
     // The same worker comes back.
     let cmd = system.worker_command("worker-1");

@@ -112,13 +112,46 @@ impl GitRepo {
             .collect()
     }
 
-    /// Paths of the worktrees git knows about, besides the main one.
-    pub fn worktrees(&self) -> Vec<String> {
-        self.git(&["worktree", "list", "--porcelain"])
-            .lines()
-            .filter_map(|l| l.strip_prefix("worktree "))
-            .filter(|p| Path::new(p) != self.path)
-            .map(str::to_owned)
+    /// Paths of the worktrees besides the main one that a run holds: all
+    /// but the workers' idle pooled worktrees (`aida-pool-*`, detached).
+    pub fn worktrees_in_use(&self) -> Vec<String> {
+        self.worktree_list()
+            .into_iter()
+            .filter(|(path, branch)| {
+                let idle_slot = branch.is_none()
+                    && Path::new(path)
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("aida-pool-"));
+                !idle_slot
+            })
+            .map(|(path, _)| path)
+            .collect()
+    }
+
+    /// The worktree that has `branch` checked out, if any.
+    pub fn worktree_of(&self, branch: &str) -> Option<String> {
+        let want = format!("refs/heads/{branch}");
+        self.worktree_list()
+            .into_iter()
+            .find(|(_, b)| b.as_deref() == Some(want.as_str()))
+            .map(|(path, _)| path)
+    }
+
+    /// Every worktree but the main one, with the branch it has checked out
+    /// (`None`: detached), as `git worktree list --porcelain` says.
+    fn worktree_list(&self) -> Vec<(String, Option<String>)> {
+        let list = self.git(&["worktree", "list", "--porcelain"]);
+        list.split("\n\n")
+            .filter_map(|block| {
+                let mut lines = block.lines();
+                let path = lines.next()?.strip_prefix("worktree ")?.to_owned();
+                let branch = block
+                    .lines()
+                    .find_map(|l| l.strip_prefix("branch "))
+                    .map(str::to_owned);
+                (Path::new(&path) != self.path).then_some((path, branch))
+            })
             .collect()
     }
 }

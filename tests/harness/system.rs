@@ -537,6 +537,62 @@ impl System {
         eventsource_stream::EventStream::new(resp.bytes_stream())
     }
 
+    /// A task's whole stored history, read a page at a time as a client
+    /// would (`GET /api/tasks/{id}/events?after=&limit=`).
+    pub async fn event_history(&self, task: &str) -> Vec<Value> {
+        let mut all: Vec<Value> = Vec::new();
+        loop {
+            let after = all.last().map_or(0, |e| e["id"].as_i64().unwrap());
+            let page = self
+                .get(&format!(
+                    "/api/tasks/{task}/events?after={after}&limit=1000"
+                ))
+                .await
+                .unwrap();
+            let page = page["events"].as_array().unwrap();
+            if page.is_empty() {
+                return all;
+            }
+            all.extend(page.iter().cloned());
+        }
+    }
+
+    /// Reads the task's SSE stream, resuming after `last_event_id` (sent as
+    /// the `Last-Event-ID` header) if given, until `count` events arrived or
+    /// the server ended the stream; returns the SSE ids and the events.
+    pub async fn read_task_sse(
+        &self,
+        task: &str,
+        last_event_id: Option<&str>,
+        count: Option<usize>,
+    ) -> Vec<(String, Value)> {
+        let mut req = self
+            .http
+            .get(format!("{}/api/events?task={task}", self.url))
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let resp = req.send().await.expect("SSE request");
+        assert_eq!(resp.status().as_u16(), 200, "SSE status");
+        let mut stream = eventsource_stream::EventStream::new(resp.bytes_stream());
+        let mut events = Vec::new();
+        let read = async {
+            while let Some(item) = stream.next().await {
+                let ev = item.expect("SSE event");
+                let data: Value = serde_json::from_str(&ev.data).expect("SSE data is JSON");
+                events.push((ev.id, data));
+                if count.is_some_and(|n| events.len() >= n) {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(crate::DEADLINE, read)
+            .await
+            .expect("the SSE stream stalled");
+        events
+    }
+
     /// Reads the SSE stream `path` until the server ends it; returns the
     /// SSE ids and the events' JSON.
     pub async fn read_sse(&self, path: &str) -> Vec<(String, Value)> {

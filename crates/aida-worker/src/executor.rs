@@ -58,6 +58,9 @@ pub struct ExecContext {
     pub worker_id: String,
     /// Worktrees are created below this directory, one per run.
     pub worktree_root: PathBuf,
+    /// Whether a repository's worktree is kept and reset for the next run
+    /// (see [`crate::pool`]) rather than removed.
+    pub pool_worktrees: bool,
     /// Where the agent CLIs are and what they may do.
     pub agents: AgentConfig,
     /// Secret values masked in everything a run reports.
@@ -78,6 +81,7 @@ impl ExecContext {
         Self {
             worker_id: worker_id.into(),
             worktree_root: worktree_root.into(),
+            pool_worktrees: true,
             agents: AgentConfig::default(),
             secrets: Arc::default(),
             repo_roots: Vec::new(),
@@ -311,14 +315,15 @@ async fn run_masked(
     }
     let run = Arc::new(run);
     let prepared = {
-        let (run, branch, root, worker_id) = (
+        let (run, branch, root, worker_id, pool) = (
             run.clone(),
             v.branch.clone(),
             ctx.worktree_root.clone(),
             ctx.worker_id.clone(),
+            ctx.pool_worktrees,
         );
         tokio::task::spawn_blocking(move || {
-            worktree::prepare(&run, &branch, &root, &worker_id)
+            worktree::prepare(&run, &branch, &root, &worker_id, pool)
                 .map_err(|e| (e.to_string(), e.is_permanent()))
         })
         .await
@@ -340,8 +345,9 @@ async fn run_masked(
         note(
             &logs,
             format!(
-                "worktree ready at {}, starting from {}",
+                "worktree ready at {}{}, starting from {}",
                 wt.path.display(),
+                if wt.reused { " (reused, reset)" } else { "" },
                 wt.start_commit
             ),
         )
@@ -363,7 +369,7 @@ async fn run_masked(
 
     let removed = {
         let wt = wt.clone();
-        blocking(move || worktree::remove(&wt)).await
+        blocking(move || worktree::release(&wt)).await
     };
     if let Err(e) = removed {
         tracing::warn!(error = %e, "cannot remove worktree");

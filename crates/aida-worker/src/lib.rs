@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 pub mod agent;
 pub mod error;
 pub mod executor;
+pub mod pool;
 pub mod ports;
 pub mod repo_config;
 pub mod resolve;
@@ -49,6 +50,11 @@ pub struct Config {
     pub worker_advertise_addr: Option<String>,
     /// Where worktrees go; `<tmp>/aida-worktrees/<worker_id>` when unset.
     pub worktree_root: Option<PathBuf>,
+    /// `WORKTREE_POOL`: keep each repository's worktree between runs and
+    /// reset it to the next run's start (only changed files are written),
+    /// rather than adding and removing a worktree per run. On by default;
+    /// `false` adds a fresh worktree for every run.
+    pub worktree_pool: bool,
     /// The Claude Code executable: a path, or a name looked up on `PATH`.
     pub claude_path: String,
     /// The Gemini CLI executable.
@@ -104,6 +110,7 @@ impl Default for Config {
             worker_listen_addr: "127.0.0.1:0".into(),
             worker_advertise_addr: None,
             worktree_root: None,
+            worktree_pool: true,
             claude_path: "claude".into(),
             gemini_path: "gemini".into(),
             codex_path: "codex".into(),
@@ -269,6 +276,7 @@ pub async fn run(
         ctx: Arc::new(ExecContext {
             worker_id: config.worker_id.clone(),
             worktree_root: config.worktree_root(),
+            pool_worktrees: config.worktree_pool,
             agents,
             secrets: Arc::new(secrets),
             repo_roots,

@@ -20,6 +20,8 @@ use git2::{
 };
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::pool::{self, Slot, Taken};
+
 /// Metadata of another worktree is only pruned once it is this old, so a
 /// worktree that a concurrent worker is creating right now is left alone.
 const STALE_METADATA_AGE: Duration = Duration::from_secs(60);
@@ -88,19 +90,21 @@ impl WorktreeError {
     }
 }
 
-fn git(what: impl Into<String>) -> impl FnOnce(git2::Error) -> WorktreeError {
+pub(crate) fn git(what: impl Into<String>) -> impl FnOnce(git2::Error) -> WorktreeError {
     let what = what.into();
     move |source| WorktreeError::Git { what, source }
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> WorktreeError {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> WorktreeError {
     let what = what.into();
     move |source| WorktreeError::Io { what, source }
 }
 
 /// Runs a git operation again when another process holds a lock it needs:
 /// workers on one host share the repository's refs and worktree metadata.
-fn retry_locked<T>(mut op: impl FnMut() -> Result<T, git2::Error>) -> Result<T, git2::Error> {
+pub(crate) fn retry_locked<T>(
+    mut op: impl FnMut() -> Result<T, git2::Error>,
+) -> Result<T, git2::Error> {
     let mut delay = Duration::from_millis(20);
     for _ in 0..6 {
         match op() {
@@ -134,6 +138,11 @@ pub struct PreparedWorktree {
     /// Base commit plus merged dependencies (a follow-up: the branch's
     /// tip): what the agent starts from.
     pub start_commit: Oid,
+    /// The pool slot this worktree is, when the worker reuses worktrees.
+    pub slot: Option<Slot>,
+    /// Whether an earlier run's worktree was reset for this one rather
+    /// than a new one added.
+    pub reused: bool,
 }
 
 /// The worktree's metadata name, unique per task, subtask and attempt so
@@ -143,7 +152,8 @@ pub fn worktree_name(run: &SubtaskRun) -> String {
 }
 
 /// Computes the start commit, resets `branch` to it and adds a worktree for
-/// it under `root`. A follow-up (`run.continue_from` set) instead checks
+/// it under `root`; with `pool`, the worker's slot for the repository is
+/// reset instead when it has one (see [`crate::pool`]). A follow-up (`run.continue_from` set) instead checks
 /// that `branch` exists with its tip at `continue_from` (or on top of it:
 /// an earlier attempt's partial work, which is reset away) and adds the
 /// worktree there: no dependency merge.
@@ -152,6 +162,7 @@ pub fn prepare(
     branch: &str,
     root: &Path,
     worker_id: &str,
+    pool: bool,
 ) -> Result<PreparedWorktree, WorktreeError> {
     let repo = Repository::open(&run.repo).map_err(|source| WorktreeError::OpenRepo {
         repo: run.repo.clone(),
@@ -225,6 +236,19 @@ pub fn prepare(
             .map_err(git(format!("pointing branch {branch} at the start commit")))?
     };
 
+    if pool {
+        let slot = Slot::of(root, &repo);
+        let taken = pool::take(&repo, &slot, &reference, start)?;
+        return Ok(PreparedWorktree {
+            repo: PathBuf::from(&run.repo),
+            name: slot.name.clone(),
+            path: slot.path.clone(),
+            branch: branch.to_owned(),
+            start_commit: start,
+            reused: taken == Taken::Reset,
+            slot: Some(slot),
+        });
+    }
     let mut opts = WorktreeAddOptions::new();
     // Locked for as long as the run lasts, so neither another worker's
     // stale-metadata sweep nor a user's `git worktree prune` removes it.
@@ -238,6 +262,8 @@ pub fn prepare(
         path,
         branch: branch.to_owned(),
         start_commit: start,
+        slot: None,
+        reused: false,
     })
 }
 
@@ -401,7 +427,7 @@ fn clear_leftovers(
 }
 
 /// Deletes a worktree's directory and its metadata; the branch stays.
-fn remove_worktree(wt: &git2::Worktree) -> Result<(), WorktreeError> {
+pub(crate) fn remove_worktree(wt: &git2::Worktree) -> Result<(), WorktreeError> {
     let dir = wt.path().to_path_buf();
     let mut opts = WorktreePruneOptions::new();
     opts.valid(true).locked(true).working_tree(true);
@@ -511,13 +537,24 @@ pub fn commit_changes(
     })
 }
 
-/// Removes the worktree directory and its metadata; the branch stays.
-pub fn remove(wt: &PreparedWorktree) -> Result<(), WorktreeError> {
+/// Ends the run's use of the worktree; the branch stays. A pooled
+/// worktree is handed back for the next run (or discarded when that
+/// fails); any other is removed, directory and metadata.
+pub fn release(wt: &PreparedWorktree) -> Result<(), WorktreeError> {
     let repo = Repository::open(&wt.repo).map_err(|source| WorktreeError::OpenRepo {
         repo: wt.repo.display().to_string(),
         source,
     })?;
     let _lock = lock_metadata(&repo)?;
+    if let Some(slot) = &wt.slot {
+        return match pool::release(slot) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::warn!(slot = %slot.path.display(), error = %e, "cannot hand back a pooled worktree; removing it");
+                pool::discard(&repo, slot)
+            }
+        };
+    }
     match repo.find_worktree(&wt.name) {
         Ok(found) => remove_worktree(&found),
         Err(_) if wt.path.exists() => std::fs::remove_dir_all(&wt.path).map_err(io(format!(
@@ -598,7 +635,8 @@ pub fn is_run_dir_name(name: &str) -> bool {
 
 /// Removes what runs of an earlier process left under `root`: a worker
 /// killed mid-run leaves its worktree (locked, registered in the
-/// repository) and read-only snapshots behind. A git worktree is unlocked,
+/// repository) and read-only snapshots behind; a pooled worktree that was
+/// not handed back goes too, an idle one stays for the next run. A git worktree is unlocked,
 /// its metadata pruned from the repository and its directory deleted; the
 /// subtask's branch stays. Call it before taking work, with nothing running.
 ///
@@ -616,7 +654,22 @@ pub fn clean_root(root: &Path) -> Result<Vec<Cleaned>, WorktreeError> {
         let path = entry.path();
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         let name = entry.file_name();
-        if !is_dir || !name.to_str().is_some_and(is_run_dir_name) {
+        let name = name.to_str().unwrap_or_default();
+        if !is_dir && pool::is_marker_name(name) {
+            // A slot's idle marker whose slot is gone means nothing.
+            if !path.with_extension("").is_dir() {
+                let _ = std::fs::remove_file(&path);
+            }
+            continue;
+        }
+        let slot = pool::Slot::at(&path);
+        if slot.as_ref().is_some_and(|slot| is_dir && slot.is_idle()) {
+            tracing::debug!(path = %path.display(), "an idle pooled worktree, kept for the next run");
+            continue;
+        }
+        // A slot that is not idle was in use, or being reset, when its
+        // worker died: it is never reused.
+        if !is_dir || !(is_run_dir_name(name) || slot.is_some()) {
             tracing::debug!(path = %path.display(), "not a worktree of this worker, left alone");
             continue;
         }

@@ -112,7 +112,7 @@ async fn claude_code_edits_files_and_reports_its_usage() {
         !lines.iter().any(|l| l.stream == "stdout"),
         "every stdout line was an event"
     );
-    assert!(!ctx.worktree_dir(&run).exists());
+    ctx.assert_released(&run);
 }
 
 #[tokio::test]
@@ -434,7 +434,7 @@ async fn a_run_past_its_timeout_is_killed_with_its_process_group() {
             !result.usage.unwrap_or_default().session_id.is_empty(),
             "{kind}"
         );
-        assert!(!ctx.worktree_dir(&run).exists());
+        ctx.assert_released(&run);
     }
 
     // The plain command agent has the same limit.

@@ -81,14 +81,7 @@ async fn agent_work_is_committed_on_the_subtask_branch() {
         &format!("committed {}", result.commit)
     ));
 
-    assert!(
-        !ctx.worktree_dir(&run).exists(),
-        "worktree directory removed"
-    );
-    assert!(
-        git.worktrees().unwrap().is_empty(),
-        "worktree metadata pruned"
-    );
+    ctx.assert_released(&run);
     assert_eq!(repo.main_head(), repo.base, "base branch unchanged");
     assert!(
         git.statuses(None).unwrap().is_empty(),
@@ -189,7 +182,7 @@ async fn conflicting_dependencies_fail_naming_dependency_and_files() {
     assert!(!result.success);
     assert!(result.error.contains("dependency y"), "{}", result.error);
     assert!(result.error.contains("README.md"), "{}", result.error);
-    assert!(!ctx.worktree_dir(&run).exists());
+    ctx.assert_released(&run);
 }
 
 #[tokio::test]
@@ -211,7 +204,7 @@ async fn failing_agents_give_clear_errors() {
         repo.file_at(&result.commit, "p.txt").as_deref(),
         Some("partial\n")
     );
-    assert!(!ctx.worktree_dir(&run).exists());
+    ctx.assert_released(&run);
 
     let run = repo.run("missing", &["/nonexistent/aida-agent-xyz", "--flag"]);
     let (result, _) = ctx.execute(run.clone()).await;
@@ -223,7 +216,7 @@ async fn failing_agents_give_clear_errors() {
         "{}",
         result.error
     );
-    assert!(!ctx.worktree_dir(&run).exists());
+    ctx.assert_released(&run);
 
     let mut run = repo.run("empty", &[]);
     let (result, _) = ctx.execute(run.clone()).await;
@@ -254,11 +247,12 @@ async fn retrying_an_attempt_resets_the_branch() {
     // A worker that died mid-run left attempt 2's worktree on the branch.
     run.attempt = 2;
     let leftover =
-        aida_worker::worktree::prepare(&run, &run.branch, &ctx.ctx.worktree_root, "dead").unwrap();
+        aida_worker::worktree::prepare(&run, &run.branch, &ctx.ctx.worktree_root, "dead", false)
+            .unwrap();
     assert!(leftover.path.exists());
     run.attempt = 3;
     run.agent = Some(common::command(&["sh", "-c", "echo second > s.txt"]));
-    let (second, _) = ctx.execute(run).await;
+    let (second, _) = ctx.execute(run.clone()).await;
     assert!(second.success, "{second:?}");
     assert_eq!(repo.file_at(&second.commit, "f.txt"), None);
     assert!(repo.file_at(&second.commit, "s.txt").is_some());
@@ -266,7 +260,7 @@ async fn retrying_an_attempt_resets_the_branch() {
         !leftover.path.exists(),
         "the dead attempt's worktree is cleared"
     );
-    assert!(repo.repo().worktrees().unwrap().is_empty());
+    ctx.assert_released(&run);
 }
 
 /// Alive and not a zombie (an orphan may wait a moment to be reaped).
@@ -334,9 +328,8 @@ async fn cancelling_kills_the_whole_process_group() {
         "background child {child} survived cancellation"
     );
     assert!(
-        !ctx.worktree_root
-            .join(aida_worker::worktree::worktree_name(&run))
-            .exists()
+        aida_worker::pool::Slot::of(&ctx.worktree_root, &repo.repo()).is_idle(),
+        "the cancelled run handed its worktree back"
     );
 }
 
@@ -371,7 +364,9 @@ async fn concurrent_runs_on_one_repository_do_not_interfere() {
             None
         );
     }
-    assert!(repo.repo().worktrees().unwrap().is_empty());
+    for (worker, run) in workers.iter().zip(&runs) {
+        worker.assert_released(run);
+    }
 }
 
 #[tokio::test]
@@ -494,8 +489,7 @@ async fn a_follow_up_commits_on_top_of_the_previous_commit_on_the_same_branch() 
     );
     assert!(repo.file_at(&second.commit, "one.txt").is_some());
     assert!(repo.file_at(&second.commit, "two.txt").is_some());
-    assert!(!ctx.worktree_dir(&follow_up).exists());
-    assert!(git.worktrees().unwrap().is_empty());
+    ctx.assert_released(&follow_up);
     assert_eq!(repo.main_head(), repo.base);
 }
 
@@ -569,8 +563,7 @@ async fn a_follow_up_retry_starts_over_and_a_moved_or_missing_branch_is_refused(
         .refname_to_id(&format!("refs/heads/{}", first_run.branch))
         .unwrap();
     assert_eq!(tip, elsewhere, "the branch is left alone");
-    assert!(!ctx.worktree_dir(&moved).exists());
-    assert!(git.worktrees().unwrap().is_empty());
+    ctx.assert_released(&moved);
 
     // A subtask that never ran has no branch to continue.
     let never_ran = aida_proto::common::SubtaskRun {

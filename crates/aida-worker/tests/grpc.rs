@@ -221,7 +221,7 @@ async fn busy_worker_refuses_and_stop_cancels() {
 }
 
 #[tokio::test]
-async fn shutdown_cancels_a_running_agent_and_removes_its_worktree() {
+async fn shutdown_cancels_a_running_agent_and_hands_its_worktree_back() {
     let repo = TestRepo::new();
     let mut w = spawn_worker().await;
     let slow = repo.run("slow", &["sh", "-c", "echo started; sleep 1000"]);
@@ -234,5 +234,11 @@ async fn shutdown_cancels_a_running_agent_and_removes_its_worktree() {
     stream.next().await.expect("first line").unwrap();
     w.stop.send(()).unwrap();
     w.handle.await.unwrap().unwrap();
-    assert!(repo.repo().worktrees().unwrap().is_empty());
+    // Only the worker's pooled worktree is left, and it holds no branch.
+    let git = repo.repo();
+    let names = git.worktrees().unwrap();
+    assert_eq!(names.len(), 1);
+    assert!(aida_worker::pool::is_slot_name(names.get(0).unwrap()));
+    let list = repo.git_worktree_list();
+    assert!(!list.contains("branch refs/heads/aida/"), "{list}");
 }

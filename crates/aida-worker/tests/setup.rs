@@ -97,7 +97,7 @@ NODE_ENV = "development"
     for left_out in ["deps/lib.txt", "setup-env.txt", "build.log"] {
         assert_eq!(repo.file_at(&result.commit, left_out), None, "{left_out}");
     }
-    assert!(!ctx.worktree_dir(&run).exists());
+    ctx.assert_released(&run);
 }
 
 #[tokio::test]
@@ -161,7 +161,7 @@ async fn a_failing_setup_fails_the_attempt_with_its_output_and_the_agent_does_no
         .refname_to_id(&format!("refs/heads/{}", run.branch))
         .unwrap();
     assert_eq!(tip, repo.base);
-    assert!(!ctx.worktree_dir(&run).exists());
+    ctx.assert_released(&run);
 
     // A program that is not there will not appear on a retry.
     run.setup = Some(setup(&["/nonexistent/aida-setup-xyz"]));

@@ -51,6 +51,17 @@ impl TestRepo {
         Repository::open(self.path()).unwrap()
     }
 
+    /// What `git worktree list --porcelain` says about the repository.
+    pub fn git_worktree_list(&self) -> String {
+        let out = std::process::Command::new("git")
+            .args(["worktree", "list", "--porcelain"])
+            .current_dir(self.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     pub fn main_head(&self) -> Oid {
         self.repo().refname_to_id("refs/heads/main").unwrap()
     }
@@ -156,10 +167,45 @@ impl Ctx {
         ctx
     }
 
+    /// Where this worker's runs on `run`'s repository work: its pooled
+    /// worktree of that repository.
     pub fn worktree_dir(&self, run: &SubtaskRun) -> PathBuf {
-        self.ctx
-            .worktree_root
-            .join(aida_worker::worktree::worktree_name(run))
+        let repo = Repository::open(&run.repo).unwrap();
+        aida_worker::pool::Slot::of(&self.ctx.worktree_root, &repo).path
+    }
+
+    /// After `run` ended: no worktree holds its branch and no worktree of
+    /// the run is left but the worker's idle pooled one (or none at all).
+    pub fn assert_released(&self, run: &SubtaskRun) {
+        let slot = aida_worker::pool::Slot::at(&self.worktree_dir(run)).unwrap();
+        assert!(
+            !slot.path.exists() || slot.is_idle(),
+            "the run's worktree was handed back"
+        );
+        assert!(
+            !self
+                .ctx
+                .worktree_root
+                .join(aida_worker::worktree::worktree_name(run))
+                .exists()
+        );
+        let repo = Repository::open(&run.repo).unwrap();
+        for name in repo.worktrees().unwrap().iter().flatten() {
+            assert!(
+                aida_worker::pool::is_slot_name(name),
+                "worktree {name} left behind"
+            );
+        }
+        let out = std::process::Command::new("git")
+            .args(["worktree", "list", "--porcelain"])
+            .current_dir(&run.repo)
+            .output()
+            .unwrap();
+        let list = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            !list.contains(&format!("branch refs/heads/{}\n", run.branch)),
+            "{list}"
+        );
     }
 
     /// Runs `run` to its end and returns its result and every log line.
