@@ -4,7 +4,7 @@
 use utoipa::OpenApi;
 
 use crate::routes::{
-    audit, auth, context, events, system, tasks, tokens, users, webhook, workflows,
+    audit, auth, context, events, maintenance, system, tasks, tokens, users, webhook, workflows,
 };
 
 #[derive(OpenApi)]
@@ -48,6 +48,7 @@ use crate::routes::{
         tokens::create_token,
         tokens::revoke_token,
         audit::list_audit,
+        maintenance::collect_garbage,
         webhook::receive,
         workflows::list_workflows,
         workflows::put_workflow,

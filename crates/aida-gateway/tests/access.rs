@@ -193,6 +193,7 @@ fn the_permission_matrix_is_the_seeds() {
             UserAdmin,
             TokenAdmin,
             AuditRead,
+            Maintenance,
         ]
         .into_iter()
         .filter(|p| p.allowed_for(role))
@@ -210,7 +211,7 @@ fn the_permission_matrix_is_the_seeds() {
             SystemRead
         ]
     );
-    assert_eq!(can(Role::Admin).len(), 10);
+    assert_eq!(can(Role::Admin).len(), 11);
     assert!(!can(Role::System).contains(&UserAdmin));
     assert!(can(Role::System).contains(&TaskCreate));
 }

@@ -44,6 +44,8 @@ pub struct Settings {
     pub public_api_url: String,
     /// Allowed repositories and the default task timeout.
     pub policy: crate::planning::TaskPolicy,
+    /// How long ended tasks' events and logs are kept.
+    pub retention: crate::retention::Retention,
 }
 
 /// A subtask attempt: what a worker is running.

@@ -37,6 +37,7 @@ pub mod prediction;
 pub mod remotes;
 pub mod repos;
 pub mod resolution;
+pub mod retention;
 pub mod review;
 mod scheduler;
 pub mod service;
@@ -113,6 +114,15 @@ pub struct Config {
     /// `AIDA_GIT_TIMEOUT_SECS`: the limit of one fetch or push.
     #[serde(rename = "aida_git_timeout_secs")]
     pub git_timeout_secs: u64,
+    /// `AIDA_EVENT_RETENTION`: the events of a task that ended longer ago
+    /// than this are removed (`30d`, `12h`, ...; `off` keeps them).
+    #[serde(rename = "aida_event_retention")]
+    pub event_retention: String,
+    /// `AIDA_LOG_RETENTION`: the log lines of a task that ended longer ago
+    /// than this are compacted to the last 200 of each subtask (`off`
+    /// keeps them).
+    #[serde(rename = "aida_log_retention")]
+    pub log_retention: String,
     /// `AIDA_GITHUB_CONFIG`: a TOML file mapping GitHub repositories to
     /// AIDA (issues that start tasks, reviews that follow up).
     #[serde(rename = "aida_github_config")]
@@ -152,6 +162,8 @@ impl Default for Config {
             repo_cache: None,
             git_providers: None,
             git_timeout_secs: 300,
+            event_retention: "30d".into(),
+            log_retention: "7d".into(),
             github_config: None,
             security: Default::default(),
             redis_password: None,
@@ -256,6 +268,17 @@ fn database_dir(database_url: &str) -> anyhow::Result<std::path::PathBuf> {
         .unwrap_or_else(|| std::path::PathBuf::from(".")))
 }
 
+/// A retention setting: a duration (`30d`, `12h`), or `off`/`0` for none.
+fn retention_setting(name: &str, raw: &str) -> anyhow::Result<Option<Duration>> {
+    let raw = raw.trim();
+    if raw.eq_ignore_ascii_case("off") || raw == "0" {
+        return Ok(None);
+    }
+    humantime::parse_duration(raw)
+        .map(Some)
+        .with_context(|| format!("{name}={raw:?} is not a duration such as 30d or 12h, nor off"))
+}
+
 /// Serves the orchestrator on `listener` until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -272,6 +295,13 @@ pub async fn run(
         .security
         .connect_lazy(&config.aggregator_addr)
         .with_context(|| format!("invalid AGGREGATOR_ADDR {:?}", config.aggregator_addr))?;
+    let redis_url =
+        aida_core::config::redis_url(config.redis_url.as_deref(), config.redis_addr.as_deref());
+    let retention = retention::Retention {
+        events: retention_setting("AIDA_EVENT_RETENTION", &config.event_retention)?,
+        logs: retention_setting("AIDA_LOG_RETENTION", &config.log_retention)?,
+        outbox: redis_url.is_some(),
+    };
     let settings = engine::Settings {
         lease_timeout: Duration::from_secs(config.lease_timeout_secs.max(1)),
         retry_base: Duration::from_millis(config.retry_backoff_ms),
@@ -284,6 +314,7 @@ pub async fn run(
             repo_roots,
             default_timeout_secs: config.task_timeout_secs,
         },
+        retention,
     };
     let auth_settings = auth::AuthSettings {
         lockout: Duration::from_secs(config.lockout_secs.max(1)),
@@ -301,9 +332,7 @@ pub async fn run(
         stop.clone(),
     );
 
-    if let Some(url) =
-        aida_core::config::redis_url(config.redis_url.as_deref(), config.redis_addr.as_deref())
-    {
+    if let Some(url) = redis_url {
         let pool = redis_config(&url, config.redis_password.as_ref())?
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .with_context(|| {
@@ -318,6 +347,7 @@ pub async fn run(
     engine.recover().await?;
     tokio::spawn(std::sync::Arc::clone(&engine).run_dispatcher(stop.clone()));
     tokio::spawn(std::sync::Arc::clone(&engine).run_reaper(stop.clone()));
+    tokio::spawn(std::sync::Arc::clone(&engine).run_retention(stop.clone()));
 
     let grpc = aida_core::grpc::router(
         &[

@@ -8,16 +8,16 @@ use aida_core::ids::TaskId;
 use aida_core::proto::common::{ContextEntry, Diff, Event, Report, Task};
 use aida_core::proto::orchestrator::orchestrator_server::Orchestrator;
 use aida_core::proto::orchestrator::{
-    ApproveTaskRequest, AssignTaskRequest, Assignment, CancelTaskRequest, CompleteTaskRequest,
-    CreateTaskRequest, ExternalStatusRequest, FollowUpRequest, GetContextRequest, GetDiffRequest,
-    GetReportRequest, GetTaskRequest, GetWorkflowRequest, GitHubEventOutcome, GitHubEventRequest,
-    HeartbeatRequest, HeartbeatResponse, ListContextRequest, ListContextResponse,
-    ListEventsRequest, ListEventsResponse, ListLocksRequest, ListLocksResponse, ListTasksRequest,
-    ListTasksResponse, ListWorkersRequest, ListWorkersResponse, ListWorkflowsRequest,
-    ListWorkflowsResponse, ProgressRequest, ProgressUpdate, PutContextRequest, PutWorkflowRequest,
-    RegisterWorkerRequest, ReportLogRequest, ReportLogResponse, RunWorkflowRequest,
-    SetWorkerDrainRequest, StopSubtaskRequest, SystemStatus, SystemStatusRequest, TaskResult,
-    WorkerCommand, WorkerInfo, Workflow,
+    ApproveTaskRequest, AssignTaskRequest, Assignment, CancelTaskRequest, CollectGarbageRequest,
+    CompleteTaskRequest, CreateTaskRequest, ExternalStatusRequest, FollowUpRequest, GarbageReport,
+    GetContextRequest, GetDiffRequest, GetReportRequest, GetTaskRequest, GetWorkflowRequest,
+    GitHubEventOutcome, GitHubEventRequest, HeartbeatRequest, HeartbeatResponse,
+    ListContextRequest, ListContextResponse, ListEventsRequest, ListEventsResponse,
+    ListLocksRequest, ListLocksResponse, ListTasksRequest, ListTasksResponse, ListWorkersRequest,
+    ListWorkersResponse, ListWorkflowsRequest, ListWorkflowsResponse, ProgressRequest,
+    ProgressUpdate, PutContextRequest, PutWorkflowRequest, RegisterWorkerRequest, ReportLogRequest,
+    ReportLogResponse, RunWorkflowRequest, SetWorkerDrainRequest, StopSubtaskRequest, SystemStatus,
+    SystemStatusRequest, TaskResult, WorkerCommand, WorkerInfo, Workflow,
 };
 use aida_core::time::to_proto;
 use futures::{Stream, StreamExt};
@@ -575,6 +575,26 @@ impl Orchestrator for OrchestratorService {
             Ok(task) => line.with("task_id", &task.id),
             Err(_) => line,
         };
+        Ok(Response::new(self.audited(line, outcome).await?))
+    }
+
+    async fn collect_garbage(
+        &self,
+        request: Request<CollectGarbageRequest>,
+    ) -> Result<Response<GarbageReport>, Status> {
+        let req = request.into_inner();
+        let older_than = match req.older_than_secs {
+            0 => self.engine.settings.retention.events.ok_or_else(|| {
+                Status::invalid_argument(
+                    "older_than_secs is required: AIDA_EVENT_RETENTION is off on this orchestrator",
+                )
+            })?,
+            secs => std::time::Duration::from_secs(secs),
+        };
+        let line = AuditLine::new(req.actor.as_ref(), "system.gc", "system".to_owned())
+            .with("older_than_secs", older_than.as_secs().to_string())
+            .with("dry_run", req.dry_run.to_string());
+        let outcome = self.engine.collect_garbage(older_than, req.dry_run).await;
         Ok(Response::new(self.audited(line, outcome).await?))
     }
 

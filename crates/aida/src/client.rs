@@ -12,9 +12,9 @@ use std::sync::Arc;
 use aida_core::secret::ExposeSecret;
 use aida_gateway::api::{
     ApiToken, ApiTokenList, AuditEntry, AuditList, CreateApiToken, CreateTask, CreateUser, Diff,
-    ErrorBody, Event, EventList, FollowUp, Login, Me, PutWorkflow, RunWorkflow, SystemStatus, Task,
-    TaskList, TokenPair, UpdateUser, User, UserList, Worker, WorkerList, Workflow, WorkflowList,
-    WorkflowQuery,
+    ErrorBody, Event, EventList, FollowUp, GcReport, GcRequest, Login, Me, PutWorkflow,
+    RunWorkflow, SystemStatus, Task, TaskList, TokenPair, UpdateUser, User, UserList, Worker,
+    WorkerList, Workflow, WorkflowList, WorkflowQuery,
 };
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
@@ -367,6 +367,11 @@ impl Client {
     pub async fn revoke_token(&self, id: &str) -> anyhow::Result<ApiToken> {
         let path = format!("/api/tokens/{}", segment(id)?);
         self.json(self.http.delete(self.url(&path))).await
+    }
+
+    pub async fn collect_garbage(&self, body: &GcRequest) -> anyhow::Result<GcReport> {
+        self.json(self.http.post(self.url("/api/admin/gc")).json(body))
+            .await
     }
 
     pub async fn list_users(&self) -> anyhow::Result<Vec<User>> {

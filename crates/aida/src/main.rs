@@ -49,7 +49,7 @@ enum Command {
     /// and an admin token made under data/.
     Dev(commands::dev::DevArgs),
     /// Back up and restore the orchestrator's database, and make users on
-    /// it directly.
+    /// it directly; remove what old tasks left behind (gc).
     #[command(subcommand)]
     Admin(commands::admin::AdminCommand),
     /// Sign in to a gateway; later commands send the login's token.
@@ -86,7 +86,7 @@ async fn main() -> ExitCode {
         Command::Tui(args) => args.run(&cli.global).await,
         Command::Watch(args) => args.run(&cli.global).await,
         Command::Dev(args) => args.run(&cli.global).await,
-        Command::Admin(command) => command.run().await,
+        Command::Admin(command) => command.run(&cli.global).await,
         Command::Login(args) => args.run(&cli.global).await,
         Command::Logout(args) => args.run(&cli.global).await,
         Command::Whoami(args) => args.run(&cli.global).await,

@@ -16,6 +16,7 @@ pub use aida_core::event::Event;
 
 mod auth;
 mod delivery;
+mod maintenance;
 mod merge_quality;
 mod review;
 mod verification;
@@ -23,6 +24,7 @@ mod workflows;
 
 pub use auth::*;
 pub use delivery::*;
+pub use maintenance::*;
 pub use merge_quality::*;
 pub use review::*;
 pub use verification::*;

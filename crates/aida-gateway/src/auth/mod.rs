@@ -52,12 +52,14 @@ pub enum Permission {
     TokenAdmin,
     /// Read the audit trail.
     AuditRead,
+    /// Remove what ended tasks left behind (`gc`).
+    Maintenance,
 }
 
 impl Permission {
     /// The seed's permission matrix: viewer reads; operator also creates,
     /// approves, cancels and writes context; admin also manages users,
-    /// tokens and workers and reads the audit trail; system (webhooks and
+    /// tokens and workers, reads the audit trail and collects garbage; system (webhooks and
     /// AIDA's own callers) works with tasks.
     pub fn allowed_for(self, role: Role) -> bool {
         use Permission::*;
@@ -67,7 +69,7 @@ impl Permission {
             TaskCreate | TaskControl | ContextWrite => {
                 matches!(role, Role::Operator | Role::Admin | Role::System)
             }
-            WorkerAdmin | UserAdmin | TokenAdmin | AuditRead => role == Role::Admin,
+            WorkerAdmin | UserAdmin | TokenAdmin | AuditRead | Maintenance => role == Role::Admin,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod context;
 pub mod events;
+pub mod maintenance;
 pub mod system;
 pub mod tasks;
 pub mod tokens;
@@ -200,6 +201,10 @@ pub fn table() -> Vec<(Route, MethodRouter<AppState>)> {
         (
             r(Method::GET, "/api/audit", AuditRead),
             get(audit::list_audit),
+        ),
+        (
+            r(Method::POST, "/api/admin/gc", Maintenance),
+            post(maintenance::collect_garbage),
         ),
         // Signed by the sender instead of a bearer token.
         (

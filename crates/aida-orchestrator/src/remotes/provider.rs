@@ -150,6 +150,37 @@ impl Providers {
         }
     }
 
+    /// Whether pull (merge) request `number` of `url`'s repository is still
+    /// open: GitHub's `state` is `open`, GitLab's `opened`.
+    pub async fn pull_request_open(
+        &self,
+        url: &RemoteUrl,
+        token: &SecretString,
+        number: u32,
+    ) -> Result<bool, ProviderError> {
+        let api = self.api_for(url)?;
+        let (auth, endpoint, open) = match api.kind {
+            Kind::GitHub => (
+                Auth::GitHub,
+                format!("{}/repos/{}/pulls/{number}", api.base_url, url.repo_path()),
+                "open",
+            ),
+            Kind::GitLab => (
+                Auth::GitLab,
+                format!(
+                    "{}/projects/{}/merge_requests/{number}",
+                    api.base_url,
+                    encode_path(url.repo_path())
+                ),
+                "opened",
+            ),
+        };
+        let value = self
+            .send(api, auth, token, reqwest::Method::GET, &endpoint, None)
+            .await?;
+        Ok(value.get("state").and_then(Value::as_str) == Some(open))
+    }
+
     /// Comments on issue `number` of `url`'s repository.
     pub async fn comment_on_issue(
         &self,

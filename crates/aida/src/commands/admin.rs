@@ -40,11 +40,16 @@ pub enum AdminCommand {
     /// Set a user's password in the database, lift a lockout and end their
     /// sessions.
     ResetPassword(super::admin_users::ResetPasswordArgs),
+    /// Remove the events and aida/<task>/* branches of tasks that ended
+    /// long ago, through the gateway (admin). Tasks that have not ended and
+    /// branches whose pull request is open are kept.
+    Gc(super::gc::GcArgs),
 }
 
 impl AdminCommand {
-    pub async fn run(self) -> anyhow::Result<ExitCode> {
+    pub async fn run(self, global: &super::Global) -> anyhow::Result<ExitCode> {
         let (summary, json) = match &self {
+            AdminCommand::Gc(args) => return args.run(global).await,
             AdminCommand::Backup(args) => (backup(args).await?, args.json),
             AdminCommand::Restore(args) => (restore(args).await?, args.json),
             AdminCommand::CreateUser(args) => return super::admin_users::create_user(args).await,

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admin_users;
 pub mod audit;
 pub mod dev;
+pub mod gc;
 pub mod login;
 pub mod mcp;
 pub mod status;
