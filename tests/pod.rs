@@ -810,14 +810,18 @@ async fn the_pod_runs_tasks_securely_scales_out_and_leaves_nothing_behind() {
     );
     assert_eq!(pod.git(&["rev-parse", "main"]), main_before);
     // Besides the main one, only the workers' pooled worktrees are left,
-    // detached: none holds a branch.
-    let worktrees = pod.git(&["worktree", "list", "--porcelain"]);
-    let held: Vec<&str> = worktrees
-        .split("\n\n")
-        .filter(|block| !block.contains("/aida-pool-") || !block.lines().any(|l| l == "detached"))
-        .filter(|block| !block.trim().is_empty())
-        .collect();
-    assert_eq!(held.len(), 1, "worktrees left behind: {worktrees}");
+    // detached: none holds a branch. (Read from git's metadata: the
+    // worktrees' paths are the containers', which host git cannot list.)
+    let metadata = pod.repos_dir().join("demo/.git/worktrees");
+    let mut held = Vec::new();
+    for entry in std::fs::read_dir(&metadata).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let head = std::fs::read_to_string(entry.path().join("HEAD")).unwrap_or_default();
+        if !name.starts_with("aida-pool-") || head.starts_with("ref:") {
+            held.push(format!("{name}: {}", head.trim()));
+        }
+    }
+    assert!(held.is_empty(), "worktrees left behind: {held:?}");
 
     // The orchestrator published the task's events to Redis: it
     // authenticated with the password.

@@ -290,3 +290,44 @@ async fn gc_removes_old_tasks_branches_and_events_and_keeps_running_tasks_and_op
     std::fs::write(&gate, "").unwrap();
     system.wait_finished(&running).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_worker_reports_the_disk_its_worktrees_take() {
+    let system = System::start(1).await;
+    let repo = GitRepo::with_files(&[("README.md", "hi\n")]);
+    // Connected, the worker has reported its (empty) root.
+    let worker = eventually("the worker to report", || async {
+        let workers = system.get("/api/workers").await.ok()?;
+        workers["workers"]
+            .as_array()?
+            .iter()
+            .find(|w| w["state"] == "idle")
+            .cloned()
+    })
+    .await;
+    assert!(
+        worker["disk_usage_bytes"].as_u64().unwrap() < 1_000_000,
+        "{worker}"
+    );
+
+    // A run leaves its worktree (with a 3 MB file) in the worker's pool.
+    let task = system
+        .create_task(&json!({
+            "repo": repo.path_str(),
+            "subtasks": [{"name": "big", "prompt": "p", "agent": sh_agent(
+                "head -c 3000000 /dev/urandom > blob.bin"
+            )}]
+        }))
+        .await;
+    assert_eq!(system.wait_finished(&task).await["status"], "succeeded");
+    let reported = eventually("the worker to report its usage after the run", || async {
+        let workers = system.get("/api/workers").await.ok()?;
+        let bytes = workers["workers"][0]["disk_usage_bytes"].as_u64()?;
+        (bytes >= 3_000_000).then_some(bytes)
+    })
+    .await;
+    assert!(
+        reported < 50_000_000,
+        "{reported} bytes for a 3 MB worktree"
+    );
+}

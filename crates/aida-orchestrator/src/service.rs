@@ -16,8 +16,9 @@ use aida_core::proto::orchestrator::{
     ListLocksRequest, ListLocksResponse, ListTasksRequest, ListTasksResponse, ListWorkersRequest,
     ListWorkersResponse, ListWorkflowsRequest, ListWorkflowsResponse, ProgressRequest,
     ProgressUpdate, PutContextRequest, PutWorkflowRequest, RegisterWorkerRequest, ReportLogRequest,
-    ReportLogResponse, RunWorkflowRequest, SetWorkerDrainRequest, StopSubtaskRequest, SystemStatus,
-    SystemStatusRequest, TaskResult, WorkerCommand, WorkerInfo, Workflow,
+    ReportLogResponse, ReportUsageResponse, RunWorkflowRequest, SetWorkerDrainRequest,
+    StopSubtaskRequest, SystemStatus, SystemStatusRequest, TaskResult, WorkerCommand, WorkerInfo,
+    WorkerUsage, Workflow,
 };
 use aida_core::time::to_proto;
 use futures::{Stream, StreamExt};
@@ -90,6 +91,7 @@ impl OrchestratorService {
                     connected_at: Some(to_proto(w.connected_at)),
                     last_seen_at: Some(to_proto(w.last_seen_at)),
                     draining: w.draining,
+                    disk_usage_bytes: w.disk_usage_bytes,
                 }
             })
             .collect())
@@ -350,6 +352,25 @@ impl Orchestrator for OrchestratorService {
             valid: lost.is_none(),
             reason: lost.unwrap_or_default(),
         }))
+    }
+
+    async fn report_usage(
+        &self,
+        request: Request<WorkerUsage>,
+    ) -> Result<Response<ReportUsageResponse>, Status> {
+        let req = request.into_inner();
+        let known = self
+            .engine
+            .store()
+            .set_worker_disk_usage(&req.worker_id, req.disk_usage_bytes)
+            .await?;
+        if !known {
+            return Err(Status::not_found(format!(
+                "worker {:?} has not registered",
+                req.worker_id
+            )));
+        }
+        Ok(Response::new(ReportUsageResponse {}))
     }
 
     async fn get_diff(&self, request: Request<GetDiffRequest>) -> Result<Response<Diff>, Status> {

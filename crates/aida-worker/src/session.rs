@@ -10,7 +10,7 @@ use aida_proto::common::{LogLine, RunResult, SubtaskRun};
 use aida_proto::orchestrator::orchestrator_client::OrchestratorClient;
 use aida_proto::orchestrator::{
     CompleteTaskRequest, HeartbeatRequest, RegisterWorkerRequest, ReportLogRequest, WorkerCommand,
-    worker_command,
+    WorkerUsage, worker_command,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -104,6 +104,11 @@ async fn session(
     runner.state.set_connected(true);
     *backoff = BACKOFF_START;
     tracing::info!(worker_id = %registration.worker_id, "registered with the orchestrator");
+    runner.tracker.spawn(report_usage(
+        client.clone(),
+        registration.worker_id.clone(),
+        runner.ctx.worktree_root.clone(),
+    ));
     while let Some(command) = commands.message().await? {
         handle(command, &client, registration, runner);
     }
@@ -125,6 +130,7 @@ fn handle(
             let reporter = Reporter {
                 client: client.clone(),
                 worker_id: registration.worker_id.clone(),
+                worktree_root: runner.ctx.worktree_root.clone(),
                 heartbeat_every: registration.heartbeat_every,
                 state: runner.state.clone(),
                 task_id: run.task_id.clone(),
@@ -168,6 +174,8 @@ fn start_assignment(run: SubtaskRun, reporter: Reporter, runner: &Runner) {
 struct Reporter {
     client: OrchestratorClient<Channel>,
     worker_id: String,
+    /// Measured after the run, for the disk usage report.
+    worktree_root: std::path::PathBuf,
     heartbeat_every: Duration,
     /// To stop the run when its lease is gone.
     state: std::sync::Arc<crate::state::WorkerState>,
@@ -208,6 +216,8 @@ impl Reporter {
         self.report_logs(&mut batch).await;
         let result = Runner::finish(result).await;
         self.complete(result).await;
+        // The run left its worktree in the pool: what the root takes now.
+        report_usage(self.client, self.worker_id, self.worktree_root).await;
     }
 
     /// Renews the attempt's lease. When the orchestrator says the attempt
@@ -299,6 +309,30 @@ impl Reporter {
             }
         }
         tracing::error!(task_id = %self.task_id, subtask = %self.subtask, "giving up reporting a result");
+    }
+}
+
+/// Measures the worktree root and tells the orchestrator (shown in
+/// `/api/workers`). Off the run's path: a failure is only logged.
+async fn report_usage(
+    mut client: OrchestratorClient<Channel>,
+    worker_id: String,
+    root: std::path::PathBuf,
+) {
+    let Ok(bytes) = tokio::task::spawn_blocking(move || crate::worktree::disk_usage(&root)).await
+    else {
+        return;
+    };
+    let request = WorkerUsage {
+        worker_id,
+        disk_usage_bytes: bytes,
+    };
+    match tokio::time::timeout(CALL_TIMEOUT, client.report_usage(request)).await {
+        Ok(Ok(_)) => tracing::debug!(bytes, "disk usage reported"),
+        Ok(Err(status)) => {
+            tracing::debug!(error = %status.message(), "cannot report disk usage")
+        }
+        Err(_) => tracing::debug!("reporting disk usage timed out"),
     }
 }
 

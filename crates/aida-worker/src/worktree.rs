@@ -602,6 +602,20 @@ pub fn snapshot(repo_path: &str, commit: &str, dir: &Path) -> Result<Oid, Worktr
     Ok(commit.id())
 }
 
+/// Bytes the files under `root` take on disk (allocated blocks, so sparse
+/// and small files count as the filesystem counts them); 0 for a missing
+/// root. Symbolic links are not followed; unreadable entries are skipped.
+pub fn disk_usage(root: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.metadata().ok())
+        .map(|meta| meta.blocks() * 512)
+        .sum()
+}
+
 /// A leftover of an earlier run that [`clean_root`] removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cleaned {

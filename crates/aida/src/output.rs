@@ -286,8 +286,8 @@ pub fn worker_table(workers: &[Worker]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:24}  {:8}  {:9}  {:20}  WORKING ON",
-        "WORKER", "STATE", "COMPLETED", "AGENTS"
+        "{:24}  {:8}  {:9}  {:>9}  {:20}  WORKING ON",
+        "WORKER", "STATE", "COMPLETED", "DISK MB", "AGENTS"
     );
     for worker in workers {
         let working_on = match (&worker.task_id, &worker.subtask) {
@@ -297,10 +297,11 @@ pub fn worker_table(workers: &[Worker]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:24}  {:8}  {:9}  {:20}  {working_on}",
+            "{:24}  {:8}  {:9}  {:>9.1}  {:20}  {working_on}",
             worker.worker_id,
             worker.state,
             worker.completed,
+            worker.disk_usage_bytes as f64 / 1e6,
             worker.agent_kinds.join(","),
         );
     }

@@ -659,6 +659,10 @@ pub struct Worker {
     /// An admin drained it: it finishes what it runs and takes nothing new.
     #[serde(default)]
     pub draining: bool,
+    /// Bytes its worktree root takes on disk (its pooled worktrees
+    /// included), as it reported when it connected or after its last run.
+    #[serde(default)]
+    pub disk_usage_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -985,6 +989,7 @@ impl From<orch::WorkerInfo> for Worker {
             connected_at: timestamp(w.connected_at),
             last_seen_at: timestamp(w.last_seen_at),
             draining: w.draining,
+            disk_usage_bytes: w.disk_usage_bytes,
         }
     }
 }

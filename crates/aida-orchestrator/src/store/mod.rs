@@ -305,6 +305,8 @@ pub struct WorkerRow {
     pub connected_at: DateTime<Utc>,
     pub last_seen_at: DateTime<Utc>,
     pub draining: bool,
+    /// Bytes its worktree root takes, as it last reported.
+    pub disk_usage_bytes: u64,
 }
 
 /// Rows per multi-row INSERT of events: 7 bound values each stays far under
@@ -1390,6 +1392,17 @@ impl Store {
         Ok(())
     }
 
+    /// Records how much disk a worker's worktree root takes; false for a
+    /// worker never seen.
+    pub async fn set_worker_disk_usage(&self, worker_id: &str, bytes: u64) -> Result<bool> {
+        let done = sqlx::query("UPDATE workers SET disk_usage_bytes = $1 WHERE worker_id = $2")
+            .bind(i64::try_from(bytes).unwrap_or(i64::MAX))
+            .bind(worker_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub async fn list_workers(&self) -> Result<Vec<WorkerRow>> {
         let rows = sqlx::query("SELECT * FROM workers ORDER BY worker_id")
             .fetch_all(&self.pool)
@@ -1405,6 +1418,8 @@ impl Store {
                     connected_at: r.try_get("connected_at")?,
                     last_seen_at: r.try_get("last_seen_at")?,
                     draining: r.try_get::<i64, _>("draining")? != 0,
+                    disk_usage_bytes: u64::try_from(r.try_get::<i64, _>("disk_usage_bytes")?)
+                        .unwrap_or(0),
                 })
             })
             .collect()
