@@ -44,7 +44,7 @@ test: test-deps ## run every test: unit tests and end-to-end tests with the real
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
-bench: test-deps ## benchmarks: event log (REDIS_URL to include publishing), dispatch scan, verification bisection, trial merges on 50,000 files, a run's worktree on 50,000 files against git worktree add, a 100,000-line log to the dashboard and the TUI, drain rate at 10 and 10,000 queued, SSE fan-out to 10,000 clients
+bench: test-deps ## benchmarks: event log (REDIS_URL to include publishing), dispatch scan, verification bisection, trial merges on 50,000 files, a run's worktree on 50,000 files against git worktree add, a 100,000-line log to the dashboard and the TUI, drain rate at 10 and 10,000 queued, SSE fan-out to 10,000 clients, task intake against Celery
 	$(CARGO) bench -p aida-orchestrator --bench event_log
 	$(CARGO) bench -p aida-orchestrator --bench dispatch_scan
 	$(CARGO) bench -p aida-orchestrator --bench bisection
@@ -54,6 +54,7 @@ bench: test-deps ## benchmarks: event log (REDIS_URL to include publishing), dis
 	$(CARGO) bench -p aida-tests --bench log_stream
 	$(CARGO) bench -p aida-tests --bench drain
 	$(CARGO) bench -p aida-tests --bench sse_fanout
+	$(CARGO) bench -p aida-tests --bench intake
 
 lint: ## formatting and clippy, as CI checks them
 	$(CARGO) fmt --all -- --check

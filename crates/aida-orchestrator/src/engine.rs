@@ -70,6 +70,8 @@ pub(crate) struct ConnectedWorker {
 pub struct Engine {
     pub(crate) store: Store,
     pub(crate) events: EventLog,
+    /// New tasks go through it: stored in groups, one commit for many.
+    pub(crate) intake: crate::intake::Intake,
     pub(crate) audit: Audit,
     /// Remotes, mirrors and providers; `None` when no remote is allowed.
     pub(crate) remotes: Option<Arc<crate::remotes::Remotes>>,
@@ -127,6 +129,7 @@ impl Engine {
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
+            intake: crate::intake::Intake::start(events.clone()),
             events,
             audit,
             remotes,

@@ -12,7 +12,7 @@ use tokio::sync::{Mutex, Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Result;
-use crate::store::{NewEvent, Store};
+use crate::store::{NewEvent, NewTask, Store};
 
 /// How many events a slow live follower may fall behind before it re-reads
 /// from the database.
@@ -56,6 +56,24 @@ impl EventLog {
         }
         self.outbox.notify_one();
         Ok(stored)
+    }
+
+    /// Stores new tasks, each with its `task.created` event, in one
+    /// transaction (see [`Store::insert_tasks_with_events`]); returns each
+    /// task's outcome.
+    pub async fn record_tasks(&self, batch: &[(NewTask, NewEvent)]) -> Result<Vec<Result<()>>> {
+        let _order = self.order.lock().await;
+        let (outcomes, stored) = self
+            .store
+            .insert_tasks_with_events(batch, Utc::now())
+            .await?;
+        for e in &stored {
+            let _ = self.live.send(e.clone());
+        }
+        if !stored.is_empty() {
+            self.outbox.notify_one();
+        }
+        Ok(outcomes)
     }
 
     /// Subscribe before reading history, so nothing falls in between.

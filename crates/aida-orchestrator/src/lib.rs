@@ -30,6 +30,7 @@ pub mod events;
 mod external;
 mod follow_up;
 pub mod github;
+mod intake;
 mod lifecycle;
 mod merge;
 pub mod planning;

@@ -64,7 +64,25 @@ impl Engine {
             tokio::task::spawn_blocking(move || crate::planning::plan(req, id, &policy, target))
                 .await
                 .context("planning task panicked")??;
-        if let Err(e) = self.store.insert_task(&new, Utc::now()).await {
+        let created = NewEvent {
+            channel: Channel::Task,
+            kind: kind::TASK_CREATED,
+            task_id: Some(new.id.clone()),
+            subtask: None,
+            worker_id: None,
+            data: json!({
+                "repo": new.repo,
+                "base": new.base,
+                "base_commit": new.base_commit,
+                "priority": new.priority,
+                "created_by": new.created_by,
+                "remote": new.remote,
+                "mirror": freshness.map(|f| f.label()),
+                "subtasks": new.subtasks.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            }),
+        };
+        let (id, subtasks) = (new.id.clone(), new.subtasks.len());
+        if let Err(e) = self.intake.store(new, created).await {
             // Two requests with one key raced: the other one won; its task
             // is the answer to both.
             if !key.is_empty()
@@ -74,28 +92,9 @@ impl Engine {
             }
             return Err(e);
         }
-        self.events
-            .record(NewEvent {
-                channel: Channel::Task,
-                kind: kind::TASK_CREATED,
-                task_id: Some(new.id.clone()),
-                subtask: None,
-                worker_id: None,
-                data: json!({
-                    "repo": new.repo,
-                    "base": new.base,
-                    "base_commit": new.base_commit,
-                    "priority": new.priority,
-                    "created_by": new.created_by,
-                    "remote": new.remote,
-                    "mirror": freshness.map(|f| f.label()),
-                    "subtasks": new.subtasks.iter().map(|s| &s.name).collect::<Vec<_>>(),
-                }),
-            })
-            .await?;
-        tracing::info!(task_id = %new.id, subtasks = new.subtasks.len(), "task created");
+        tracing::info!(task_id = %id, subtasks, "task created");
         self.wake.notify_one();
-        self.task(&new.id).await
+        self.task(&id).await
     }
 
     /// A worker's report of how an attempt ended. Returns whether it was

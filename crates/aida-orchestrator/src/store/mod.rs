@@ -345,6 +345,10 @@ impl Store {
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A local file: a connection does not go stale between uses, and
+            // the ping sqlx sends before handing one out would double the
+            // round trips of every query.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .with_context(|| format!("opening database {database_url}"))?;
@@ -356,90 +360,41 @@ impl Store {
     }
 
     pub async fn insert_task(&self, task: &NewTask, now: DateTime<Utc>) -> Result<()> {
-        let status = if task.planner.is_some() {
-            TaskStatus::Planning
-        } else {
-            TaskStatus::Queued
-        };
         let mut tx = self.pool.begin().await?;
-        if !task.webhook_delivery.is_empty() {
-            auth::claim_delivery(&mut *tx, &task.webhook_delivery, "task.create", now).await?;
-        }
-        sqlx::query(
-            "INSERT INTO tasks (id, status, repo, base, base_commit, description, agent_json, priority, created_at,
-                 created_by, approve, max_attempts, timeout_secs, idempotency_key, remote, deliver_json, setup_json,
-                 origin_json, workflow, verify_json, merge_policy, resolve_json)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULLIF($14, ''), $15, $16, $17, $18,
-                 NULLIF($19, ''), $20, $21, $22)",
-        )
-        .bind(&task.id)
-        .bind(status.label())
-        .bind(&task.repo)
-        .bind(&task.base)
-        .bind(&task.base_commit)
-        .bind(&task.description)
-        .bind(serde_json::to_string(&task.agent).context("encoding agent")?)
-        .bind(task.priority)
-        .bind(now)
-        .bind(&task.created_by)
-        .bind(&task.approve)
-        .bind(task.max_attempts)
-        .bind(task.timeout_secs)
-        .bind(&task.idempotency_key)
-        .bind(&task.remote)
-        .bind(
-            task.deliver
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .context("encoding deliver")?,
-        )
-        .bind(
-            task.setup
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .context("encoding setup")?,
-        )
-        .bind(
-            task.origin
-                .as_ref()
-                .map(|o| serde_json::to_string(&OriginJson::from(o)))
-                .transpose()
-                .context("encoding origin")?,
-        )
-        .bind(&task.workflow)
-        .bind(
-            task.verify
-                .as_ref()
-                .map(serde_json::to_string)
-                .transpose()
-                .context("encoding verify")?,
-        )
-        .bind(&task.merge_policy)
-        .bind(
-            task.resolve
-                .as_ref()
-                .map(|r| serde_json::to_string(&ResolveJson::from(r)))
-                .transpose()
-                .context("encoding resolve")?,
-        )
-        .execute(&mut *tx)
-        .await?;
-        insert_subtasks(&mut tx, &task.id, &task.subtasks, "work").await?;
-        insert_subtasks(&mut tx, &task.id, &task.candidates, "candidate").await?;
-        insert_subtasks(&mut tx, &task.id, &task.judges, "judge").await?;
-        if let Some(planner) = &task.planner {
-            insert_subtasks(&mut tx, &task.id, std::slice::from_ref(planner), "plan").await?;
-        }
-        if let Some(verifier) = &task.verifier {
-            insert_subtasks(&mut tx, &task.id, std::slice::from_ref(verifier), "verify").await?;
-        }
-        if let Some(resolver) = &task.resolver {
-            insert_subtasks(&mut tx, &task.id, std::slice::from_ref(resolver), "resolve").await?;
-        }
+        insert_task_in(&mut tx, task, now).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Stores new tasks with their events in one transaction (a group
+    /// commit): each task in a savepoint of its own, so one that cannot be
+    /// stored (a repeated idempotency key) fails alone. Returns each
+    /// task's outcome and the stored events of those that were stored.
+    pub async fn insert_tasks_with_events(
+        &self,
+        batch: &[(NewTask, NewEvent)],
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Result<()>>, Vec<Event>)> {
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut events = Vec::with_capacity(batch.len());
+        for (task, event) in batch {
+            let mut savepoint = sqlx::Acquire::begin(&mut tx).await?;
+            match insert_task_in(&mut savepoint, task, now).await {
+                Ok(()) => {
+                    savepoint.commit().await?;
+                    events.push(event.clone());
+                    outcomes.push(Ok(()));
+                }
+                Err(e) => {
+                    savepoint.rollback().await?;
+                    outcomes.push(Err(e));
+                }
+            }
+        }
+        let stored = insert_events_in(&mut tx, &events, now).await?;
+        tx.commit().await?;
+        Ok((outcomes, stored))
     }
 
     /// Stores a planner's subtasks and moves the task from `planning` to
@@ -488,12 +443,27 @@ impl Store {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let mut task = task_from_row(&row)?;
-        task.subtasks = self.subtasks_of(id, "work").await?;
-        task.planner = self.subtasks_of(id, "plan").await?.pop();
-        task.verifier = self.subtasks_of(id, "verify").await?.pop();
-        task.resolver = self.subtasks_of(id, "resolve").await?.pop();
-        task.candidates = self.subtasks_of(id, "candidate").await?;
-        task.judges = self.subtasks_of(id, "judge").await?;
+        // Every role's subtasks in one query, in order.
+        let rows = sqlx::query("SELECT * FROM subtasks WHERE task_id = $1 ORDER BY position")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        for row in &rows {
+            let subtask = subtask_from_row(row)?;
+            match row.try_get::<String, _>("role")?.as_str() {
+                "work" => task.subtasks.push(subtask),
+                "plan" => task.planner = Some(subtask),
+                "verify" => task.verifier = Some(subtask),
+                "resolve" => task.resolver = Some(subtask),
+                "candidate" => task.candidates.push(subtask),
+                "judge" => task.judges.push(subtask),
+                other => tracing::warn!(
+                    task_id = id,
+                    role = other,
+                    "a subtask of an unknown role, left out"
+                ),
+            }
+        }
         let mut history = self.attempts_of(id).await?;
         for st in task
             .subtasks
@@ -512,17 +482,6 @@ impl Store {
         task.usage = total_usage(&runs);
         task.context = self.context(id, None, false).await?;
         Ok(Some(task))
-    }
-
-    async fn subtasks_of(&self, task_id: &str, role: &str) -> Result<Vec<Subtask>> {
-        let rows = sqlx::query(
-            "SELECT * FROM subtasks WHERE task_id = $1 AND role = $2 ORDER BY position",
-        )
-        .bind(task_id)
-        .bind(role)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(subtask_from_row).collect()
     }
 
     /// Newest first.
@@ -1248,40 +1207,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<Event>> {
         let mut tx = self.pool.begin().await?;
-        let mut stored = Vec::with_capacity(events.len());
-        // One statement per chunk rather than per event: a worker reports
-        // log lines in batches, and this is the orchestrator's hottest path.
-        for chunk in events.chunks(EVENTS_PER_STATEMENT) {
-            let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO events (channel, kind, task_id, subtask, worker_id, at, data) ",
-            );
-            insert.push_values(chunk, |mut row, e| {
-                row.push_bind(e.channel.as_str())
-                    .push_bind(e.kind)
-                    .push_bind(&e.task_id)
-                    .push_bind(&e.subtask)
-                    .push_bind(&e.worker_id)
-                    .push_bind(now)
-                    .push_bind(e.data.to_string());
-            });
-            insert.push(" RETURNING id");
-            let mut ids: Vec<i64> = insert.build_query_scalar().fetch_all(&mut *tx).await?;
-            // Rows get increasing ids in VALUES order; RETURNING promises no
-            // order, so sort rather than trust it.
-            ids.sort_unstable();
-            for (id, e) in ids.into_iter().zip(chunk) {
-                stored.push(Event {
-                    id,
-                    channel: e.channel,
-                    kind: e.kind.to_owned(),
-                    task_id: e.task_id.clone(),
-                    subtask: e.subtask.clone(),
-                    worker_id: e.worker_id.clone(),
-                    at: now,
-                    data: e.data.clone(),
-                });
-            }
-        }
+        let stored = insert_events_in(&mut tx, events, now).await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -1424,6 +1350,139 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Inserts `events` in `tx`, stamped `now`; returns them with their ids.
+async fn insert_events_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    events: &[NewEvent],
+    now: DateTime<Utc>,
+) -> Result<Vec<Event>> {
+    let mut stored = Vec::with_capacity(events.len());
+    // One statement per chunk rather than per event: a worker reports
+    // log lines in batches, and this is the orchestrator's hottest path.
+    for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO events (channel, kind, task_id, subtask, worker_id, at, data) ",
+        );
+        insert.push_values(chunk, |mut row, e| {
+            row.push_bind(e.channel.as_str())
+                .push_bind(e.kind)
+                .push_bind(&e.task_id)
+                .push_bind(&e.subtask)
+                .push_bind(&e.worker_id)
+                .push_bind(now)
+                .push_bind(e.data.to_string());
+        });
+        insert.push(" RETURNING id");
+        let mut ids: Vec<i64> = insert.build_query_scalar().fetch_all(&mut **tx).await?;
+        // Rows get increasing ids in VALUES order; RETURNING promises no
+        // order, so sort rather than trust it.
+        ids.sort_unstable();
+        for (id, e) in ids.into_iter().zip(chunk) {
+            stored.push(Event {
+                id,
+                channel: e.channel,
+                kind: e.kind.to_owned(),
+                task_id: e.task_id.clone(),
+                subtask: e.subtask.clone(),
+                worker_id: e.worker_id.clone(),
+                at: now,
+                data: e.data.clone(),
+            });
+        }
+    }
+    Ok(stored)
+}
+
+/// Inserts a new task and its subtasks in `tx`.
+async fn insert_task_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    task: &NewTask,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let status = if task.planner.is_some() {
+        TaskStatus::Planning
+    } else {
+        TaskStatus::Queued
+    };
+    if !task.webhook_delivery.is_empty() {
+        auth::claim_delivery(&mut **tx, &task.webhook_delivery, "task.create", now).await?;
+    }
+    sqlx::query(
+            "INSERT INTO tasks (id, status, repo, base, base_commit, description, agent_json, priority, created_at,
+                 created_by, approve, max_attempts, timeout_secs, idempotency_key, remote, deliver_json, setup_json,
+                 origin_json, workflow, verify_json, merge_policy, resolve_json)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULLIF($14, ''), $15, $16, $17, $18,
+                 NULLIF($19, ''), $20, $21, $22)",
+        )
+        .bind(&task.id)
+        .bind(status.label())
+        .bind(&task.repo)
+        .bind(&task.base)
+        .bind(&task.base_commit)
+        .bind(&task.description)
+        .bind(serde_json::to_string(&task.agent).context("encoding agent")?)
+        .bind(task.priority)
+        .bind(now)
+        .bind(&task.created_by)
+        .bind(&task.approve)
+        .bind(task.max_attempts)
+        .bind(task.timeout_secs)
+        .bind(&task.idempotency_key)
+        .bind(&task.remote)
+        .bind(
+            task.deliver
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .context("encoding deliver")?,
+        )
+        .bind(
+            task.setup
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .context("encoding setup")?,
+        )
+        .bind(
+            task.origin
+                .as_ref()
+                .map(|o| serde_json::to_string(&OriginJson::from(o)))
+                .transpose()
+                .context("encoding origin")?,
+        )
+        .bind(&task.workflow)
+        .bind(
+            task.verify
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .context("encoding verify")?,
+        )
+        .bind(&task.merge_policy)
+        .bind(
+            task.resolve
+                .as_ref()
+                .map(|r| serde_json::to_string(&ResolveJson::from(r)))
+                .transpose()
+                .context("encoding resolve")?,
+        )
+        .execute(&mut **tx)
+        .await?;
+    insert_subtasks(tx, &task.id, &task.subtasks, "work").await?;
+    insert_subtasks(tx, &task.id, &task.candidates, "candidate").await?;
+    insert_subtasks(tx, &task.id, &task.judges, "judge").await?;
+    if let Some(planner) = &task.planner {
+        insert_subtasks(tx, &task.id, std::slice::from_ref(planner), "plan").await?;
+    }
+    if let Some(verifier) = &task.verifier {
+        insert_subtasks(tx, &task.id, std::slice::from_ref(verifier), "verify").await?;
+    }
+    if let Some(resolver) = &task.resolver {
+        insert_subtasks(tx, &task.id, std::slice::from_ref(resolver), "resolve").await?;
+    }
+    Ok(())
 }
 
 /// Records how a running attempt ended.

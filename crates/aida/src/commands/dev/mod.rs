@@ -158,8 +158,10 @@ impl DevArgs {
                 orchestrator_addr: orchestrator_url.clone(),
                 worker_listen_addr: "127.0.0.1:0".into(),
                 worker_advertise_addr: None,
-                // Each dev worker its own root, whatever WORKTREE_ROOT says.
-                worktree_root: None,
+                // Each dev worker its own root beside this instance's data,
+                // whatever WORKTREE_ROOT says: two `aida dev` on one machine
+                // (same worker ids) must never clean up each other's runs.
+                worktree_root: Some(data_dir.join("worktrees").join(&worker_id)),
                 aida_repo_roots: Some(repo_roots.clone()),
                 aida_repo_cache: Some(repo_cache.clone()),
                 security: security.clone(),

@@ -1,0 +1,138 @@
+//! Task intake: how many `POST /api/tasks` AIDA takes per second (each one
+//! durably stored before its `201`), from one connection and from 16, with
+//! the latency of each request; and Celery's submission rate (the peer in
+//! `../shared/bench/celery`), run in the same invocation so the figure is
+//! a ratio. No workers: intake alone is measured.
+//!
+//! `cargo bench -p aida-tests --bench intake [-- N]` (N: 3000 requests per
+//! row; CELERY_BENCH to point at the peer's `bench.sh`)
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aida_tests::{GitRepo, Options, System};
+use futures::StreamExt;
+use serde_json::json;
+
+struct Row {
+    what: String,
+    requests: usize,
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Posts `n` tasks, `connections` at a time, and times each request.
+async fn post_many(system: &System, body: &serde_json::Value, n: usize, connections: usize) -> Row {
+    // One client per connection, so each keeps its own connection alive.
+    let clients: Vec<reqwest::Client> = (0..connections)
+        .map(|_| aida_tests::system::client_with(&system.admin_token))
+        .collect();
+    let url = format!("{}/api/tasks", system.url);
+    let start = Instant::now();
+    let mut latencies: Vec<Duration> = futures::stream::iter(0..n)
+        .map(|i| {
+            let client = clients[i % connections].clone();
+            let url = &url;
+            async move {
+                let t = Instant::now();
+                let resp = client.post(url).json(body).send().await.expect("POST");
+                let status = resp.status();
+                let _ = resp.bytes().await;
+                assert_eq!(status.as_u16(), 201);
+                t.elapsed()
+            }
+        })
+        .buffer_unordered(connections)
+        .collect()
+        .await;
+    let took = start.elapsed();
+    latencies.sort();
+    Row {
+        what: format!("AIDA `POST /api/tasks`, {connections} connection(s)"),
+        requests: n,
+        per_second: n as f64 / took.as_secs_f64(),
+        p50: percentile(&latencies, 0.5),
+        p99: percentile(&latencies, 0.99),
+    }
+}
+
+/// Celery's submissions per second from one client, or why there is none.
+fn celery(n: usize) -> Result<f64, String> {
+    let script = std::env::var("CELERY_BENCH").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/bench/celery/bench.sh"
+        )
+        .to_owned()
+    });
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(n.to_string())
+        .output()
+        .map_err(|e| format!("cannot run {script}: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "celery: submitted N in Xs (R/s), all done in ..."
+    text.lines()
+        .find_map(|l| {
+            let rate = l.strip_prefix("celery: submitted ")?.split('(').nth(1)?;
+            rate.split("/s").next()?.parse().ok()
+        })
+        .ok_or_else(|| {
+            format!(
+                "{script} printed no rate: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(3000);
+    let system = System::start_with(Options::workers(0)).await;
+    let repo = GitRepo::with_files(&[("README.md", "hi\n")]);
+    let body = json!({
+        "repo": repo.path_str(),
+        "description": "intake",
+        "agent": {"kind": "command", "command": ["true"]},
+        "subtasks": [{"name": "only", "prompt": "p"}]
+    });
+    // Warm up: connections, caches, the database file.
+    post_many(&system, &body, 200, 16).await;
+    let one = post_many(&system, &body, n, 1).await;
+    let sixteen = post_many(&system, &body, n, 16).await;
+    drop(system);
+    let peer = celery(n);
+
+    println!("\nTask intake, no workers, release binaries\n");
+    println!("| client | requests | per s | p50 ms | p99 ms | vs Celery submissions |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for row in [&one, &sixteen] {
+        let ratio = peer
+            .as_ref()
+            .map(|c| format!("{:.2}×", row.per_second / c))
+            .unwrap_or_else(|_| "n/a".into());
+        println!(
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {ratio} |",
+            row.what,
+            row.requests,
+            row.per_second,
+            row.p50.as_secs_f64() * 1000.0,
+            row.p99.as_secs_f64() * 1000.0
+        );
+    }
+    match peer {
+        Ok(rate) => {
+            println!("| Celery 5 + Redis `delay()`, 1 client | {n} | {rate:.0} | | | 1.00× |")
+        }
+        Err(why) => println!("\nCelery not measured: {why}"),
+    }
+}
