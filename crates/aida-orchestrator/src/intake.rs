@@ -3,8 +3,12 @@
 //! that arrive while one transaction is being written are stored together
 //! in the next: one commit, one pass through the database's single writer,
 //! for many requests. A task that cannot be stored fails alone (each has a
-//! savepoint of its own).
+//! savepoint of its own). The stored tasks are read back together too, so
+//! a request costs a share of a few queries, not a few of its own.
 
+use std::collections::HashMap;
+
+use aida_core::proto::common::Task;
 use anyhow::anyhow;
 use tokio::sync::{mpsc, oneshot};
 
@@ -20,7 +24,7 @@ const QUEUE: usize = 1024;
 struct Pending {
     task: NewTask,
     event: NewEvent,
-    reply: oneshot::Sender<Result<()>>,
+    reply: oneshot::Sender<Result<Option<Task>>>,
 }
 
 /// The front of the writer: hands it tasks and waits for them to be stored.
@@ -37,8 +41,10 @@ impl Intake {
         Intake { queue }
     }
 
-    /// Stores `task` with `event`; returns once both are committed.
-    pub async fn store(&self, task: NewTask, event: NewEvent) -> Result<()> {
+    /// Stores `task` with `event`; returns once both are committed, with
+    /// the task as stored (`None` when it could not be read back: ask the
+    /// store).
+    pub async fn store(&self, task: NewTask, event: NewEvent) -> Result<Option<Task>> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending { task, event, reply })
@@ -57,19 +63,32 @@ async fn write(events: EventLog, mut requests: mpsc::Receiver<Pending>) {
             .drain(..)
             .map(|p| ((p.task, p.event), p.reply))
             .unzip();
-        match events.record_tasks(&items).await {
-            Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcome);
-                }
-            }
+        let outcomes = match events.record_tasks(&items).await {
+            Ok(outcomes) => outcomes,
             Err(e) => {
                 tracing::error!(error = ?e, tasks = items.len(), "cannot store new tasks");
                 let message = format!("{e:#}");
                 for reply in replies {
                     let _ = reply.send(Err(anyhow!("storing the task failed: {message}").into()));
                 }
+                continue;
             }
+        };
+        let stored: Vec<String> = items
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, outcome)| outcome.is_ok())
+            .map(|((task, _), _)| task.id.clone())
+            .collect();
+        let mut read: HashMap<String, Task> = match events.store().new_tasks(&stored).await {
+            Ok(tasks) => tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            Err(e) => {
+                tracing::warn!(error = ?e, "cannot read new tasks back together");
+                HashMap::new()
+            }
+        };
+        for ((reply, outcome), (task, _)) in replies.into_iter().zip(outcomes).zip(&items) {
+            let _ = reply.send(outcome.map(|()| read.remove(&task.id)));
         }
     }
 }

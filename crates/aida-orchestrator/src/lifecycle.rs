@@ -82,19 +82,25 @@ impl Engine {
             }),
         };
         let (id, subtasks) = (new.id.clone(), new.subtasks.len());
-        if let Err(e) = self.intake.store(new, created).await {
-            // Two requests with one key raced: the other one won; its task
-            // is the answer to both.
-            if !key.is_empty()
-                && let Some(existing) = self.store.task_by_idempotency_key(&key).await?
-            {
-                return self.task(&existing).await;
+        let stored = match self.intake.store(new, created).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                // Two requests with one key raced: the other one won; its
+                // task is the answer to both.
+                if !key.is_empty()
+                    && let Some(existing) = self.store.task_by_idempotency_key(&key).await?
+                {
+                    return self.task(&existing).await;
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         tracing::info!(task_id = %id, subtasks, "task created");
         self.wake.notify_one();
-        self.task(&id).await
+        match stored {
+            Some(task) => Ok(task),
+            None => self.task(&id).await,
+        }
     }
 
     /// A worker's report of how an attempt ended. Returns whether it was

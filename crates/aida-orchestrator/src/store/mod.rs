@@ -442,28 +442,12 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         let Some(row) = row else { return Ok(None) };
-        let mut task = task_from_row(&row)?;
         // Every role's subtasks in one query, in order.
         let rows = sqlx::query("SELECT * FROM subtasks WHERE task_id = $1 ORDER BY position")
             .bind(id)
             .fetch_all(&self.pool)
             .await?;
-        for row in &rows {
-            let subtask = subtask_from_row(row)?;
-            match row.try_get::<String, _>("role")?.as_str() {
-                "work" => task.subtasks.push(subtask),
-                "plan" => task.planner = Some(subtask),
-                "verify" => task.verifier = Some(subtask),
-                "resolve" => task.resolver = Some(subtask),
-                "candidate" => task.candidates.push(subtask),
-                "judge" => task.judges.push(subtask),
-                other => tracing::warn!(
-                    task_id = id,
-                    role = other,
-                    "a subtask of an unknown role, left out"
-                ),
-            }
-        }
+        let mut task = assemble_task(&row, &rows)?;
         let mut history = self.attempts_of(id).await?;
         for st in task
             .subtasks
@@ -476,12 +460,45 @@ impl Store {
         {
             st.history = history.remove(&st.name).unwrap_or_default();
         }
-        let mut runs: Vec<Subtask> = task.subtasks.clone();
-        runs.extend(task.planner.clone());
-        runs.extend(task.candidates.clone());
-        task.usage = total_usage(&runs);
         task.context = self.context(id, None, false).await?;
         Ok(Some(task))
+    }
+
+    /// Tasks just stored, read in two queries however many there are: what
+    /// [`Store::get_task`] answers for each, as long as none has run an
+    /// attempt or had context written (true of a task just created). Tasks
+    /// not found are left out.
+    pub async fn new_tasks(&self, ids: &[String]) -> Result<Vec<Task>> {
+        let ids_json = serde_json::to_string(ids).context("encoding task ids")?;
+        let rows = sqlx::query("SELECT * FROM tasks WHERE id IN (SELECT value FROM json_each($1))")
+            .bind(&ids_json)
+            .fetch_all(&self.pool)
+            .await?;
+        let subtask_rows = sqlx::query(
+            "SELECT * FROM subtasks WHERE task_id IN (SELECT value FROM json_each($1))
+             ORDER BY task_id, position",
+        )
+        .bind(&ids_json)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_task: HashMap<String, Vec<sqlx::sqlite::SqliteRow>> = HashMap::new();
+        for row in subtask_rows {
+            by_task
+                .entry(row.try_get("task_id")?)
+                .or_default()
+                .push(row);
+        }
+        let mut by_id: HashMap<String, sqlx::sqlite::SqliteRow> = HashMap::new();
+        for row in rows {
+            by_id.insert(row.try_get("id")?, row);
+        }
+        ids.iter()
+            .filter_map(|id| by_id.get(id))
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                assemble_task(row, by_task.get(&id).map_or(&[][..], Vec::as_slice))
+            })
+            .collect()
     }
 
     /// Newest first.
@@ -1548,6 +1565,37 @@ async fn insert_subtasks(
     Ok(())
 }
 
+/// A task from its row and its subtasks' rows (any order of roles, each
+/// role in position order), with its usage; history and context are the
+/// caller's.
+fn assemble_task(
+    row: &sqlx::sqlite::SqliteRow,
+    subtask_rows: &[sqlx::sqlite::SqliteRow],
+) -> Result<Task> {
+    let mut task = task_from_row(row)?;
+    for row in subtask_rows {
+        let subtask = subtask_from_row(row)?;
+        match row.try_get::<String, _>("role")?.as_str() {
+            "work" => task.subtasks.push(subtask),
+            "plan" => task.planner = Some(subtask),
+            "verify" => task.verifier = Some(subtask),
+            "resolve" => task.resolver = Some(subtask),
+            "candidate" => task.candidates.push(subtask),
+            "judge" => task.judges.push(subtask),
+            other => tracing::warn!(
+                task_id = task.id,
+                role = other,
+                "a subtask of an unknown role, left out"
+            ),
+        }
+    }
+    let mut runs: Vec<Subtask> = task.subtasks.clone();
+    runs.extend(task.planner.clone());
+    runs.extend(task.candidates.clone());
+    task.usage = total_usage(&runs);
+    Ok(task)
+}
+
 fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Task> {
     let status: String = row.try_get("status")?;
     let agent: AgentJson = parse_json(row.try_get("agent_json")?);
@@ -1775,6 +1823,50 @@ mod tests {
         };
         store.insert_task(&task, Utc::now()).await.unwrap();
         (dir, store)
+    }
+
+    #[tokio::test]
+    async fn new_tasks_read_together_are_what_get_task_answers() {
+        let (_dir, store) = store_with_task().await;
+        let sub = |name: &str| NewSubtask {
+            name: name.into(),
+            prompt: format!("do {name}"),
+            branch: format!("aida/t2/{name}"),
+            agent: AgentJson {
+                kind: "command".into(),
+                command: vec!["true".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let rich = NewTask {
+            id: "t2".into(),
+            created_by: "bob".into(),
+            repo: "/r".into(),
+            base: "main".into(),
+            base_commit: "abc".into(),
+            description: "several roles".into(),
+            priority: 3,
+            subtasks: vec![sub("x"), sub("y")],
+            planner: Some(sub("_plan")),
+            verifier: Some(sub("_verify")),
+            candidates: vec![sub("x~1"), sub("x~2")],
+            judges: vec![sub("_judge-x")],
+            approve: "manual".into(),
+            max_attempts: 2,
+            ..Default::default()
+        };
+        store.insert_task(&rich, Utc::now()).await.unwrap();
+        let ids = ["t2".to_owned(), "missing".to_owned(), "t1".to_owned()];
+        let read = store.new_tasks(&ids).await.unwrap();
+        let one_by_one = vec![
+            store.get_task("t2").await.unwrap().unwrap(),
+            store.get_task("t1").await.unwrap().unwrap(),
+        ];
+        assert_eq!(read, one_by_one);
+        assert_eq!(read[0].subtasks.len(), 2);
+        assert_eq!(read[0].candidates.len(), 2);
+        assert!(read[0].planner.is_some() && read[0].verifier.is_some());
     }
 
     fn succeeded() -> SubtaskOutcome {
