@@ -5,7 +5,8 @@
 //! the problem, before anything is stored.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex};
 
 use aida_core::ids::{SubtaskName, TaskId};
 use aida_core::proto::common::{AgentSpec, DeliverSpec, WorktreeSetup};
@@ -653,6 +654,15 @@ pub(crate) fn resolve_mirror(
 
 /// Checks the repository against the allowed roots, opens it and resolves
 /// the base branch to a commit. The task keeps the canonical path.
+/// Repositories opened for earlier tasks, by canonical path: opening one
+/// reads its configuration files and walks its `.git`, which would cost
+/// every task. A handle is checked against the roots when opened; its
+/// branches are read fresh each time.
+static OPENED: LazyLock<Mutex<HashMap<PathBuf, git2::Repository>>> =
+    LazyLock::new(Default::default);
+/// Handles kept at most (one per repository in use).
+const OPENED_MAX: usize = 64;
+
 pub(crate) fn resolve_repo(
     repo: &str,
     base: &str,
@@ -667,7 +677,41 @@ pub(crate) fn resolve_repo(
     let repo = path.to_str().ok_or_else(|| {
         OrchestratorError::invalid(format!("\"repo\" {repo:?} is not valid UTF-8"))
     })?;
-    let path = path.as_path();
+    // Taken out while in use, so the lock is never held across git calls.
+    let cached = OPENED
+        .lock()
+        .ok()
+        .and_then(|mut opened| opened.remove(&path));
+    let (git, resolved) = match cached {
+        Some(git) => match resolve_base(&git, repo, base) {
+            Ok(resolved) => (git, resolved),
+            // The repository changed under the handle (moved, re-created):
+            // open it again.
+            Err(_) => {
+                let git = open_checked(&path, repo, roots)?;
+                let resolved = resolve_base(&git, repo, base)?;
+                (git, resolved)
+            }
+        },
+        None => {
+            let git = open_checked(&path, repo, roots)?;
+            let resolved = resolve_base(&git, repo, base)?;
+            (git, resolved)
+        }
+    };
+    if let Ok(mut opened) = OPENED.lock() {
+        if opened.len() >= OPENED_MAX {
+            opened.clear();
+        }
+        opened.insert(path.clone(), git);
+    }
+    let (base, commit) = resolved;
+    Ok((repo.to_owned(), base, commit))
+}
+
+/// Opens the repository at `path` and checks that its git directories lie
+/// under the roots too.
+fn open_checked(path: &Path, repo: &str, roots: &RepoRoots) -> Result<git2::Repository> {
     let git = git2::Repository::open(path).map_err(|e| {
         OrchestratorError::invalid(if e.code() == git2::ErrorCode::Owner {
             // git refuses repositories owned by another user unless told
@@ -688,6 +732,11 @@ pub(crate) fn resolve_repo(
             return Err(OrchestratorError::invalid(crate::repos::NOT_ALLOWED));
         }
     }
+    Ok(git)
+}
+
+/// The base branch (the HEAD branch when `base` is empty) and its commit.
+fn resolve_base(git: &git2::Repository, repo: &str, base: &str) -> Result<(String, String)> {
     let base = if base.trim().is_empty() {
         let head = git.head().map_err(|_| {
             OrchestratorError::invalid(format!(
@@ -712,7 +761,7 @@ pub(crate) fn resolve_repo(
         .get()
         .peel_to_commit()
         .map_err(|_| OrchestratorError::invalid(format!("base branch {base:?} has no commit")))?;
-    Ok((repo.to_owned(), base, commit.id().to_string()))
+    Ok((base, commit.id().to_string()))
 }
 
 #[cfg(test)]
