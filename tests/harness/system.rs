@@ -516,25 +516,23 @@ impl System {
 
     /// Opens the SSE stream `path` (as the admin); fails the test unless
     /// it answers 200.
-    pub async fn open_sse(
-        &self,
-        path: &str,
-    ) -> impl futures::Stream<
-        Item = Result<
-            eventsource_stream::Event,
-            eventsource_stream::EventStreamError<reqwest::Error>,
-        >,
-    > + Unpin
-    + use<> {
-        let resp = self
+    pub async fn open_sse(&self, path: &str) -> SseStream {
+        self.open_sse_after(path, None).await
+    }
+
+    /// [`System::open_sse`], resuming after `last_event_id` (sent as the
+    /// `Last-Event-ID` header) if given.
+    pub async fn open_sse_after(&self, path: &str, last_event_id: Option<&str>) -> SseStream {
+        let mut req = self
             .http
             .get(format!("{}{path}", self.url))
-            .header("accept", "text/event-stream")
-            .send()
-            .await
-            .expect("SSE request");
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let resp = req.send().await.expect("SSE request");
         assert_eq!(resp.status().as_u16(), 200, "SSE status");
-        eventsource_stream::EventStream::new(resp.bytes_stream())
+        Box::pin(eventsource_stream::EventStream::new(resp.bytes_stream()))
     }
 
     /// A task's whole stored history, read a page at a time as a client
@@ -566,49 +564,16 @@ impl System {
         last_event_id: Option<&str>,
         count: Option<usize>,
     ) -> Vec<(String, Value)> {
-        let mut req = self
-            .http
-            .get(format!("{}/api/events?task={task}", self.url))
-            .header("accept", "text/event-stream");
-        if let Some(id) = last_event_id {
-            req = req.header("last-event-id", id);
-        }
-        let resp = req.send().await.expect("SSE request");
-        assert_eq!(resp.status().as_u16(), 200, "SSE status");
-        let mut stream = eventsource_stream::EventStream::new(resp.bytes_stream());
-        let mut events = Vec::new();
-        let read = async {
-            while let Some(item) = stream.next().await {
-                let ev = item.expect("SSE event");
-                let data: Value = serde_json::from_str(&ev.data).expect("SSE data is JSON");
-                events.push((ev.id, data));
-                if count.is_some_and(|n| events.len() >= n) {
-                    break;
-                }
-            }
-        };
-        tokio::time::timeout(crate::DEADLINE, read)
-            .await
-            .expect("the SSE stream stalled");
-        events
+        let stream = self
+            .open_sse_after(&format!("/api/events?task={task}"), last_event_id)
+            .await;
+        collect_sse(stream, count).await
     }
 
     /// Reads the SSE stream `path` until the server ends it; returns the
     /// SSE ids and the events' JSON.
     pub async fn read_sse(&self, path: &str) -> Vec<(String, Value)> {
-        let mut stream = self.open_sse(path).await;
-        let mut events = Vec::new();
-        let read = async {
-            while let Some(item) = stream.next().await {
-                let ev = item.expect("SSE event");
-                let data: Value = serde_json::from_str(&ev.data).expect("SSE data is JSON");
-                events.push((ev.id, data));
-            }
-        };
-        tokio::time::timeout(crate::DEADLINE, read)
-            .await
-            .expect("SSE stream did not end");
-        events
+        collect_sse(self.open_sse(path).await, None).await
     }
 
     /// Reads the SSE stream `path` as it comes until an event satisfies
@@ -712,6 +677,38 @@ impl System {
 }
 
 /// The `command` agent of a task body: argv run directly by the worker.
+/// An open SSE stream, as [`System::open_sse`] gives it.
+pub type SseStream = std::pin::Pin<
+    Box<
+        dyn futures::Stream<
+                Item = Result<
+                    eventsource_stream::Event,
+                    eventsource_stream::EventStreamError<reqwest::Error>,
+                >,
+            > + Send,
+    >,
+>;
+
+/// Reads `stream` until `count` events arrived (all, when `None`) or the
+/// server ended it; fails the test if it stalls.
+async fn collect_sse(mut stream: SseStream, count: Option<usize>) -> Vec<(String, Value)> {
+    let mut events = Vec::new();
+    let read = async {
+        while let Some(item) = stream.next().await {
+            let ev = item.expect("SSE event");
+            let data: Value = serde_json::from_str(&ev.data).expect("SSE data is JSON");
+            events.push((ev.id, data));
+            if count.is_some_and(|n| events.len() >= n) {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(crate::DEADLINE, read)
+        .await
+        .expect("the SSE stream stalled");
+    events
+}
+
 pub fn sh_agent(script: &str) -> Value {
     serde_json::json!({ "kind": "command", "command": ["sh", "-c", script] })
 }

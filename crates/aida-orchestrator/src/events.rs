@@ -50,12 +50,20 @@ impl EventLog {
         }
         let _order = self.order.lock().await;
         let stored = self.store.insert_events(&events, Utc::now()).await?;
-        for e in &stored {
+        self.announce(&stored);
+        Ok(stored)
+    }
+
+    /// Hands just-stored events to the live followers and the outbox; call
+    /// with the order lock held.
+    fn announce(&self, stored: &[Event]) {
+        for e in stored {
             // No receivers is fine: nobody is following right now.
             let _ = self.live.send(e.clone());
         }
-        self.outbox.notify_one();
-        Ok(stored)
+        if !stored.is_empty() {
+            self.outbox.notify_one();
+        }
     }
 
     /// Stores new tasks, each with its `task.created` event, in one
@@ -67,12 +75,7 @@ impl EventLog {
             .store
             .insert_tasks_with_events(batch, Utc::now())
             .await?;
-        for e in &stored {
-            let _ = self.live.send(e.clone());
-        }
-        if !stored.is_empty() {
-            self.outbox.notify_one();
-        }
+        self.announce(&stored);
         Ok(outcomes)
     }
 

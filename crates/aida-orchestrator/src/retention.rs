@@ -119,9 +119,8 @@ impl Engine {
         };
         for task in tasks {
             let keep_all = self.why_keep_branches(&task).await?;
-            let (task, dry) = (task.clone(), dry_run);
             let (removed, kept) =
-                tokio::task::spawn_blocking(move || remove_branches(&task, keep_all, dry))
+                tokio::task::spawn_blocking(move || remove_branches(&task, keep_all, dry_run))
                     .await
                     .map_err(|e| anyhow::anyhow!("the branch removal task failed: {e}"))?;
             report.branches_removed.extend(removed);

@@ -3,6 +3,8 @@
 //! A task that has not ended keeps every event, and an event not yet on
 //! Redis is never removed.
 
+use std::sync::LazyLock;
+
 use aida_core::event::kind;
 use aida_core::proto::common::TaskStatus;
 use aida_core::status::StatusLabel;
@@ -23,29 +25,27 @@ pub struct EndedTask {
     pub repo: String,
     /// The remote it came from; empty for a local repository.
     pub remote: String,
-    pub finished_at: DateTime<Utc>,
 }
 
-/// The labels of the statuses a task never leaves, as a JSON array.
-fn terminal_labels() -> String {
-    let labels: Vec<&str> = [
-        TaskStatus::Succeeded,
-        TaskStatus::Conflicted,
-        TaskStatus::Failed,
-        TaskStatus::Cancelled,
-    ]
-    .iter()
-    .filter(|s| s.is_terminal())
-    .map(|s| s.label())
-    .collect();
-    serde_json::to_string(&labels).unwrap_or_else(|_| "[]".into())
+/// The labels of the statuses a task never leaves, as a JSON array: every
+/// status `is_terminal` says so of.
+fn terminal_labels() -> &'static str {
+    static LABELS: LazyLock<String> = LazyLock::new(|| {
+        let labels: Vec<&str> = (0..64)
+            .filter_map(|n| TaskStatus::try_from(n).ok())
+            .filter(|s| s.is_terminal())
+            .map(|s| s.label())
+            .collect();
+        serde_json::to_string(&labels).unwrap_or_else(|_| "[]".into())
+    });
+    &LABELS
 }
 
 impl Store {
     /// Tasks that ended before `cutoff`, oldest first.
     pub async fn tasks_ended_before(&self, cutoff: DateTime<Utc>) -> Result<Vec<EndedTask>> {
-        let rows: Vec<(String, String, Option<String>, DateTime<Utc>)> = sqlx::query_as(
-            "SELECT id, repo, remote, finished_at FROM tasks
+        let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT id, repo, remote FROM tasks
              WHERE finished_at IS NOT NULL AND finished_at < $1
                AND status IN (SELECT value FROM json_each($2))
              ORDER BY finished_at",
@@ -56,11 +56,10 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, repo, remote, finished_at)| EndedTask {
+            .map(|(id, repo, remote)| EndedTask {
                 id,
                 repo,
                 remote: remote.unwrap_or_default(),
-                finished_at,
             })
             .collect())
     }
