@@ -161,12 +161,13 @@ scale-worker: ## add a worker to the running pod (WORKER_ID=worker-N, default th
 # outside /run/secrets (read-only there when the root is).
 	@id="$(WORKER_ID)"; \
 	if [ -z "$$id" ]; then n=3; while podman container exists $(POD)-worker-$$n; do n=$$((n + 1)); done; id=worker-$$n; fi; \
+	metrics=127.0.0.1:0; n=$${id#worker-}; case "$$n" in ""|*[!0-9]*) ;; *) metrics=127.0.0.1:$$((9110 + n)) ;; esac; \
 	set -x; podman run -d --pod $(POD) --name $(POD)-$$id --restart always \
 		--memory 2g --cpus 1 --user 10001:10001 --read-only \
 		--cap-drop ALL --security-opt no-new-privileges \
 		--secret aida-internal-token-raw,uid=10001,gid=10001,mode=0400,target=/run/aida/internal-token \
 		-e AIDA_INTERNAL_TOKEN_FILE=/run/aida/internal-token \
-		-e WORKER_ID=$$id -e ORCHESTRATOR_ADDR=127.0.0.1:50051 \
+		-e WORKER_ID=$$id -e ORCHESTRATOR_ADDR=127.0.0.1:50051 -e METRICS_LISTEN_ADDR=$$metrics \
 		-e AIDA_REPO_ROOTS=/workspace/repos -e WORKTREE_ROOT=/var/lib/aida/worktrees \
 		-e AIDA_REPO_CACHE=/var/cache/aida/mirrors -e AIDA_PORT_LOCK_DIR=/var/cache/aida/ports \
 		-v aida-repos:/workspace/repos -v aida-cache:/var/cache/aida -v /var/lib/aida/worktrees -v /home/aida \

@@ -679,6 +679,23 @@ async fn the_pod_runs_tasks_securely_scales_out_and_leaves_nothing_behind() {
         );
     }
 
+    // Every target of the pod's Prometheus configuration serves /metrics
+    // inside the pod.
+    let prometheus = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/prometheus/prometheus.yml"),
+    )
+    .unwrap();
+    let targets: Vec<&str> = prometheus
+        .split('"')
+        .filter(|part| part.starts_with("127.0.0.1:"))
+        .collect();
+    assert!(targets.len() >= 5, "{targets:?}");
+    for target in targets {
+        pod.exec("gateway", &format!("aida-probe http {target} /metrics"));
+    }
+    phase("every Prometheus target answers /metrics");
+
     // Redis answers no one without its password: not a worker of the pod
     // (where agents run), nor redis-cli without REDISCLI_AUTH.
     let from_worker = pod.exec(

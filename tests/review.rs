@@ -198,7 +198,7 @@ async fn aida_status_shows_a_stopped_worker_offline_and_the_queue() {
     let (ok, json_out) = aida(&["status", "--json"]);
     assert!(ok, "{json_out}");
     let status: Value = serde_json::from_str(&json_out).unwrap();
-    assert_eq!(status["health"]["status"], "ok");
+    assert_eq!(status["health"]["status"], "healthy", "{status}");
     let state = |id: &str| {
         status["workers"]
             .as_array()

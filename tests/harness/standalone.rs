@@ -41,6 +41,7 @@ impl Standalone {
         cmd.env_remove("REDIS_URL")
             .env_remove("REDIS_ADDR")
             .env("ORCHESTRATOR_LISTEN_ADDR", &orchestrator_addr)
+            .env("METRICS_LISTEN_ADDR", "127.0.0.1:0")
             .env("DATABASE_URL", database_url)
             // Nothing listens there: no task of a restored database merges
             // without workers anyway.

@@ -61,6 +61,10 @@ pub struct System {
     internal_env: Vec<(String, String)>,
     pub orchestrator_addr: String,
     pub aggregator_addr: String,
+    /// Where the orchestrator and the aggregator serve `/metrics`,
+    /// `/healthz` and `/readyz`: `http://127.0.0.1:<port>`.
+    pub orchestrator_ops_url: String,
+    pub aggregator_ops_url: String,
     pub secrets: Secrets,
     /// The admin's access token, which `http` sends.
     pub admin_token: String,
@@ -89,6 +93,8 @@ pub struct Options {
     pub worker_env: Vec<(String, String)>,
     /// Extra environment of the gateway process (its limits, say).
     pub gateway_env: Vec<(String, String)>,
+    /// Extra environment of the aggregator process.
+    pub aggregator_env: Vec<(String, String)>,
     /// How many webhook secrets the gateway accepts (1 unless more are
     /// asked for, as while one is rotated out).
     pub webhook_secrets: usize,
@@ -117,6 +123,11 @@ impl Options {
 
     pub fn gateway_env(mut self, key: &str, value: &str) -> Self {
         self.gateway_env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn aggregator_env(mut self, key: &str, value: &str) -> Self {
+        self.aggregator_env.push((key.into(), value.into()));
         self
     }
 
@@ -213,6 +224,7 @@ impl System {
         let redis = RedisServer::start(dir.path()).await;
         let secrets = Secrets::new(&redis.password, options.webhook_secrets);
         let (orch_port, agg_port, gw_port) = (free_port(), free_port(), free_port());
+        let (orch_ops_port, agg_ops_port) = (free_port(), free_port());
         let orchestrator_addr = format!("127.0.0.1:{orch_port}");
         let aggregator_addr = format!("127.0.0.1:{agg_port}");
         let url = format!("http://127.0.0.1:{gw_port}");
@@ -238,13 +250,19 @@ impl System {
 
         let mut cmd = Command::new(bin("aida-aggregator"));
         cmd.env("AGGREGATOR_LISTEN_ADDR", &aggregator_addr)
-            .envs(internal_env.iter().cloned());
+            .env("METRICS_LISTEN_ADDR", format!("127.0.0.1:{agg_ops_port}"))
+            .envs(internal_env.iter().cloned())
+            .envs(options.aggregator_env.iter().cloned());
         procs.push(Proc::spawn("aggregator", cmd, dir.path()));
 
         let orchestrator_env: Vec<(String, String)> = [
             (
                 "ORCHESTRATOR_LISTEN_ADDR".to_owned(),
                 orchestrator_addr.clone(),
+            ),
+            (
+                "METRICS_LISTEN_ADDR".to_owned(),
+                format!("127.0.0.1:{orch_ops_port}"),
             ),
             ("DATABASE_URL".to_owned(), database_url.clone()),
             ("AIDA_REPO_ROOTS".to_owned(), repo_roots()),
@@ -293,6 +311,8 @@ impl System {
             internal_env,
             orchestrator_addr,
             aggregator_addr,
+            orchestrator_ops_url: format!("http://127.0.0.1:{orch_ops_port}"),
+            aggregator_ops_url: format!("http://127.0.0.1:{agg_ops_port}"),
             secrets,
             admin_token: String::new(),
             audit_log,

@@ -26,6 +26,12 @@ pub use service::AggregatorService;
 pub struct Config {
     /// Where the gRPC server listens; the binary binds it, tests bind port 0.
     pub aggregator_listen_addr: String,
+    /// `METRICS_LISTEN_ADDR`: `/metrics`, `/healthz` and `/readyz`; empty
+    /// for none.
+    pub metrics_listen_addr: String,
+    /// `AIDA_METRICS_TOKEN`: what scrapes must present, when set.
+    #[serde(skip)]
+    pub metrics_access: aida_core::ops::MetricsAccess,
     /// The credential callers must present (`AIDA_INTERNAL_TOKEN` or mutual
     /// TLS), read by [`Config::from_env`].
     #[serde(skip)]
@@ -36,6 +42,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             aggregator_listen_addr: "127.0.0.1:50053".into(),
+            metrics_listen_addr: "127.0.0.1:9103".into(),
+            metrics_access: Default::default(),
             security: Default::default(),
         }
     }
@@ -46,6 +54,7 @@ impl Config {
     pub fn from_env() -> anyhow::Result<Self> {
         let mut config: Config = aida_core::config::from_env()?;
         config.security = aida_core::grpc::Security::from_env()?;
+        config.metrics_access = aida_core::ops::MetricsAccess::from_env()?;
         Ok(config)
     }
 }
@@ -57,8 +66,27 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let grpc =
-        aida_core::grpc::router(&[aida_proto::service_names::AGGREGATOR], &config.security).await?;
+    // The aggregator needs nothing but its disk: ready once it serves.
+    let probe = aida_core::health::probe(|| async {
+        aida_core::health::Report::of([(
+            "aggregator".to_owned(),
+            aida_core::health::Component::healthy(),
+        )])
+    });
+    let grpc = aida_core::grpc::router(
+        &[aida_proto::service_names::AGGREGATOR],
+        &config.security,
+        probe,
+    )
+    .await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    aida_core::ops::start(
+        &config.metrics_listen_addr,
+        config.metrics_access.clone(),
+        &grpc.health,
+        &stop,
+    )
+    .await?;
     let router = grpc.router.add_service(AggregatorServer::with_interceptor(
         AggregatorService,
         grpc.guard.clone(),
@@ -67,7 +95,14 @@ pub async fn run(
         addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| config.aggregator_listen_addr.clone()),
         "aggregator listening"
     );
-    aida_core::grpc::serve(router, listener, shutdown).await
+    let stopping = stop.clone();
+    let served = aida_core::grpc::serve(router, listener, async move {
+        shutdown.await;
+        stopping.cancel();
+    })
+    .await;
+    stop.cancel();
+    served
 }
 
 #[cfg(test)]

@@ -62,6 +62,7 @@ impl Aggregator for AggregatorService {
             )
         })
         .await?;
+        count_merge(&response);
         Ok(Response::new(response))
     }
 
@@ -108,4 +109,19 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work).await.map_err(|e| {
         AggregatorError::Internal(anyhow::Error::new(e).context("git work panicked"))
     })?
+}
+
+/// `aida_merges_total{outcome}` for a task's merge (clean, or with
+/// conflicts), and `aida_merge_conflicts_total` for each result that met
+/// one.
+fn count_merge(response: &MergeResponse) {
+    use aida_core::metrics::names;
+    let conflicts = response
+        .outcomes
+        .iter()
+        .filter(|o| !o.conflict_files.is_empty())
+        .count() as u64;
+    let outcome = if conflicts == 0 { "clean" } else { "conflicts" };
+    metrics::counter!(names::MERGES, "outcome" => outcome).increment(1);
+    metrics::counter!(names::MERGE_CONFLICTS).increment(conflicts);
 }

@@ -27,6 +27,8 @@ impl Server {
         let security = Security::with_token(SecretString::from(aida_core::secret::random_hex(32)));
         let config = Config {
             security: security.clone(),
+            // Tests run side by side: each its own metrics port.
+            metrics_listen_addr: "127.0.0.1:0".into(),
             ..Config::default()
         };
         let handle = tokio::spawn(run(config, listener, async {

@@ -39,8 +39,13 @@ pub enum ApiError {
     /// The request body is over the limit.
     #[error("{0}")]
     PayloadTooLarge(String),
-    #[error("orchestrator unavailable")]
-    Unavailable,
+    /// A part of AIDA is down: the orchestrator, or one behind it that it
+    /// named (the aggregator), with what it said.
+    #[error("{part} unavailable{}", detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Unavailable {
+        part: String,
+        detail: Option<String>,
+    },
     #[error("the orchestrator did not answer in time")]
     DeadlineExceeded,
     /// Details are logged, never sent.
@@ -49,6 +54,14 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The orchestrator cannot be reached.
+    pub fn orchestrator_unavailable() -> Self {
+        ApiError::Unavailable {
+            part: "orchestrator".into(),
+            detail: None,
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
@@ -60,7 +73,7 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -76,7 +89,7 @@ impl ApiError {
             ApiError::PermissionDenied(_) => "permission_denied",
             ApiError::TooManyRequests(_) | ApiError::TooManyStreams(_) => "too_many_requests",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::Unavailable => "unavailable",
+            ApiError::Unavailable { .. } => "unavailable",
             ApiError::DeadlineExceeded => "deadline_exceeded",
             ApiError::Internal(_) => "internal",
         }
@@ -102,10 +115,23 @@ impl From<tonic::Status> for ApiError {
             tonic::Code::FailedPrecondition => ApiError::FailedPrecondition(message),
             tonic::Code::Unauthenticated => ApiError::Unauthenticated(message),
             tonic::Code::PermissionDenied => ApiError::PermissionDenied(message),
-            tonic::Code::Unavailable => {
-                tracing::warn!(detail = %message, "orchestrator unavailable");
-                ApiError::Unavailable
-            }
+            tonic::Code::Unavailable => match aida_core::grpc::unavailable_part(&status) {
+                // The orchestrator answered: a part behind it is down, and
+                // its message (ours) says what failed.
+                Some(part) => {
+                    tracing::warn!(part, detail = %message, "a part behind the orchestrator is unavailable");
+                    ApiError::Unavailable {
+                        part: part.to_owned(),
+                        detail: Some(message),
+                    }
+                }
+                // The orchestrator itself is out of reach; the transport's
+                // detail is for the log.
+                None => {
+                    tracing::warn!(detail = %message, "orchestrator unavailable");
+                    ApiError::orchestrator_unavailable()
+                }
+            },
             tonic::Code::DeadlineExceeded => ApiError::DeadlineExceeded,
             _ => ApiError::Internal(aida_core::grpc::status_context(
                 status,

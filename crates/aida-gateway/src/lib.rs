@@ -97,6 +97,10 @@ pub struct Config {
     /// The internal credential calls to the orchestrator carry.
     #[serde(skip)]
     pub security: aida_core::grpc::Security,
+    /// `AIDA_METRICS_TOKEN`: what scrapes of `/metrics` must present, when
+    /// set.
+    #[serde(skip)]
+    pub metrics_access: aida_core::ops::MetricsAccess,
     /// Secrets, read by [`Config::from_env`]; never printed.
     #[serde(skip)]
     pub secrets: Secrets,
@@ -135,6 +139,7 @@ impl Default for Config {
             max_sse_per_user: 16,
             webhook_tolerance_secs: 300,
             security: Default::default(),
+            metrics_access: Default::default(),
             secrets: Secrets::default(),
         }
     }
@@ -146,6 +151,7 @@ impl Config {
             aida_core::config::from_env().context("reading the gateway configuration")?;
         config.security = aida_core::grpc::Security::from_env()?;
         config.secrets = Secrets::from_env()?;
+        config.metrics_access = aida_core::ops::MetricsAccess::from_env()?;
         Ok(config)
     }
 }
@@ -189,7 +195,42 @@ pub fn app(state: AppState, cors_origins: Option<&str>) -> anyhow::Result<Router
     if let Some(cors) = hosts::cors(cors_origins)? {
         router = router.layer(cors);
     }
-    Ok(router.layer(TraceLayer::new_for_http()).with_state(state))
+    aida_core::metrics::install();
+    Ok(router
+        .layer(axum::middleware::from_fn(count_requests))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state))
+}
+
+/// `aida_http_requests_total{method, status, route}` and
+/// `aida_http_request_duration_seconds{method, route}`: the route is the
+/// template (`/api/tasks/{id}`), `unmatched` for paths no route has, so
+/// the label set stays bounded.
+async fn count_requests(request: Request, next: Next) -> Response {
+    use aida_core::metrics::names;
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = match *request.method() {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    let start = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(names::HTTP_REQUESTS, "method" => method, "status" => status, "route" => route.clone())
+        .increment(1);
+    metrics::histogram!(names::HTTP_REQUEST_DURATION, "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    response
 }
 
 /// The per-address rate limit, before anything else is done for a request.

@@ -115,6 +115,7 @@ impl StreamCounter {
             return None;
         }
         *count += 1;
+        metrics::gauge!(aida_core::metrics::names::SSE_CONNECTIONS_ACTIVE).increment(1.0);
         Some(StreamGuard {
             counter: self.clone(),
             user: user.to_owned(),
@@ -130,6 +131,7 @@ pub struct StreamGuard {
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
+        metrics::gauge!(aida_core::metrics::names::SSE_CONNECTIONS_ACTIVE).decrement(1.0);
         let mut open = self.counter.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(count) = open.get_mut(&self.user) {
             *count = count.saturating_sub(1);

@@ -13,7 +13,6 @@ use aida_proto::auth::auth_client::AuthClient;
 use aida_proto::orchestrator::orchestrator_client::OrchestratorClient;
 use anyhow::{Context, bail};
 use tokio::sync::watch;
-use tonic_health::pb::health_client::HealthClient;
 
 use crate::Config;
 use crate::auth::Principal;
@@ -42,6 +41,7 @@ struct Shared {
     webhook_secrets: Vec<SecretString>,
     webhook_tolerance: Duration,
     max_body_bytes: usize,
+    metrics_access: aida_core::ops::MetricsAccess,
 }
 
 impl AppState {
@@ -112,6 +112,7 @@ impl AppState {
                 webhook_secrets: config.secrets.webhook_secrets.clone(),
                 webhook_tolerance: Duration::from_secs(config.webhook_tolerance_secs),
                 max_body_bytes: config.max_body_bytes,
+                metrics_access: config.metrics_access.clone(),
             }),
             closing,
             close: Arc::new(close),
@@ -131,8 +132,9 @@ impl AppState {
         AuthClient::new(self.channel.clone())
     }
 
-    pub fn health(&self) -> HealthClient<AuthChannel> {
-        HealthClient::new(self.channel.clone())
+    /// Who may scrape `/metrics`.
+    pub fn metrics_access(&self) -> &aida_core::ops::MetricsAccess {
+        &self.shared.metrics_access
     }
 
     /// The access-token keys; `None` with `AIDA_AUTH=off`.

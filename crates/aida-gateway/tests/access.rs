@@ -123,6 +123,9 @@ async fn every_route_answers_401_without_a_token_and_403_to_roles_without_its_pe
             ("POST".to_owned(), "/api/auth/login"),
             ("POST".to_owned(), "/api/auth/refresh"),
             ("GET".to_owned(), "/api/health"),
+            ("GET".to_owned(), "/metrics"),
+            ("GET".to_owned(), "/healthz"),
+            ("GET".to_owned(), "/readyz"),
             ("POST".to_owned(), "/api/webhook"),
             ("GET".to_owned(), "/"),
             ("GET".to_owned(), "/tasks/{id}"),
@@ -130,7 +133,7 @@ async fn every_route_answers_401_without_a_token_and_403_to_roles_without_its_pe
             ("GET".to_owned(), "/new"),
             ("GET".to_owned(), "/assets/{*path}"),
         ],
-        "only health, signing in, the signed webhook and the dashboard's shell are open"
+        "only health, metrics (with their own token when set), signing in, the signed webhook and the dashboard's shell are open"
     );
     // The dashboard's open routes serve the page shell and its assets:
     // never data, and only under a policy that runs this origin's scripts.

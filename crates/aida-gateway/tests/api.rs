@@ -221,13 +221,26 @@ async fn an_unreachable_orchestrator_is_a_503() {
 }
 
 #[tokio::test]
-async fn health_is_degraded_when_no_orchestrator_listens() {
-    let (status, content_type, body) =
-        send(Request::get("/api/health").body(Body::empty()).unwrap()).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(content_type.as_deref(), Some("application/json"));
-    assert_eq!(body["status"], "degraded");
-    assert_eq!(body["orchestrator"], "unreachable");
+async fn health_is_unhealthy_naming_the_orchestrator_when_none_listens() {
+    for path in ["/api/health", "/readyz"] {
+        let (status, content_type, body) =
+            send(Request::get(path).body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(content_type.as_deref(), Some("application/json"));
+        assert_eq!(body["status"], "unhealthy", "{path}: {body}");
+        let orchestrator = &body["components"]["orchestrator"];
+        assert_eq!(orchestrator["status"], "unhealthy", "{body}");
+        assert!(
+            orchestrator["detail"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("unreachable")),
+            "{body}"
+        );
+    }
+    // Alive all the same.
+    let (status, _, body) = send(Request::get("/healthz").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "alive");
 }
 
 #[tokio::test]
@@ -295,7 +308,7 @@ async fn run_serves_on_the_given_listener_and_stops_on_shutdown() {
         .unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
     let body: aida_gateway::api::Health = response.json().await.unwrap();
-    assert_eq!(body.status, "degraded");
+    assert_eq!(body.status, "unhealthy");
 
     stop.send(()).unwrap();
     server.await.unwrap().unwrap();

@@ -179,6 +179,10 @@ impl Engine {
                 data: json!({ "status": status.label(), "error": error }),
             })
             .await?;
+        if status.is_terminal() {
+            let created_at = self.store.task_created_at(task_id).await?;
+            crate::measure::task_ended(status, created_at);
+        }
         Ok(())
     }
 

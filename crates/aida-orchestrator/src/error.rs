@@ -21,9 +21,10 @@ pub enum OrchestratorError {
     /// A valid caller asked for more than their role allows.
     #[error("{0}")]
     PermissionDenied(String),
-    /// A peer service (the aggregator) could not be reached.
-    #[error("{0}")]
-    Unavailable(String),
+    /// A part the orchestrator relies on (the aggregator) is down; `part`
+    /// names it to the caller.
+    #[error("{message}")]
+    Unavailable { part: &'static str, message: String },
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -33,6 +34,14 @@ pub type Result<T, E = OrchestratorError> = std::result::Result<T, E>;
 impl OrchestratorError {
     pub fn invalid(msg: impl Into<String>) -> Self {
         Self::InvalidArgument(msg.into())
+    }
+
+    /// The aggregator failed or did not answer.
+    pub fn aggregator_unavailable(message: impl Into<String>) -> Self {
+        Self::Unavailable {
+            part: "aggregator",
+            message: message.into(),
+        }
     }
 
     pub fn task_not_found(id: &impl std::fmt::Display) -> Self {
@@ -68,7 +77,9 @@ impl From<OrchestratorError> for tonic::Status {
             OrchestratorError::AlreadyExists(m) => tonic::Status::already_exists(m),
             OrchestratorError::Unauthenticated(m) => tonic::Status::unauthenticated(m),
             OrchestratorError::PermissionDenied(m) => tonic::Status::permission_denied(m),
-            OrchestratorError::Unavailable(m) => tonic::Status::unavailable(m),
+            OrchestratorError::Unavailable { part, message } => {
+                aida_core::grpc::unavailable(part, message)
+            }
             OrchestratorError::Unexpected(e) => {
                 // The detail is for operators, not for clients.
                 tracing::error!(error = ?e, "internal error");

@@ -139,6 +139,11 @@ impl EventLog {
         }
         pipe.query_async::<()>(&mut conn).await?;
         self.store.mark_published(last).await?;
+        for e in &batch {
+            metrics::counter!(aida_core::metrics::names::EVENTS_PUBLISHED,
+                "channel" => e.channel.redis_channel())
+            .increment(1);
+        }
         Ok(batch.len() as u32 == PUBLISH_BATCH)
     }
 }

@@ -30,8 +30,10 @@ pub mod events;
 mod external;
 mod follow_up;
 pub mod github;
+pub mod health;
 mod intake;
 mod lifecycle;
+mod measure;
 mod merge;
 pub mod planning;
 pub mod prediction;
@@ -53,6 +55,9 @@ pub use engine::Engine;
 pub struct Config {
     /// `ORCHESTRATOR_LISTEN_ADDR`: where the gRPC service listens.
     pub orchestrator_listen_addr: String,
+    /// `METRICS_LISTEN_ADDR`: `/metrics`, `/healthz` and `/readyz`; empty
+    /// for none.
+    pub metrics_listen_addr: String,
     /// `DATABASE_URL`: an SQLite URL; the file is created if missing.
     pub database_url: String,
     /// `AGGREGATOR_ADDR`: the aggregator's gRPC address.
@@ -136,12 +141,16 @@ pub struct Config {
     /// the URL has none (so the URL itself can be printed).
     #[serde(skip)]
     pub redis_password: Option<aida_core::secret::SecretString>,
+    /// `AIDA_METRICS_TOKEN`: what scrapes must present, when set.
+    #[serde(skip)]
+    pub metrics_access: aida_core::ops::MetricsAccess,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             orchestrator_listen_addr: "127.0.0.1:50051".into(),
+            metrics_listen_addr: "127.0.0.1:9101".into(),
             database_url: "sqlite://data/aida.db".into(),
             aggregator_addr: "http://127.0.0.1:50053".into(),
             redis_url: None,
@@ -168,6 +177,7 @@ impl Default for Config {
             github_config: None,
             security: Default::default(),
             redis_password: None,
+            metrics_access: Default::default(),
         }
     }
 }
@@ -178,6 +188,7 @@ impl Config {
         let mut config: Config = aida_core::config::from_env()?;
         config.security = aida_core::grpc::Security::from_env()?;
         config.redis_password = aida_core::secret::from_env("REDIS_PASSWORD")?;
+        config.metrics_access = aida_core::ops::MetricsAccess::from_env()?;
         Ok(config)
     }
 }
@@ -328,40 +339,64 @@ pub async fn run(
         events.clone(),
         audit.clone(),
         remotes,
-        AggregatorClient::new(aggregator_channel),
+        AggregatorClient::new(aggregator_channel.clone()),
         settings,
         stop.clone(),
     );
 
-    if let Some(url) = redis_url {
-        let pool = redis_config(&url, config.redis_password.as_ref())?
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .with_context(|| {
-                format!("invalid Redis URL {}", aida_core::secret::redact_url(&url))
-            })?;
-        tracing::info!(redis = %aida_core::secret::redact_url(&url), "publishing events to redis");
-        tokio::spawn(events.clone().run_publisher(pool, stop.clone()));
-    } else {
-        tracing::info!("no REDIS_URL: events are stored and streamed in-process only");
-    }
+    let redis = match redis_url {
+        Some(url) => {
+            let pool = redis_config(&url, config.redis_password.as_ref())?
+                .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+                .with_context(|| {
+                    format!("invalid Redis URL {}", aida_core::secret::redact_url(&url))
+                })?;
+            tracing::info!(redis = %aida_core::secret::redact_url(&url), "publishing events to redis");
+            tokio::spawn(events.clone().run_publisher(pool.clone(), stop.clone()));
+            Some(pool)
+        }
+        None => {
+            tracing::info!("no REDIS_URL: events are stored and streamed in-process only");
+            None
+        }
+    };
 
     engine.recover().await?;
     tokio::spawn(std::sync::Arc::clone(&engine).run_dispatcher(stop.clone()));
     tokio::spawn(std::sync::Arc::clone(&engine).run_reaper(stop.clone()));
     tokio::spawn(std::sync::Arc::clone(&engine).run_retention(stop.clone()));
+    tokio::spawn(measure::run_gauges(
+        std::sync::Arc::clone(&engine),
+        stop.clone(),
+    ));
 
+    let probe = health::probe(
+        std::sync::Arc::clone(&engine),
+        health::Parts {
+            redis,
+            aggregator: aggregator_channel,
+        },
+    );
     let grpc = aida_core::grpc::router(
         &[
             aida_core::proto::service_names::ORCHESTRATOR,
             aida_core::proto::service_names::AUTH,
         ],
         &config.security,
+        probe,
+    )
+    .await?;
+    aida_core::ops::start(
+        &config.metrics_listen_addr,
+        config.metrics_access.clone(),
+        &grpc.health,
+        &stop,
     )
     .await?;
     let router = grpc
         .router
         .add_service(OrchestratorServer::with_interceptor(
-            service::OrchestratorService::new(engine),
+            service::OrchestratorService::new(engine, grpc.health.clone()),
             grpc.guard.clone(),
         ))
         .add_service(AuthServer::with_interceptor(

@@ -96,6 +96,7 @@ impl Engine {
             }
         };
         tracing::info!(task_id = %id, subtasks, "task created");
+        metrics::counter!(aida_core::metrics::names::TASKS_CREATED).increment(1);
         self.wake.notify_one();
         match stored {
             Some(task) => Ok(task),
@@ -202,6 +203,10 @@ impl Engine {
         } else {
             after_failure(&task, st, attempt, result.permanent)
         };
+        let agent = crate::scheduler::current_agent(st)
+            .map(|a| a.kind.clone())
+            .unwrap_or_else(|| "command".into());
+        let started_at = st.started_at;
         let applied = match next {
             AfterAttempt::Retry => {
                 self.retry_attempt(worker_id, task_id, subtask, attempt, outcome, "failed")
@@ -223,6 +228,7 @@ impl Engine {
             }
         };
         if applied {
+            crate::measure::attempt_ended(&agent, &result, started_at);
             Ok(Ok(()))
         } else {
             Ok(Err(format!(
@@ -590,10 +596,13 @@ impl Engine {
         ttl: std::time::Duration,
     ) -> Result<()> {
         let mut waited = false;
+        let asked = std::time::Instant::now();
         loop {
             let now = Utc::now();
             let until = now + chrono::Duration::from_std(ttl).unwrap_or_default();
             if self.store.acquire_lock(resource, owner, now, until).await? {
+                metrics::histogram!(aida_core::metrics::names::LOCK_WAIT_DURATION)
+                    .record(asked.elapsed().as_secs_f64());
                 if waited {
                     tracing::info!(resource, owner, "lock acquired after waiting");
                 }
@@ -889,12 +898,12 @@ impl Engine {
         .await
         {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
-            Ok(Err(status)) => Err(OrchestratorError::Unavailable(format!(
+            Ok(Err(status)) => Err(OrchestratorError::aggregator_unavailable(format!(
                 "the aggregator could not write the report: {}",
                 status.message()
             ))),
-            Err(_) => Err(OrchestratorError::Unavailable(
-                "the aggregator did not answer in time".into(),
+            Err(_) => Err(OrchestratorError::aggregator_unavailable(
+                "the aggregator did not answer in time",
             )),
         }
     }

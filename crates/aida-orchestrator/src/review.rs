@@ -57,12 +57,12 @@ impl Engine {
             Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
                 Err(OrchestratorError::invalid(status.message().to_owned()))
             }
-            Ok(Err(status)) => Err(OrchestratorError::Unavailable(format!(
+            Ok(Err(status)) => Err(OrchestratorError::aggregator_unavailable(format!(
                 "the aggregator could not make the diff: {}",
                 status.message()
             ))),
-            Err(_) => Err(OrchestratorError::Unavailable(
-                "the aggregator did not answer in time".into(),
+            Err(_) => Err(OrchestratorError::aggregator_unavailable(
+                "the aggregator did not answer in time",
             )),
         }
     }

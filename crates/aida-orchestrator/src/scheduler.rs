@@ -64,6 +64,7 @@ impl Engine {
                 &req.address,
                 &req.agent_kinds,
                 &req.hostname,
+                &req.metrics_address,
                 now,
             )
             .await?;

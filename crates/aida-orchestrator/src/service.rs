@@ -55,11 +55,12 @@ const HISTORY_PAGE: u32 = 1000;
 
 pub struct OrchestratorService {
     engine: Arc<Engine>,
+    health: aida_core::health::Health,
 }
 
 impl OrchestratorService {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+    pub fn new(engine: Arc<Engine>, health: aida_core::health::Health) -> Self {
+        Self { engine, health }
     }
 
     /// Every known worker with its state (idle, busy, offline) now.
@@ -92,6 +93,7 @@ impl OrchestratorService {
                     last_seen_at: Some(to_proto(w.last_seen_at)),
                     draining: w.draining,
                     disk_usage_bytes: w.disk_usage_bytes,
+                    metrics_address: w.metrics_address,
                 }
             })
             .collect())
@@ -617,6 +619,14 @@ impl Orchestrator for OrchestratorService {
             .with("dry_run", req.dry_run.to_string());
         let outcome = self.engine.collect_garbage(older_than, req.dry_run).await;
         Ok(Response::new(self.audited(line, outcome).await?))
+    }
+
+    async fn get_health(
+        &self,
+        _: Request<aida_core::proto::orchestrator::HealthRequest>,
+    ) -> Result<Response<aida_core::proto::orchestrator::HealthReport>, Status> {
+        let report = self.health.check().await;
+        Ok(Response::new(crate::health::to_proto(&report)))
     }
 
     async fn complete_task(

@@ -278,7 +278,22 @@ pub async fn run_subtask(
             }
         })
     };
+    let agent = run
+        .agent
+        .as_ref()
+        .map(|a| a.kind.clone())
+        .unwrap_or_else(|| "command".into());
+    let started = std::time::Instant::now();
     let mut result = run_masked(run, ctx, masked_tx, cancel).await;
+    let status = if result.success {
+        "succeeded"
+    } else {
+        "failed"
+    };
+    metrics::counter!(aida_core::metrics::names::AGENT_RUNS, "agent" => agent.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(aida_core::metrics::names::AGENT_RUN_DURATION, "agent" => agent)
+        .record(started.elapsed().as_secs_f64());
     let _ = masking.await;
     secrets.mask_in_place(&mut result.error);
     secrets.mask_in_place(&mut result.summary);
@@ -314,6 +329,7 @@ async fn run_masked(
         return run_read_only(&run, &v, ctx, &logs, cancel).await;
     }
     let run = Arc::new(run);
+    let preparing = std::time::Instant::now();
     let prepared = {
         let (run, branch, root, worker_id, pool) = (
             run.clone(),
@@ -330,7 +346,12 @@ async fn run_masked(
         .unwrap_or_else(|e| Err((format!("git task failed: {e}"), false)))
     };
     let wt = match prepared {
-        Ok(wt) => wt,
+        Ok(wt) => {
+            metrics::histogram!(aida_core::metrics::names::WORKTREE_PREPARE_DURATION,
+                "mode" => if wt.reused { "reused" } else { "fresh" })
+            .record(preparing.elapsed().as_secs_f64());
+            wt
+        }
         Err((e, permanent)) => {
             tracing::warn!(error = %e, "cannot prepare worktree");
             note(&logs, format!("cannot prepare worktree: {e}")).await;

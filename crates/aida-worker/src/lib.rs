@@ -48,6 +48,16 @@ pub struct Config {
     /// The address the orchestrator is told for this worker's own gRPC
     /// service; `127.0.0.1:<bound port>` when unset.
     pub worker_advertise_addr: Option<String>,
+    /// `METRICS_LISTEN_ADDR`: `/metrics`, `/healthz` and `/readyz`; port 0
+    /// (the default) picks a free one, empty serves none. The orchestrator
+    /// is told where (`/api/workers` shows it).
+    pub metrics_listen_addr: String,
+    /// `METRICS_ADVERTISE_ADDR`: the address Prometheus reaches it at;
+    /// the advertised host with the bound port when unset.
+    pub metrics_advertise_addr: Option<String>,
+    /// `AIDA_METRICS_TOKEN`: what scrapes must present, when set.
+    #[serde(skip)]
+    pub metrics_access: aida_core::ops::MetricsAccess,
     /// Where worktrees go; `<tmp>/aida-worktrees/<worker_id>` when unset.
     pub worktree_root: Option<PathBuf>,
     /// `WORKTREE_POOL`: keep each repository's worktree between runs and
@@ -109,6 +119,9 @@ impl Default for Config {
             orchestrator_addr: "http://127.0.0.1:50051".into(),
             worker_listen_addr: "127.0.0.1:0".into(),
             worker_advertise_addr: None,
+            metrics_listen_addr: "127.0.0.1:0".into(),
+            metrics_advertise_addr: None,
+            metrics_access: Default::default(),
             worktree_root: None,
             worktree_pool: true,
             claude_path: "claude".into(),
@@ -133,6 +146,7 @@ impl Config {
     pub fn from_env() -> anyhow::Result<Self> {
         let mut config: Config = aida_core::config::from_env()?;
         config.security = aida_core::grpc::Security::from_env()?;
+        config.metrics_access = aida_core::ops::MetricsAccess::from_env()?;
         Ok(config)
     }
 
@@ -214,6 +228,14 @@ impl Config {
         }
         Ok(roots)
     }
+}
+
+/// The host part of an advertised `host:port`.
+fn advertised_host(address: &str) -> &str {
+    address
+        .rsplit_once(':')
+        .map(|(host, _)| host)
+        .unwrap_or(address)
 }
 
 fn hostname() -> String {
@@ -326,12 +348,62 @@ pub async fn run(
             stop.cancel();
         });
     }
+    // Ready while registered with the orchestrator: without the session
+    // it is given nothing and cannot report what it runs.
+    let probe = {
+        let state = Arc::clone(&runner.state);
+        aida_core::health::probe(move || {
+            let connected = state.connected();
+            async move {
+                let session = if connected {
+                    aida_core::health::Component::healthy()
+                } else {
+                    aida_core::health::Component::with_detail(
+                        aida_core::health::Status::Unhealthy,
+                        "not registered with the orchestrator",
+                    )
+                };
+                aida_core::health::Report::of([("orchestrator_session".to_owned(), session)])
+            }
+        })
+    };
+    let grpc = aida_core::grpc::router(
+        &[aida_proto::service_names::WORKER],
+        &config.security,
+        probe,
+    )
+    .await?;
+    let metrics_bound = aida_core::ops::start(
+        &config.metrics_listen_addr,
+        config.metrics_access.clone(),
+        &grpc.health,
+        &stop,
+    )
+    .await?;
+    let metrics_address = match (&config.metrics_advertise_addr, metrics_bound) {
+        (Some(advertised), _) if !advertised.trim().is_empty() => advertised.trim().to_owned(),
+        (_, Some(bound)) => format!("{}:{}", advertised_host(&address), bound.port()),
+        _ => String::new(),
+    };
+    {
+        // gRPC health follows the session at once, not at the next check.
+        let (state, health, stop) = (Arc::clone(&runner.state), grpc.health.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = state.connection_changed() => health.poke(),
+                }
+            }
+        });
+    }
     let session = tokio::spawn(session::run(
         channel,
         session::Registration {
             worker_id: config.worker_id.clone(),
             address,
             hostname: hostname(),
+            metrics_address,
             heartbeat_every: std::time::Duration::from_millis(
                 config.heartbeat_interval_ms.max(100),
             ),
@@ -340,8 +412,6 @@ pub async fn run(
         stop.clone(),
     ));
 
-    let grpc =
-        aida_core::grpc::router(&[aida_proto::service_names::WORKER], &config.security).await?;
     let router = grpc.router.add_service(
         aida_proto::worker::worker_server::WorkerServer::with_interceptor(
             service::WorkerService::new(runner.clone()),

@@ -36,6 +36,8 @@ pub struct Registration {
     /// The worker's own gRPC address.
     pub address: String,
     pub hostname: String,
+    /// Where it serves /metrics, /healthz and /readyz; empty for nowhere.
+    pub metrics_address: String,
     /// How often a running attempt's lease is renewed.
     pub heartbeat_every: Duration,
 }
@@ -99,6 +101,7 @@ async fn session(
         address: registration.address.clone(),
         agent_kinds: runner.agent_kinds.to_vec(),
         hostname: registration.hostname.clone(),
+        metrics_address: registration.metrics_address.clone(),
     };
     let mut commands = client.register_worker(request).await?.into_inner();
     runner.state.set_connected(true);

@@ -23,6 +23,8 @@ pub struct WorkerState {
     completed: AtomicU64,
     /// Whether the RegisterWorker stream to the orchestrator is open.
     connected: AtomicBool,
+    /// Told each time `connected` flips.
+    connection_changed: tokio::sync::Notify,
     /// Cancelled on shutdown; every run's token is a child of it.
     shutdown: CancellationToken,
 }
@@ -49,6 +51,7 @@ impl WorkerState {
             current: Mutex::new(None),
             completed: AtomicU64::new(0),
             connected: AtomicBool::new(false),
+            connection_changed: tokio::sync::Notify::new(),
             shutdown,
         }
     }
@@ -108,7 +111,14 @@ impl WorkerState {
     }
 
     pub fn set_connected(&self, connected: bool) {
-        self.connected.store(connected, Ordering::Relaxed);
+        if self.connected.swap(connected, Ordering::Relaxed) != connected {
+            self.connection_changed.notify_waiters();
+        }
+    }
+
+    /// Resolves at the next time the session comes up or goes down.
+    pub async fn connection_changed(&self) {
+        self.connection_changed.notified().await;
     }
 }
 

@@ -223,11 +223,17 @@ pub fn task_table(tasks: &[Task]) -> String {
 /// `aida status`: health, workers, queue, tasks under way, last failures.
 pub fn system_status(status: &SystemStatus) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "AIDA: {} (gateway serving, orchestrator {})",
-        status.health.status, status.health.orchestrator
-    );
+    let failing = status.health.failing();
+    if failing.is_empty() {
+        let _ = writeln!(out, "AIDA: {}", status.health.status);
+    } else {
+        let _ = writeln!(
+            out,
+            "AIDA: {} ({} down)",
+            status.health.status,
+            failing.join(", ")
+        );
+    }
     let _ = writeln!(out, "\nWorkers:");
     if status.workers.is_empty() {
         let _ = writeln!(out, "  none");

@@ -4,8 +4,10 @@
 //! no proto files at hand; the service itself only answers callers with the
 //! internal credential ([`security`]).
 
+pub mod metrics;
 pub mod security;
 
+pub use metrics::MetricsLayer;
 pub use security::{AuthChannel, RequireCredential, Security};
 
 use std::future::Future;
@@ -13,10 +15,14 @@ use std::future::Future;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tonic::transport::Server;
-use tonic::transport::server::Router;
-use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
+use tower::layer::util::{Identity, Stack};
+
+use crate::health::{Health, Probe};
+
+/// A tonic router whose every call is counted ([`MetricsLayer`]).
+pub type Router = tonic::transport::server::Router<Stack<MetricsLayer, Identity>>;
 
 /// A router with health and reflection already in place; add the services
 /// themselves with `add_service`, each wrapped in `guard`
@@ -24,25 +30,25 @@ use tonic_health::server::{HealthReporter, HealthService};
 /// result to [`serve`].
 pub struct GrpcRouter {
     pub router: Router,
-    pub health: HealthReporter,
+    /// The service's health: NOT_SERVING until `health.run(..)` finds the
+    /// probe passing.
+    pub health: Health,
     /// Refuses calls without the internal credential.
     pub guard: RequireCredential,
 }
 
 /// `service_names` are the fully qualified names reflection advertises and
-/// health reports on, for example `aida.orchestrator.Orchestrator`. Serves
-/// over mutual TLS when `security` has it.
+/// health reports on, for example `aida.orchestrator.Orchestrator`; their
+/// health follows `probe`. Serves over mutual TLS when `security` has it.
 pub async fn router(
     service_names: &[&'static str],
     security: &Security,
+    probe: Probe,
 ) -> anyhow::Result<GrpcRouter> {
     security.require()?;
-    let health = HealthReporter::new();
-    for name in service_names {
-        health
-            .set_service_status(*name, ServingStatus::Serving)
-            .await;
-    }
+    crate::metrics::install();
+    let reporter = HealthReporter::new();
+    let health = Health::new(reporter.clone(), service_names, probe).await;
     let mut v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(aida_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -59,7 +65,7 @@ pub async fn router(
     let reflection_v1alpha = v1alpha
         .build_v1alpha()
         .context("building the reflection service")?;
-    let mut server = Server::builder();
+    let mut server = Server::builder().layer(MetricsLayer);
     if let Some(tls) = security.server_tls() {
         server = server
             .tls_config(tls)
@@ -67,7 +73,7 @@ pub async fn router(
     }
     let router = server
         .add_service(HealthServer::new(HealthService::from_health_reporter(
-            health.clone(),
+            reporter,
         )))
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
@@ -91,6 +97,29 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .context("gRPC server failed")
+}
+
+/// Metadata on an UNAVAILABLE status naming the part behind the callee
+/// that is down (`aggregator`), so the caller's error names it rather than
+/// the service it called.
+pub const UNAVAILABLE_PART: &str = "aida-unavailable-part";
+
+/// An UNAVAILABLE status naming `part` as what is down.
+pub fn unavailable(part: &'static str, message: impl Into<String>) -> tonic::Status {
+    let mut status = tonic::Status::unavailable(message);
+    status.metadata_mut().insert(
+        UNAVAILABLE_PART,
+        tonic::metadata::MetadataValue::from_static(part),
+    );
+    status
+}
+
+/// The part an UNAVAILABLE status names, if it names one.
+pub fn unavailable_part(status: &tonic::Status) -> Option<&str> {
+    status
+        .metadata()
+        .get(UNAVAILABLE_PART)
+        .and_then(|v| v.to_str().ok())
 }
 
 /// Maps a status from a peer service to an internal error without losing the

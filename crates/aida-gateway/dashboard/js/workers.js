@@ -15,7 +15,8 @@ export function workersView(root) {
       content.replaceChildren(
         h("div.cards", {},
           h("div.card", {}, h("div.muted", {}, "Health"), h("div.big", { id: "health" }, s.health.status),
-            h("div.muted", {}, `orchestrator ${s.health.orchestrator}`)),
+            h("div.muted", { id: "health-parts" }, Object.entries(s.health.components || {})
+              .map(([name, c]) => `${name} ${c.status}${c.detail ? ` (${c.detail})` : ""}`).join(", "))),
           h("div.card", {}, h("div.muted", {}, "Queue"), h("div.big", { id: "queue-depth" }, String(pending)),
             h("div.muted", {}, s.queue.map((q) => `priority ${q.priority}: ${q.pending}`).join(", ") || "empty")),
           h("div.card", {}, h("div.muted", {}, "Under way"), h("div.big", {}, String(s.active.length)), h("div.muted", {}, "tasks"))),

@@ -663,6 +663,9 @@ pub struct Worker {
     /// included), as it reported when it connected or after its last run.
     #[serde(default)]
     pub disk_usage_bytes: u64,
+    /// Where it serves `/metrics`, `/healthz` and `/readyz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -698,14 +701,48 @@ pub(crate) struct EventDoc {
     data: serde_json::Value,
 }
 
-/// `GET /api/health`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// `GET /api/health`: the system's health with each part's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    /// `ok` or `degraded`.
+    /// `healthy`; `degraded` when a part is down but work goes on (Redis,
+    /// the aggregator, no worker connected); `unhealthy` when nothing can
+    /// (the orchestrator or its database).
+    #[schema(example = "healthy")]
     pub status: String,
-    /// The orchestrator's gRPC health: `serving`, `not_serving`,
-    /// `unreachable`, ...
-    pub orchestrator: String,
+    /// This gateway's version.
+    pub version: String,
+    pub checked_at: DateTime<Utc>,
+    /// By name: `orchestrator`, `database`, `redis`, `aggregator`,
+    /// `workers`.
+    pub components: std::collections::BTreeMap<String, ComponentHealth>,
+}
+
+/// One part of the system.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ComponentHealth {
+    /// `healthy`, `degraded` or `unhealthy`.
+    pub status: String,
+    /// How long its check took, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// What failed, or a figure worth showing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl Health {
+    /// Names the parts that are not healthy, with what failed:
+    /// `redis (connection refused)`.
+    pub fn failing(&self) -> Vec<String> {
+        self.components
+            .iter()
+            .filter(|(_, c)| c.status != "healthy")
+            .map(|(name, c)| match &c.detail {
+                Some(detail) => format!("{name} ({detail})"),
+                None => name.clone(),
+            })
+            .collect()
+    }
 }
 
 /// Every error response: `{"error": {"code": ..., "message": ...}}`.
@@ -990,6 +1027,7 @@ impl From<orch::WorkerInfo> for Worker {
             last_seen_at: timestamp(w.last_seen_at),
             draining: w.draining,
             disk_usage_bytes: w.disk_usage_bytes,
+            metrics_address: (!w.metrics_address.is_empty()).then_some(w.metrics_address),
         }
     }
 }

@@ -55,7 +55,7 @@ pub struct DiffLine {
 }
 
 /// The system at a glance: `GET /api/status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SystemStatus {
     pub health: Health,
     pub workers: Vec<Worker>,

@@ -26,7 +26,8 @@ use crate::state::AppState;
 /// What a route needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Permission {
-    /// Anyone: health, and signing in.
+    /// Anyone: health, signing in, and metrics (whose handler asks for
+    /// AIDA_METRICS_TOKEN when one is set).
     Public,
     /// A signed webhook; the handler checks the signature.
     Signed,

@@ -72,7 +72,7 @@ pub async fn follow_events(
         .events()
         .subscribe()
         .await
-        .map_err(|_| ApiError::Unavailable)?;
+        .map_err(|_| ApiError::orchestrator_unavailable())?;
     // The first page before the headers: an unknown task is a 404 and an
     // unreachable orchestrator a 503, not an empty stream.
     let mut page = Some(history_page(&state, task.as_deref(), after).await?);

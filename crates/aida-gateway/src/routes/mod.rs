@@ -161,6 +161,11 @@ pub fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             get(system::list_locks),
         ),
         (r(Method::GET, "/api/health", Public), get(system::health)),
+        // For Prometheus and probes; /metrics asks for AIDA_METRICS_TOKEN
+        // itself when one is set.
+        (r(Method::GET, "/metrics", Public), get(system::metrics)),
+        (r(Method::GET, "/healthz", Public), get(system::healthz)),
+        (r(Method::GET, "/readyz", Public), get(system::readyz)),
         (
             r(Method::GET, "/api/status", SystemRead),
             get(system::status),

@@ -3,17 +3,15 @@
 
 use std::time::Duration;
 
+use aida_core::health::{Component, Report, Status, timed};
 use aida_proto::orchestrator as orch;
-use aida_proto::service_names;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
 use utoipa::OpenApi;
 
-use crate::api::{ErrorBody, Health, LockList, SystemStatus, Worker, WorkerList};
+use crate::api::{ComponentHealth, ErrorBody, Health, LockList, SystemStatus, Worker, WorkerList};
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::openapi::ApiDoc;
@@ -128,45 +126,103 @@ pub async fn list_locks(State(state): State<AppState>) -> Result<Json<LockList>,
     }))
 }
 
-/// 200 when the orchestrator's gRPC health check answers SERVING, else 503.
+/// The system's health: the orchestrator's answer (with its latency) and
+/// the parts it checks (database, Redis, aggregator, workers). 200 while
+/// work can go on (`healthy`, `degraded`), 503 when it cannot.
 #[utoipa::path(
     get,
     path = "/api/health",
     tag = "system",
     responses(
-        (status = 200, description = "the orchestrator is serving", body = Health),
-        (status = 503, description = "the orchestrator is not serving or unreachable", body = Health),
+        (status = 200, description = "healthy, or degraded: a part is down and work goes on", body = Health),
+        (status = 503, description = "unhealthy: the orchestrator or its database is down", body = Health),
     )
 )]
 pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let request = HealthCheckRequest {
-        service: service_names::ORCHESTRATOR.to_owned(),
-    };
-    let answer = tokio::time::timeout(HEALTH_TIMEOUT, state.health().check(request)).await;
-    let orchestrator = match answer {
-        Ok(Ok(response)) => match response.into_inner().status() {
-            ServingStatus::Serving => "serving",
-            ServingStatus::NotServing => "not_serving",
-            ServingStatus::ServiceUnknown => "service_unknown",
-            ServingStatus::Unknown => "unknown",
-        },
-        Ok(Err(status)) if status.code() == tonic::Code::Unavailable => "unreachable",
-        Ok(Err(status)) => {
-            tracing::warn!(code = ?status.code(), detail = %status.message(), "orchestrator health check failed");
-            "error"
-        }
-        Err(_) => "timeout",
-    };
-    let (code, status) = if orchestrator == "serving" {
-        (StatusCode::OK, "ok")
+    let health = system_health(&state).await;
+    let code = if health.status == Status::Unhealthy.as_str() {
+        StatusCode::SERVICE_UNAVAILABLE
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "degraded")
+        StatusCode::OK
     };
-    let body = Health {
-        status: status.to_owned(),
-        orchestrator: orchestrator.to_owned(),
-    };
-    (code, Json(body))
+    (code, Json(health))
+}
+
+/// The report behind `/api/health` and the gateway's `/readyz`.
+pub async fn system_health(state: &AppState) -> Health {
+    let mut components: Vec<(String, Component)> = Vec::new();
+    let mut parts = Vec::new();
+    let orchestrator = timed(HEALTH_TIMEOUT, Status::Unhealthy, async {
+        let report = state
+            .orchestrator()
+            .get_health(orch::HealthRequest {})
+            .await
+            .map_err(|status| match status.code() {
+                tonic::Code::Unavailable => format!("unreachable: {}", status.message()),
+                code => format!("{code:?}: {}", status.message()),
+            })?
+            .into_inner();
+        parts = report.components;
+        Ok(())
+    })
+    .await;
+    components.push(("orchestrator".into(), orchestrator));
+    components.extend(parts.into_iter().map(|c| {
+        (
+            c.name,
+            Component {
+                status: Status::parse(&c.status),
+                latency_ms: c.latency_ms,
+                detail: (!c.detail.is_empty()).then_some(c.detail),
+            },
+        )
+    }));
+    let report = Report::of(components);
+    metrics::gauge!(aida_core::metrics::names::UP).set(if report.status == Status::Unhealthy {
+        0.0
+    } else {
+        1.0
+    });
+    Health {
+        status: report.status.as_str().to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        checked_at: chrono::Utc::now(),
+        components: report
+            .components
+            .into_iter()
+            .map(|(name, c)| {
+                (
+                    name,
+                    ComponentHealth {
+                        status: c.status.as_str().to_owned(),
+                        latency_ms: c.latency_ms,
+                        detail: c.detail,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Prometheus text: the gateway's metrics (`aida_http_*`, SSE, webhooks)
+/// and its process's. With `AIDA_METRICS_TOKEN` set, only for
+/// `Authorization: Bearer <token>`.
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    aida_core::ops::metrics(state.metrics_access().clone(), headers).await
+}
+
+/// 200 while the gateway answers.
+pub async fn healthz() -> axum::response::Response {
+    aida_core::ops::healthz().await
+}
+
+/// 200 while requests can be served (the orchestrator answers), 503 when
+/// not; the body is `/api/health`'s.
+pub async fn readyz(state: State<AppState>) -> (StatusCode, Json<Health>) {
+    health(state).await
 }
 
 /// The system at a glance, for `aida status`: health, workers, the queue
@@ -182,7 +238,7 @@ pub async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     )
 )]
 pub async fn status(State(state): State<AppState>) -> Result<Json<SystemStatus>, ApiError> {
-    let (_, Json(health)) = self::health(State(state.clone())).await;
+    let health = system_health(&state).await;
     let workers = state
         .orchestrator()
         .list_workers(orch::ListWorkersRequest {})

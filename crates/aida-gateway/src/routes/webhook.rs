@@ -90,18 +90,41 @@ pub async fn receive(
         ApiError::Unauthenticated(reason)
     };
     if let Some(signature) = header(&headers, "x-hub-signature-256") {
-        verify_github(&state, signature, &body).map_err(refuse)?;
+        counted(verify_github(&state, signature, &body)).map_err(refuse)?;
         return github(&state, &headers, &body, &client_addr).await;
     }
     let Some(signature) = header(&headers, "x-signature") else {
+        count_signature("missing");
         return Err(refuse(
             "the X-Signature header is missing (t=<unix>,v1=<hex HMAC-SHA256 of \"{t}.{body}\">)"
                 .into(),
         ));
     };
     let now = chrono::Utc::now().timestamp();
-    verify_aida(&state, signature, &body, now).map_err(refuse)?;
+    counted(verify_aida(&state, signature, &body, now)).map_err(refuse)?;
     aida_event(&state, &body, &client_addr).await
+}
+
+/// Why a signature was refused: `(result label, reason for the caller)`.
+type Refusal = (&'static str, String);
+
+/// Counts a signature check by its result; the reason when refused.
+fn counted(checked: Result<(), Refusal>) -> Result<(), String> {
+    match checked {
+        Ok(()) => {
+            count_signature("valid");
+            Ok(())
+        }
+        Err((result, reason)) => {
+            count_signature(result);
+            Err(reason)
+        }
+    }
+}
+
+fn count_signature(result: &'static str) {
+    metrics::counter!(aida_core::metrics::names::WEBHOOK_SIGNATURES, "result" => result)
+        .increment(1);
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -126,7 +149,7 @@ fn any_secret_matches(state: &AppState, parts: &[&[u8]], expected: &[u8]) -> boo
 }
 
 /// Checks `X-Signature: t=<unix>,v1=<hex>...` against `body` at `now`.
-fn verify_aida(state: &AppState, signature: &str, body: &[u8], now: i64) -> Result<(), String> {
+fn verify_aida(state: &AppState, signature: &str, body: &[u8], now: i64) -> Result<(), Refusal> {
     let mut timestamp = None;
     let mut candidates = Vec::new();
     for item in signature.split(',') {
@@ -136,16 +159,20 @@ fn verify_aida(state: &AppState, signature: &str, body: &[u8], now: i64) -> Resu
             _ => {}
         }
     }
-    let t = timestamp.ok_or("X-Signature has no valid t=<unix seconds>")?;
+    let invalid = |reason: &str| ("invalid", reason.to_owned());
+    let t = timestamp.ok_or_else(|| invalid("X-Signature has no valid t=<unix seconds>"))?;
     let tolerance = state.webhook_tolerance().as_secs() as i64;
     if (now - t).abs() > tolerance {
-        return Err(format!(
-            "the X-Signature timestamp is {} s away from now; at most {tolerance} s are accepted",
-            (now - t).abs()
+        return Err((
+            "expired",
+            format!(
+                "the X-Signature timestamp is {} s away from now; at most {tolerance} s are accepted",
+                (now - t).abs()
+            ),
         ));
     }
     if candidates.is_empty() {
-        return Err("X-Signature has no v1=<hex> signature".into());
+        return Err(invalid("X-Signature has no v1=<hex> signature"));
     }
     let stamp = t.to_string();
     let matched = candidates.iter().any(|hex| {
@@ -156,20 +183,21 @@ fn verify_aida(state: &AppState, signature: &str, body: &[u8], now: i64) -> Resu
     if matched {
         Ok(())
     } else {
-        Err("the X-Signature does not match the body".into())
+        Err(invalid("the X-Signature does not match the body"))
     }
 }
 
 /// Checks `X-Hub-Signature-256: sha256=<hex>` against `body`.
-fn verify_github(state: &AppState, signature: &str, body: &[u8]) -> Result<(), String> {
+fn verify_github(state: &AppState, signature: &str, body: &[u8]) -> Result<(), Refusal> {
+    let invalid = |reason: &str| ("invalid", reason.to_owned());
     let expected = signature
         .strip_prefix("sha256=")
         .and_then(|hex| hex::decode(hex).ok())
-        .ok_or("X-Hub-Signature-256 is not sha256=<hex>")?;
+        .ok_or_else(|| invalid("X-Hub-Signature-256 is not sha256=<hex>"))?;
     if any_secret_matches(state, &[body], &expected) {
         Ok(())
     } else {
-        Err("the X-Hub-Signature-256 does not match the body".into())
+        Err(invalid("the X-Hub-Signature-256 does not match the body"))
     }
 }
 

@@ -33,6 +33,7 @@ pub mod auth;
 mod delivery;
 mod follow_ups;
 mod merge_quality;
+mod observe;
 pub mod queue;
 mod retention;
 pub use follow_ups::FollowUpRefused;
@@ -307,6 +308,8 @@ pub struct WorkerRow {
     pub draining: bool,
     /// Bytes its worktree root takes, as it last reported.
     pub disk_usage_bytes: u64,
+    /// Where it serves metrics and health; empty for nowhere.
+    pub metrics_address: String,
 }
 
 /// Rows per multi-row INSERT of events: 7 bound values each stays far under
@@ -1282,14 +1285,15 @@ impl Store {
         address: &str,
         agent_kinds: &[String],
         hostname: &str,
+        metrics_address: &str,
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let draining: i64 = sqlx::query_scalar(
-            "INSERT INTO workers (worker_id, address, agent_kinds, hostname, state, connected_at, last_seen_at)
-             VALUES ($1, $2, $3, $4, 'idle', $5, $5)
+            "INSERT INTO workers (worker_id, address, agent_kinds, hostname, state, connected_at, last_seen_at, metrics_address)
+             VALUES ($1, $2, $3, $4, 'idle', $5, $5, $6)
              ON CONFLICT (worker_id) DO UPDATE SET address = excluded.address, agent_kinds = excluded.agent_kinds,
                  hostname = excluded.hostname, state = 'idle', connected_at = excluded.connected_at,
-                 last_seen_at = excluded.last_seen_at
+                 last_seen_at = excluded.last_seen_at, metrics_address = excluded.metrics_address
              RETURNING draining",
         )
         .bind(worker_id)
@@ -1297,6 +1301,7 @@ impl Store {
         .bind(serde_json::to_string(agent_kinds).context("encoding agent kinds")?)
         .bind(hostname)
         .bind(now)
+        .bind(metrics_address)
         .fetch_one(&self.pool)
         .await?;
         Ok(draining != 0)
@@ -1363,6 +1368,7 @@ impl Store {
                     draining: r.try_get::<i64, _>("draining")? != 0,
                     disk_usage_bytes: u64::try_from(r.try_get::<i64, _>("disk_usage_bytes")?)
                         .unwrap_or(0),
+                    metrics_address: r.try_get("metrics_address")?,
                 })
             })
             .collect()

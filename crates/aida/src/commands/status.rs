@@ -25,7 +25,7 @@ impl StatusArgs {
             output::print(&output::system_status(&status))?;
         }
         // Scripts can tell a degraded system by the exit code too.
-        Ok(if status.health.status == "ok" {
+        Ok(if status.health.status == "healthy" {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE

@@ -118,6 +118,8 @@ impl DevArgs {
         let mut aggregator_config: aida_aggregator::Config = from_env()?;
         aggregator_config.aggregator_listen_addr = self.aggregator_addr.clone();
         aggregator_config.security = security.clone();
+        // One process: the gateway's /metrics shows every service's.
+        aggregator_config.metrics_listen_addr = String::new();
         spawn(
             "aggregator".into(),
             Box::pin(aida_aggregator::run(
@@ -128,6 +130,7 @@ impl DevArgs {
         );
         let orchestrator_config = aida_orchestrator::Config {
             orchestrator_listen_addr: self.orchestrator_addr.clone(),
+            metrics_listen_addr: String::new(),
             database_url: self.database_url.clone(),
             aggregator_addr: aggregator_url,
             redis_url: self.redis_url.clone(),
@@ -158,6 +161,7 @@ impl DevArgs {
                 orchestrator_addr: orchestrator_url.clone(),
                 worker_listen_addr: "127.0.0.1:0".into(),
                 worker_advertise_addr: None,
+                metrics_listen_addr: String::new(),
                 // Each dev worker its own root beside this instance's data,
                 // whatever WORKTREE_ROOT says: two `aida dev` on one machine
                 // (same worker ids) must never clean up each other's runs.
