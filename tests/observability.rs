@@ -661,3 +661,140 @@ fn the_dashboard_and_the_scrape_configuration_match_what_the_services_export() {
         );
     }
 }
+
+/// A Slack-compatible incoming webhook: every JSON body posted to `/hook`.
+async fn webhook_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::routing::post;
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&received);
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |axum::Json(body): axum::Json<Value>| {
+            let sink = std::sync::Arc::clone(&sink);
+            async move {
+                sink.lock().unwrap().push(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+fn texts(received: &std::sync::Mutex<Vec<Value>>) -> Vec<String> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            b["text"]
+                .as_str()
+                .expect("a Slack message has text")
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_runs_keep_failing_is_quarantined_then_released() {
+    let (hook, received) = webhook_receiver().await;
+    let mut system = System::start_with(
+        Options::workers(0)
+            .orchestrator_env("AIDA_QUARANTINE_AFTER_FAILURES", "2")
+            .orchestrator_env("AIDA_QUARANTINE_SECS", "5")
+            .orchestrator_env("AIDA_ALERT_WEBHOOK_URL", &hook),
+    )
+    .await;
+    // A broken worker: its agents see BROKEN and fail.
+    let mut broken = system.worker_command("a-broken");
+    broken.env("BROKEN", "1").env("AIDA_AGENT_ENV", "BROKEN");
+    system.spawn("a-broken", broken);
+    system.wait_workers(1).await;
+    let repo = GitRepo::with_files(&[("README.md", "hi\n")]);
+    let script = "if [ -n \"$BROKEN\" ]; then echo broken >&2; exit 1; fi; echo ok > ok.txt";
+    let task = |name: &str| {
+        json!({
+            "repo": repo.path_str(),
+            "max_attempts": 1,
+            "subtasks": [{"name": name, "prompt": "p", "agent": sh_agent(script)}]
+        })
+    };
+    for name in ["first", "second"] {
+        let id = system.create_task(&task(name)).await;
+        assert_eq!(system.wait_finished(&id).await["status"], "failed");
+    }
+
+    // Two failures in a row: quarantined, said on the event stream.
+    let events = system
+        .read_sse_until("/api/events", |e| e["kind"] == "worker.quarantined")
+        .await;
+    let quarantined = events.last().unwrap();
+    assert_eq!(quarantined["worker_id"], "a-broken");
+    assert_eq!(quarantined["data"]["failures_in_a_row"], 2);
+    let workers = system.get("/api/workers").await.unwrap();
+    assert!(
+        workers["workers"][0]["quarantined_until"].is_string(),
+        "{workers}"
+    );
+
+    // A healthy worker joins; new work goes to it, never to the broken one
+    // (which would come first: workers are tried in name order).
+    system.add_worker("b-healthy");
+    system.wait_workers(2).await;
+    let third = system.create_task(&task("third")).await;
+    let finished = system.wait_finished(&third).await;
+    assert_eq!(finished["status"], "succeeded", "{finished}");
+    assert_eq!(finished["subtasks"][0]["worker"], "b-healthy");
+
+    // After the cool-down it is released, and says so.
+    let released = eventually("the broken worker to be released", || async {
+        let workers = system.get("/api/workers").await.ok()?;
+        let broken = workers["workers"]
+            .as_array()?
+            .iter()
+            .find(|w| w["worker_id"] == "a-broken")?
+            .clone();
+        broken["quarantined_until"].is_null().then_some(broken)
+    })
+    .await;
+    assert_eq!(released["state"], "idle");
+    system
+        .read_sse_until("/api/events", |e| {
+            e["kind"] == "worker.released" && e["worker_id"] == "a-broken"
+        })
+        .await;
+
+    // The alert reached the webhook once (not once per failure), and its
+    // end once.
+    let sent = eventually("the resolution to reach the webhook", || async {
+        let sent = texts(&received);
+        sent.iter().any(|t| t.contains("resolved")).then_some(sent)
+    })
+    .await;
+    let alerts: Vec<_> = sent.iter().filter(|t| t.contains("alert")).collect();
+    assert_eq!(alerts.len(), 1, "{sent:#?}");
+    assert!(alerts[0].contains("a-broken") && alerts[0].contains("quarantined"));
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+
+    // Every automatic action is counted.
+    let s = scrape_open(&system.orchestrator_ops_url).await;
+    for action in ["quarantine", "release", "alert", "alert_resolved"] {
+        assert_eq!(
+            s.value("aida_monitor_actions_total", &[("action", action)]),
+            1.0,
+            "{action}"
+        );
+    }
+}
+
+async fn scrape_open(url: &str) -> Scrape {
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    Scrape::parse(&text)
+}

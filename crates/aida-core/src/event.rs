@@ -17,7 +17,8 @@ use crate::proto::common as pb;
 pub enum Channel {
     /// Task and subtask lifecycle.
     Task,
-    /// Workers connecting, leaving, taking work.
+    /// Workers connecting, leaving, taking work; the monitor's actions
+    /// (quarantines, anomalies, alerts).
     Worker,
     /// Agent output lines.
     Log,
@@ -111,6 +112,18 @@ pub mod kind {
     pub const TASK_ISSUE_COMMENT: &str = "task.issue_comment";
     pub const WORKER_CONNECTED: &str = "worker.connected";
     pub const WORKER_DISCONNECTED: &str = "worker.disconnected";
+    /// The monitor gives the worker nothing new until `data.until`: its
+    /// runs kept failing (`data.failures_in_a_row`).
+    pub const WORKER_QUARANTINED: &str = "worker.quarantined";
+    /// Its quarantine is over.
+    pub const WORKER_RELEASED: &str = "worker.released";
+    /// A run far beyond its agent kind's average (`data.ran_for_secs`,
+    /// `data.average_secs`).
+    pub const MONITOR_ANOMALY: &str = "monitor.anomaly";
+    /// An alert: `data.alert` (its kind), `data.key`, `data.message`.
+    pub const MONITOR_ALERT: &str = "monitor.alert";
+    /// An alert is over: `data.key`, `data.message`.
+    pub const MONITOR_ALERT_RESOLVED: &str = "monitor.alert_resolved";
     /// `data.stream` and `data.line`.
     pub const LOG_LINE: &str = "log.line";
 }

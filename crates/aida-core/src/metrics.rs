@@ -64,6 +64,12 @@ pub mod names {
     pub const WORKTREE_PREPARE_DURATION: &str = "aida_worktree_prepare_duration_seconds";
     /// Every service: 1 while it is ready (its `/readyz` is 200).
     pub const UP: &str = "aida_up";
+    /// Orchestrator: what the monitor did, `{action}` (quarantine, release,
+    /// anomaly, alert, alert_resolved).
+    pub const MONITOR_ACTIONS: &str = "aida_monitor_actions_total";
+    /// Orchestrator: alerts raised, `{alert}` (worker_quarantined,
+    /// queue_depth, error_rate, anomaly).
+    pub const ALERTS: &str = "aida_alerts_total";
 
     /// Every name above.
     pub const ALL: &[&str] = &[
@@ -89,6 +95,8 @@ pub mod names {
         AGENT_RUN_DURATION,
         WORKTREE_PREPARE_DURATION,
         UP,
+        MONITOR_ACTIONS,
+        ALERTS,
     ];
 }
 
@@ -190,6 +198,8 @@ fn describe() {
         "making a run's worktree ready"
     );
     describe_gauge!(UP, "1 while the service is ready");
+    describe_counter!(MONITOR_ACTIONS, "what the monitor did on its own");
+    describe_counter!(ALERTS, "alerts raised by the monitor");
 }
 
 #[cfg(test)]

@@ -46,6 +46,8 @@ pub struct Settings {
     pub policy: crate::planning::TaskPolicy,
     /// How long ended tasks' events and logs are kept.
     pub retention: crate::retention::Retention,
+    /// Quarantines, anomalies and alerts.
+    pub monitor: crate::monitor::MonitorSettings,
 }
 
 /// A subtask attempt: what a worker is running.
@@ -85,6 +87,8 @@ pub struct Engine {
     pub(crate) unrunnable: Mutex<HashMap<(String, String), std::time::Instant>>,
     pub(crate) aggregator: AggregatorClient<AuthChannel>,
     pub(crate) settings: Settings,
+    /// Quarantined workers, run-time averages, active alerts.
+    pub(crate) monitor: crate::monitor::Monitor,
     /// Cancelled at shutdown: ends the long-lived streams (worker
     /// registrations, progress followers) so the server can stop.
     pub(crate) stop: CancellationToken,
@@ -139,6 +143,7 @@ impl Engine {
             dispatch_lock: Mutex::new(()),
             unrunnable: Mutex::new(HashMap::new()),
             aggregator,
+            monitor: crate::monitor::Monitor::new(settings.monitor.clone()),
             settings,
             stop,
         })

@@ -130,6 +130,8 @@ impl Engine {
             ("busy", states.busy),
             ("draining", states.draining),
             ("offline", known.saturating_sub(connected)),
+            // Counted apart: a quarantined worker is also idle or busy.
+            ("quarantined", self.monitor.quarantined_count()),
         ])
     }
 }

@@ -35,6 +35,7 @@ mod intake;
 mod lifecycle;
 mod measure;
 mod merge;
+pub mod monitor;
 pub mod planning;
 pub mod prediction;
 pub mod remotes;
@@ -133,6 +134,33 @@ pub struct Config {
     /// AIDA (issues that start tasks, reviews that follow up).
     #[serde(rename = "aida_github_config")]
     pub github_config: Option<std::path::PathBuf>,
+    /// `AIDA_QUARANTINE_AFTER_FAILURES`: a worker whose runs fail this many
+    /// times in a row gets nothing new for `AIDA_QUARANTINE_SECS` (0:
+    /// never quarantine).
+    #[serde(rename = "aida_quarantine_after_failures")]
+    pub quarantine_after_failures: u32,
+    #[serde(rename = "aida_quarantine_secs")]
+    pub quarantine_secs: u64,
+    /// `AIDA_ANOMALY_FACTOR`: a run this many times longer than its agent
+    /// kind's average is an anomaly.
+    #[serde(rename = "aida_anomaly_factor")]
+    pub anomaly_factor: f64,
+    /// `AIDA_ALERT_QUEUE_DEPTH`: pending subtasks that raise an alert (0:
+    /// none).
+    #[serde(rename = "aida_alert_queue_depth")]
+    pub alert_queue_depth: u64,
+    /// `AIDA_ALERT_ERROR_RATE`: the failing share of the last 20 runs that
+    /// raises an alert (0: none).
+    #[serde(rename = "aida_alert_error_rate")]
+    pub alert_error_rate: f64,
+    /// `AIDA_ALERT_REPEAT_SECS`: an alert still active is sent again after
+    /// this.
+    #[serde(rename = "aida_alert_repeat_secs")]
+    pub alert_repeat_secs: u64,
+    /// `AIDA_ALERT_WEBHOOK_URL` or `_FILE`: a Slack-compatible incoming
+    /// webhook alerts are posted to. Read by [`Config::from_env`].
+    #[serde(skip)]
+    pub alert_webhook_url: Option<aida_core::secret::SecretString>,
     /// The internal credential: callers must present it, and calls to the
     /// aggregator carry it. Read by [`Config::from_env`].
     #[serde(skip)]
@@ -175,6 +203,13 @@ impl Default for Config {
             event_retention: "30d".into(),
             log_retention: "7d".into(),
             github_config: None,
+            quarantine_after_failures: 3,
+            quarantine_secs: 300,
+            anomaly_factor: 3.0,
+            alert_queue_depth: 100,
+            alert_error_rate: 0.5,
+            alert_repeat_secs: 3600,
+            alert_webhook_url: None,
             security: Default::default(),
             redis_password: None,
             metrics_access: Default::default(),
@@ -189,6 +224,7 @@ impl Config {
         config.security = aida_core::grpc::Security::from_env()?;
         config.redis_password = aida_core::secret::from_env("REDIS_PASSWORD")?;
         config.metrics_access = aida_core::ops::MetricsAccess::from_env()?;
+        config.alert_webhook_url = aida_core::secret::from_env("AIDA_ALERT_WEBHOOK_URL")?;
         Ok(config)
     }
 }
@@ -291,6 +327,36 @@ fn retention_setting(name: &str, raw: &str) -> anyhow::Result<Option<Duration>> 
         .with_context(|| format!("{name}={raw:?} is not a duration such as 30d or 12h, nor off"))
 }
 
+/// The monitor's settings, checked.
+fn monitor_settings(config: &Config) -> anyhow::Result<monitor::MonitorSettings> {
+    use aida_core::secret::ExposeSecret;
+    if let Some(url) = &config.alert_webhook_url {
+        let parsed = reqwest::Url::parse(url.expose_secret().trim())
+            .map_err(|_| anyhow::anyhow!("AIDA_ALERT_WEBHOOK_URL is not a URL"))?;
+        anyhow::ensure!(
+            matches!(parsed.scheme(), "https" | "http"),
+            "AIDA_ALERT_WEBHOOK_URL must be an http(s) URL (a Slack-compatible incoming webhook)"
+        );
+    }
+    anyhow::ensure!(
+        config.anomaly_factor.is_finite() && config.anomaly_factor >= 1.0,
+        "AIDA_ANOMALY_FACTOR must be at least 1"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&config.alert_error_rate),
+        "AIDA_ALERT_ERROR_RATE is a share of runs, from 0 to 1"
+    );
+    Ok(monitor::MonitorSettings {
+        quarantine_after: config.quarantine_after_failures,
+        quarantine_for: Duration::from_secs(config.quarantine_secs.max(1)),
+        anomaly_factor: config.anomaly_factor,
+        queue_alert: config.alert_queue_depth,
+        error_rate_alert: config.alert_error_rate,
+        alert_repeat: Duration::from_secs(config.alert_repeat_secs.max(1)),
+        webhook: config.alert_webhook_url.clone(),
+    })
+}
+
 /// Serves the orchestrator on `listener` until `shutdown` resolves.
 pub async fn run(
     config: Config,
@@ -327,6 +393,7 @@ pub async fn run(
             default_timeout_secs: config.task_timeout_secs,
         },
         retention,
+        monitor: monitor_settings(&config)?,
     };
     let auth_settings = auth::AuthSettings {
         lockout: Duration::from_secs(config.lockout_secs.max(1)),
@@ -365,6 +432,7 @@ pub async fn run(
     tokio::spawn(std::sync::Arc::clone(&engine).run_dispatcher(stop.clone()));
     tokio::spawn(std::sync::Arc::clone(&engine).run_reaper(stop.clone()));
     tokio::spawn(std::sync::Arc::clone(&engine).run_retention(stop.clone()));
+    tokio::spawn(std::sync::Arc::clone(&engine).run_monitor(stop.clone()));
     tokio::spawn(measure::run_gauges(
         std::sync::Arc::clone(&engine),
         stop.clone(),

@@ -229,6 +229,16 @@ impl Engine {
         };
         if applied {
             crate::measure::attempt_ended(&agent, &result, started_at);
+            let ran_for = started_at
+                .and_then(|t| chrono::DateTime::<Utc>::from_timestamp(t.seconds, 0))
+                .and_then(|t| (Utc::now() - t).to_std().ok());
+            // The result is applied: the monitor failing must not undo that.
+            if let Err(e) = self
+                .observe_run(worker_id, &agent, result.success, ran_for)
+                .await
+            {
+                tracing::warn!(worker_id, error = %e, "the monitor could not record a run");
+            }
             Ok(Ok(()))
         } else {
             Ok(Err(format!(

@@ -281,12 +281,14 @@ impl Engine {
     }
 
     /// Workers that may be given work now: connected, not busy, not
-    /// drained.
+    /// drained, not quarantined.
     async fn idle_workers(&self) -> Vec<(String, Vec<String>)> {
         let workers = self.workers.lock().await;
         let mut idle: Vec<_> = workers
             .iter()
-            .filter(|(_, w)| w.current.is_none() && !w.draining)
+            .filter(|(id, w)| {
+                w.current.is_none() && !w.draining && !self.monitor.is_quarantined(id)
+            })
             .map(|(id, w)| (id.clone(), w.agent_kinds.clone()))
             .collect();
         idle.sort();
@@ -335,6 +337,11 @@ impl Engine {
             if w.draining {
                 return Err(OrchestratorError::FailedPrecondition(format!(
                     "worker {worker_id:?} is draining: resume it first"
+                )));
+            }
+            if let Some(until) = self.monitor.quarantined_until(worker_id) {
+                return Err(OrchestratorError::FailedPrecondition(format!(
+                    "worker {worker_id:?} is quarantined until {until}: its runs kept failing"
                 )));
             }
             if !w.agent_kinds.iter().any(|k| k == agent_kind(st)) {
@@ -399,6 +406,7 @@ impl Engine {
                 Some(w)
                     if w.current.is_none()
                         && !w.draining
+                        && !self.monitor.is_quarantined(worker_id)
                         && w.commands.try_send(Ok(command)).is_ok() =>
                 {
                     w.current = Some(key);

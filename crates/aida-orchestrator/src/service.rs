@@ -78,6 +78,7 @@ impl OrchestratorService {
                     Some(None) => ("idle", None),
                     None => ("offline", None),
                 };
+                let quarantined_until = self.engine.monitor.quarantined_until(&w.worker_id);
                 WorkerInfo {
                     worker_id: w.worker_id,
                     address: w.address,
@@ -94,6 +95,7 @@ impl OrchestratorService {
                     draining: w.draining,
                     disk_usage_bytes: w.disk_usage_bytes,
                     metrics_address: w.metrics_address,
+                    quarantined_until: quarantined_until.map(to_proto),
                 }
             })
             .collect())

@@ -292,7 +292,7 @@ pub fn worker_table(workers: &[Worker]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:24}  {:8}  {:9}  {:>9}  {:20}  WORKING ON",
+        "{:24}  {:20}  {:9}  {:>9}  {:20}  WORKING ON",
         "WORKER", "STATE", "COMPLETED", "DISK MB", "AGENTS"
     );
     for worker in workers {
@@ -301,11 +301,19 @@ pub fn worker_table(workers: &[Worker]) -> String {
             (Some(task), None) => task.clone(),
             _ => String::new(),
         };
+        // What the scheduler makes of it besides its state.
+        let mut state = worker.state.clone();
+        if worker.draining {
+            state.push_str(" draining");
+        }
+        if worker.quarantined_until.is_some() {
+            state.push_str(" quarantined");
+        }
         let _ = writeln!(
             out,
-            "{:24}  {:8}  {:9}  {:>9.1}  {:20}  {working_on}",
+            "{:24}  {:20}  {:9}  {:>9.1}  {:20}  {working_on}",
             worker.worker_id,
-            worker.state,
+            state,
             worker.completed,
             worker.disk_usage_bytes as f64 / 1e6,
             worker.agent_kinds.join(","),

@@ -666,6 +666,9 @@ pub struct Worker {
     /// Where it serves `/metrics`, `/healthz` and `/readyz`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_address: Option<String>,
+    /// While set, the monitor gives it nothing new: its runs kept failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -1028,6 +1031,7 @@ impl From<orch::WorkerInfo> for Worker {
             draining: w.draining,
             disk_usage_bytes: w.disk_usage_bytes,
             metrics_address: (!w.metrics_address.is_empty()).then_some(w.metrics_address),
+            quarantined_until: timestamp(w.quarantined_until),
         }
     }
 }

@@ -37,6 +37,7 @@ mod observe;
 pub mod queue;
 mod retention;
 pub use follow_ups::FollowUpRefused;
+pub use observe::RunningAttempt;
 pub use retention::EndedTask;
 mod verification;
 pub use merge_quality::{PredictedJson, ResolutionJson, ResolveJson};

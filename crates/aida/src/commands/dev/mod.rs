@@ -136,6 +136,7 @@ impl DevArgs {
             redis_url: self.redis_url.clone(),
             redis_addr: None,
             redis_password: aida_core::secret::from_env("REDIS_PASSWORD")?,
+            alert_webhook_url: aida_core::secret::from_env("AIDA_ALERT_WEBHOOK_URL")?,
             public_api_url: gateway_url.clone(),
             repo_roots: Some(repo_roots.clone()),
             security: security.clone(),
