@@ -151,17 +151,7 @@ async fn every_service_counts_what_a_task_did() {
     }
 
     let before = scrape_all(&t).await;
-    let repo = GitRepo::with_files(&[("README.md", "hi\n")]);
-    let task = system
-        .create_task(&json!({
-            "repo": repo.path_str(),
-            "subtasks": [
-                {"name": "a", "prompt": "p", "agent": sh_agent("echo a > a.txt")},
-                {"name": "b", "prompt": "p", "agent": sh_agent("echo b > b.txt")},
-            ]
-        }))
-        .await;
-    assert_eq!(system.wait_finished(&task).await["status"], "succeeded");
+    let task = run_two_subtasks(&system).await;
     system
         .get(&format!("/api/tasks/{task}"))
         .await
@@ -405,6 +395,22 @@ async fn every_service_counts_what_a_task_did() {
         ),
         1.0
     );
+}
+
+/// Runs a task of two subtasks, each writing a file, to success; its id.
+async fn run_two_subtasks(system: &System) -> String {
+    let repo = GitRepo::with_files(&[("README.md", "hi\n")]);
+    let task = system
+        .create_task(&json!({
+            "repo": repo.path_str(),
+            "subtasks": [
+                {"name": "a", "prompt": "p", "agent": sh_agent("echo a > a.txt")},
+                {"name": "b", "prompt": "p", "agent": sh_agent("echo b > b.txt")},
+            ]
+        }))
+        .await;
+    assert_eq!(system.wait_finished(&task).await["status"], "succeeded");
+    task
 }
 
 /// The system's health as `/api/health` says it: (HTTP status, body).
@@ -707,11 +713,13 @@ async fn a_worker_whose_runs_keep_failing_is_quarantined_then_released() {
             .orchestrator_env("AIDA_ALERT_WEBHOOK_URL", &hook),
     )
     .await;
-    // A broken worker: its agents see BROKEN and fail.
+    // A broken worker, its agents see BROKEN and fail, and a healthy one.
+    // Work goes to the first idle worker by name: the broken one.
     let mut broken = system.worker_command("a-broken");
     broken.env("BROKEN", "1").env("AIDA_AGENT_ENV", "BROKEN");
     system.spawn("a-broken", broken);
-    system.wait_workers(1).await;
+    system.add_worker("b-healthy");
+    system.wait_workers(2).await;
     let repo = GitRepo::with_files(&[("README.md", "hi\n")]);
     let script = "if [ -n \"$BROKEN\" ]; then echo broken >&2; exit 1; fi; echo ok > ok.txt";
     let task = |name: &str| {
@@ -726,7 +734,8 @@ async fn a_worker_whose_runs_keep_failing_is_quarantined_then_released() {
         assert_eq!(system.wait_finished(&id).await["status"], "failed");
     }
 
-    // Two failures in a row: quarantined, said on the event stream.
+    // Two failures in a row, of two subtasks: quarantined, said on the
+    // event stream.
     let events = system
         .read_sse_until("/api/events", |e| e["kind"] == "worker.quarantined")
         .await;
@@ -738,11 +747,9 @@ async fn a_worker_whose_runs_keep_failing_is_quarantined_then_released() {
         workers["workers"][0]["quarantined_until"].is_string(),
         "{workers}"
     );
+    assert!(workers["workers"][1]["quarantined_until"].is_null());
 
-    // A healthy worker joins; new work goes to it, never to the broken one
-    // (which would come first: workers are tried in name order).
-    system.add_worker("b-healthy");
-    system.wait_workers(2).await;
+    // New work goes to the healthy worker, never to the broken one.
     let third = system.create_task(&task("third")).await;
     let finished = system.wait_finished(&third).await;
     assert_eq!(finished["status"], "succeeded", "{finished}");
@@ -797,4 +804,154 @@ async fn scrape_open(url: &str) -> Scrape {
         .await
         .unwrap();
     Scrape::parse(&text)
+}
+
+/// Every JSON log line of `log` that names `task` anywhere.
+fn lines_of_task(log: &str, task: &str) -> Vec<Value> {
+    log.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str::<Value>(l)
+                .unwrap_or_else(|e| panic!("a log line is not JSON ({e}): {l}"))
+        })
+        .filter(|line| line.to_string().contains(task))
+        .collect()
+}
+
+/// The trace ids a JSON log line carries, from the spans it is in.
+fn trace_ids_of(line: &Value) -> Vec<String> {
+    line["spans"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(std::iter::once(&line["span"]))
+        .filter_map(|s| s["trace_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_is_one_trace_across_the_four_services_and_its_log_lines_carry_it() {
+    let otlp = aida_tests::otlp::OtlpReceiver::start().await;
+    let mut options = Options::workers(1);
+    for (key, value) in [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.endpoint.as_str()),
+        // Export within a fifth of a second, not the default five.
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ("AIDA_LOG_FORMAT", "json"),
+    ] {
+        options = options
+            .gateway_env(key, value)
+            .orchestrator_env(key, value)
+            .aggregator_env(key, value)
+            .worker_env(key, value);
+    }
+    let system = System::start_with(options).await;
+    let task = run_two_subtasks(&system).await;
+
+    // One trace, with spans from every service.
+    let (trace, spans) = eventually("spans of all four services in the task's trace", || async {
+        let spans = otlp.spans();
+        let traces: std::collections::BTreeSet<String> = spans
+            .iter()
+            .filter(|s| s.attributes.get("task_id") == Some(&task))
+            .map(|s| s.trace_id.clone())
+            .collect();
+        assert!(
+            traces.len() <= 1,
+            "the task's spans are in {} traces: {:#?}",
+            traces.len(),
+            spans
+                .iter()
+                .filter(|s| s.attributes.get("task_id") == Some(&task))
+                .map(|s| (&s.service, &s.name, &s.trace_id, &s.parent_span_id))
+                .collect::<Vec<_>>()
+        );
+        let trace = traces.into_iter().next()?;
+        let in_trace: Vec<_> = spans.into_iter().filter(|s| s.trace_id == trace).collect();
+        let services: std::collections::BTreeSet<&str> =
+            in_trace.iter().map(|s| s.service.as_str()).collect();
+        let all = [
+            "aida-gateway",
+            "aida-orchestrator",
+            "aida-worker",
+            "aida-aggregator",
+        ];
+        let merged = in_trace.iter().any(|s| {
+            s.service == "aida-aggregator"
+                && s.attributes.get("rpc.method").map(String::as_str) == Some("MergeResults")
+        });
+        (all.iter().all(|s| services.contains(s)) && merged).then_some((trace, in_trace))
+    })
+    .await;
+    // The request that made it is the root; the agent runs and the merge are
+    // spans with the task's (and subtask's) ids.
+    let root: Vec<_> = spans
+        .iter()
+        .filter(|s| s.parent_span_id.is_empty())
+        .collect();
+    assert_eq!(root.len(), 1, "{root:#?}");
+    assert_eq!(root[0].service, "aida-gateway");
+    assert_eq!(root[0].name, "POST /api/tasks");
+    let runs: Vec<_> = spans.iter().filter(|s| s.name == "agent run").collect();
+    assert_eq!(runs.len(), 2, "{spans:#?}");
+    for run in &runs {
+        assert_eq!(run.service, "aida-worker");
+        assert_eq!(run.attributes["task_id"], task);
+        assert!(["a", "b"].contains(&run.attributes["subtask"].as_str()));
+    }
+    assert!(
+        spans.iter().any(|s| s.name == "merge"
+            && s.service == "aida-orchestrator"
+            && s.attributes["task_id"] == task),
+        "{spans:#?}"
+    );
+    // Every span's parent is in the trace too: nothing hangs loose.
+    let ids: std::collections::BTreeSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    for span in &spans {
+        assert!(
+            span.parent_span_id.is_empty() || ids.contains(span.parent_span_id.as_str()),
+            "{span:?} has a parent outside the trace"
+        );
+    }
+
+    // The logs: JSON, and each line about the task carries a trace id; the
+    // lines of the work (gateway, orchestrator, worker) carry the task's.
+    let logs = system.captured_logs();
+    for service in ["gateway", "orchestrator", "worker-1"] {
+        let log = &logs
+            .iter()
+            .find(|(name, _)| name == &format!("{service}.log"))
+            .unwrap_or_else(|| panic!("no log of {service}"))
+            .1;
+        let lines = lines_of_task(log, &task);
+        assert!(!lines.is_empty(), "{service} logged nothing about the task");
+        for line in &lines {
+            assert!(
+                line["timestamp"].is_string()
+                    && line["level"].is_string()
+                    && line["target"].is_string(),
+                "{line}"
+            );
+            assert!(
+                !trace_ids_of(line).is_empty(),
+                "{service}: a line about the task without a trace id: {line}"
+            );
+        }
+        assert!(
+            lines.iter().any(|l| trace_ids_of(l).contains(&trace)),
+            "{service}: no line of the task's trace"
+        );
+    }
+    // The events published on Redis carry the trace too.
+    let history = system.event_history(&task).await;
+    let created = history
+        .iter()
+        .find(|e| e["kind"] == "task.created")
+        .unwrap();
+    assert!(
+        created["traceparent"]
+            .as_str()
+            .is_some_and(|t| t.contains(&trace)),
+        "{created}"
+    );
 }

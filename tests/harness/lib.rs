@@ -7,6 +7,7 @@
 
 pub mod browser;
 pub mod git;
+pub mod otlp;
 pub mod process;
 pub mod redis_server;
 pub mod remote;

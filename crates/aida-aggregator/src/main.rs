@@ -6,10 +6,12 @@ use anyhow::Context;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    aida_core::telemetry::init();
+    aida_core::telemetry::init("aggregator");
     let config = Config::from_env().context("loading configuration")?;
     let listener = tokio::net::TcpListener::bind(&config.aggregator_listen_addr)
         .await
         .with_context(|| format!("binding {}", config.aggregator_listen_addr))?;
-    run(config, listener, aida_core::shutdown::signal()).await
+    let served = run(config, listener, aida_core::shutdown::signal()).await;
+    aida_core::telemetry::shutdown().await;
+    served
 }

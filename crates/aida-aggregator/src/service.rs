@@ -106,9 +106,13 @@ impl Aggregator for AggregatorService {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, AggregatorError> + Send + 'static,
 ) -> Result<T, AggregatorError> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| {
-        AggregatorError::Internal(anyhow::Error::new(e).context("git work panicked"))
-    })?
+    // The git work is part of the call's span (and its trace).
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
+        .await
+        .map_err(|e| {
+            AggregatorError::Internal(anyhow::Error::new(e).context("git work panicked"))
+        })?
 }
 
 /// `aida_merges_total{outcome}` for a task's merge (clean, or with

@@ -142,6 +142,10 @@ pub struct Event {
     pub worker_id: Option<String>,
     pub at: DateTime<Utc>,
     pub data: serde_json::Value,
+    /// The W3C trace context it was recorded in, so a consumer of the Redis
+    /// channel can continue the trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Event {
@@ -174,6 +178,7 @@ impl From<Event> for pb::Event {
             worker_id: e.worker_id.unwrap_or_default(),
             at: Some(crate::time::to_proto(e.at)),
             data_json: e.data.to_string(),
+            traceparent: e.traceparent.unwrap_or_default(),
         }
     }
 }
@@ -198,6 +203,7 @@ impl TryFrom<pb::Event> for Event {
             } else {
                 serde_json::from_str(&e.data_json)?
             },
+            traceparent: non_empty(e.traceparent),
         })
     }
 }
@@ -217,6 +223,7 @@ mod tests {
             worker_id: Some("w".into()),
             at: Utc::now(),
             data: serde_json::json!({"status": "failed"}),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         };
         let back = Event::try_from(pb::Event::from(event.clone())).unwrap();
         assert_eq!(back, event);

@@ -198,8 +198,28 @@ pub fn app(state: AppState, cors_origins: Option<&str>) -> anyhow::Result<Router
     aida_core::metrics::install();
     Ok(router
         .layer(axum::middleware::from_fn(count_requests))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(http_span))
         .with_state(state))
+}
+
+/// The span of one request: a child of the caller's trace when it sent a
+/// `traceparent`, named by its route template (never the raw path).
+fn http_span(request: &http::Request<axum::body::Body>) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str())
+        .unwrap_or("unmatched");
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %format!("{} {route}", request.method()),
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        http.route = route,
+        trace_id = tracing::field::Empty,
+    );
+    aida_core::telemetry::adopt_headers(&span, request.headers());
+    span
 }
 
 /// `aida_http_requests_total{method, status, route}` and

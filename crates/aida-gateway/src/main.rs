@@ -6,10 +6,12 @@ use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    aida_core::telemetry::init();
+    aida_core::telemetry::init("gateway");
     let config = aida_gateway::Config::from_env()?;
     let listener = TcpListener::bind(&config.gateway_listen_addr)
         .await
         .with_context(|| format!("binding {}", config.gateway_listen_addr))?;
-    aida_gateway::run(config, listener, aida_core::shutdown::signal()).await
+    let served = aida_gateway::run(config, listener, aida_core::shutdown::signal()).await;
+    aida_core::telemetry::shutdown().await;
+    served
 }

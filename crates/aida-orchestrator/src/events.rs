@@ -48,8 +48,14 @@ impl EventLog {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        // The events continue the trace of whatever recorded them.
+        let trace = aida_core::telemetry::current_traceparent();
+        let traces = vec![trace; events.len()];
         let _order = self.order.lock().await;
-        let stored = self.store.insert_events(&events, Utc::now()).await?;
+        let stored = self
+            .store
+            .insert_events(&events, &traces, Utc::now())
+            .await?;
         self.announce(&stored);
         Ok(stored)
     }

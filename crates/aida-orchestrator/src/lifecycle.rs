@@ -60,10 +60,12 @@ impl Engine {
             (crate::planning::RepoTarget::Local, None)
         };
         // git2 is blocking; the repository may be on a slow volume.
-        let new =
+        let mut new =
             tokio::task::spawn_blocking(move || crate::planning::plan(req, id, &policy, target))
                 .await
                 .context("planning task panicked")??;
+        // Its work, wherever it runs, continues the trace of this request.
+        new.traceparent = aida_core::telemetry::current_traceparent();
         let created = NewEvent {
             channel: Channel::Task,
             kind: kind::TASK_CREATED,
@@ -234,7 +236,13 @@ impl Engine {
                 .and_then(|t| (Utc::now() - t).to_std().ok());
             // The result is applied: the monitor failing must not undo that.
             if let Err(e) = self
-                .observe_run(worker_id, &agent, result.success, ran_for)
+                .observe_run(
+                    worker_id,
+                    (task_id, subtask),
+                    &agent,
+                    result.success,
+                    ran_for,
+                )
                 .await
             {
                 tracing::warn!(worker_id, error = %e, "the monitor could not record a run");

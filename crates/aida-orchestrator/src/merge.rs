@@ -29,6 +29,19 @@ impl Engine {
         if task_status_of(&task) != TaskStatus::Merging {
             return Ok(());
         }
+        // A span of the task's trace, whichever request led here.
+        let span = tracing::info_span!(
+            "merge",
+            otel.kind = "internal",
+            task_id = %task.id,
+            trace_id = tracing::field::Empty,
+        );
+        aida_core::telemetry::adopt(&span, Some(&task.traceparent));
+        tracing::Instrument::instrument(self.merge_and_finish_now(task), span).await
+    }
+
+    async fn merge_and_finish_now(self: &Arc<Self>, task: Task) -> Result<()> {
+        let task_id = task.id.as_str();
         match self.store.verification(task_id).await? {
             // Its runs drive the task from here (the dispatcher hands them
             // out); after a restart too.

@@ -1,7 +1,9 @@
 //! The monitor: the orchestrator watching its own work and healing what it
 //! can, as the ORCH-Next seed's self-healing asks.
-//! - A worker whose runs fail several times in a row is quarantined: it is
-//!   given nothing new until a cool-down has passed, then released.
+//! - A worker whose runs fail several times in a row, of more than one
+//!   subtask (one subtask failing again and again is that subtask's
+//!   problem), is quarantined while another worker can take the work: it
+//!   is given nothing new until a cool-down has passed, then released.
 //! - Each agent kind's run time feeds an exponentially weighted moving
 //!   average; a run going far beyond it raises an anomaly.
 //! - Queue depth and the error rate of the last runs over their thresholds
@@ -121,7 +123,9 @@ impl Ewma {
 
 #[derive(Default)]
 struct State {
-    failures_in_a_row: HashMap<String, u32>,
+    /// Per worker, the runs that failed since its last success: (task,
+    /// subtask).
+    failures_in_a_row: HashMap<String, Vec<(String, String)>>,
     /// Quarantined workers and until when.
     quarantined: HashMap<String, DateTime<Utc>>,
     ewma: HashMap<String, Ewma>,
@@ -202,11 +206,19 @@ impl Engine {
     pub(crate) async fn observe_run(
         &self,
         worker_id: &str,
+        run: (&str, &str),
         agent: &str,
         success: bool,
         ran_for: Option<Duration>,
     ) -> Result<()> {
         let settings = &self.monitor.settings;
+        // Quarantining the last worker standing would stop all work.
+        let others_available = self
+            .workers
+            .lock()
+            .await
+            .iter()
+            .any(|(id, w)| id != worker_id && !w.draining && !self.monitor.is_quarantined(id));
         let (quarantine, error_rate) = {
             let mut state = self.monitor.state();
             if success && let Some(ran_for) = ran_for {
@@ -223,24 +235,30 @@ impl Engine {
             let failed = state.recent.iter().filter(|f| **f).count();
             let error_rate = (state.recent.len() >= ERROR_MIN_SAMPLES)
                 .then(|| failed as f64 / state.recent.len() as f64);
-            let in_a_row = state
+            let failed = state
                 .failures_in_a_row
                 .entry(worker_id.to_owned())
                 .or_default();
             if success {
-                *in_a_row = 0;
+                failed.clear();
             } else {
-                *in_a_row += 1;
+                failed.push((run.0.to_owned(), run.1.to_owned()));
+                if failed.len() > 64 {
+                    failed.remove(0);
+                }
             }
-            let in_a_row = *in_a_row;
+            let in_a_row = failed.len() as u32;
+            let subtasks = failed.iter().collect::<HashSet<_>>().len() as u32;
             let quarantine = (settings.quarantine_after > 0
                 && in_a_row >= settings.quarantine_after
+                && subtasks >= settings.quarantine_after.min(2)
+                && others_available
                 && !state.quarantined.contains_key(worker_id))
             .then(|| {
                 let until = Utc::now()
                     + chrono::Duration::from_std(settings.quarantine_for).unwrap_or_default();
                 state.quarantined.insert(worker_id.to_owned(), until);
-                state.failures_in_a_row.insert(worker_id.to_owned(), 0);
+                state.failures_in_a_row.remove(worker_id);
                 (in_a_row, until)
             });
             (quarantine, error_rate)

@@ -198,6 +198,7 @@ pub fn plan(
         merge_policy,
         resolve,
         resolver,
+        traceparent: None,
     })
 }
 

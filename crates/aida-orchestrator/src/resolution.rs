@@ -103,6 +103,7 @@ pub(crate) fn resolver_run(
     env.insert("AIDA_RESOLVE_SUBTASK".into(), r.subtask.clone());
     env.insert("AIDA_CONFLICT_FILES".into(), r.files.join("\n"));
     SubtaskRun {
+        traceparent: task.traceparent.clone(),
         task_id: task.id.clone(),
         subtask: st.name.clone(),
         attempt,

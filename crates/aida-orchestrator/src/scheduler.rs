@@ -367,6 +367,25 @@ impl Engine {
     /// Marks the subtask running and sends it to the worker. False when the
     /// subtask was taken meanwhile or the worker's stream is gone.
     async fn assign(self: &Arc<Self>, task: &Task, st: &Subtask, worker_id: &str) -> Result<bool> {
+        // A span of the task's trace: the dispatcher serves every task.
+        let span = tracing::info_span!(
+            "assign",
+            otel.kind = "internal",
+            task_id = %task.id,
+            subtask = %st.name,
+            worker_id,
+            trace_id = tracing::field::Empty,
+        );
+        aida_core::telemetry::adopt(&span, Some(&task.traceparent));
+        tracing::Instrument::instrument(self.start_attempt(task, st, worker_id), span).await
+    }
+
+    async fn start_attempt(
+        self: &Arc<Self>,
+        task: &Task,
+        st: &Subtask,
+        worker_id: &str,
+    ) -> Result<bool> {
         let attempt = st.attempts + 1;
         let now = Utc::now();
         // The attempt's own context token, stored (hashed) with its start.
@@ -734,6 +753,7 @@ fn subtask_run(
         ),
     };
     SubtaskRun {
+        traceparent: task.traceparent.clone(),
         task_id: task.id.clone(),
         subtask: st.name.clone(),
         attempt,

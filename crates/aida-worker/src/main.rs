@@ -7,7 +7,7 @@ use aida_worker::Config;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    aida_core::telemetry::init();
+    aida_core::telemetry::init("worker");
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
@@ -25,7 +25,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match aida_worker::run(config, listener, aida_core::shutdown::signal()).await {
+    let served = aida_worker::run(config, listener, aida_core::shutdown::signal()).await;
+    aida_core::telemetry::shutdown().await;
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = ?e, "worker failed");

@@ -32,6 +32,9 @@ pub struct StartedRun {
     /// Closes once the run has finished.
     pub logs: mpsc::Receiver<LogLine>,
     pub result: JoinHandle<RunResult>,
+    /// The run's span, in the task's trace: reporting its logs and result
+    /// belongs to it too.
+    pub span: tracing::Span,
 }
 
 impl Runner {
@@ -41,18 +44,42 @@ impl Runner {
         let (tx, rx) = mpsc::channel(LOG_BUFFER);
         let ctx = Arc::clone(&self.ctx);
         let state = Arc::clone(&self.state);
-        let result = self.tracker.spawn(async move {
-            let cancel = slot.cancel.clone();
-            let mut result = executor::run_subtask(run, &ctx, tx, cancel).await;
-            drop(slot);
-            // Say why the run stopped: the orchestrator retries it elsewhere,
-            // and the attempt's history should tell the operator.
-            if !result.success && state.shutting_down() && result.error == "cancelled" {
-                result.error = format!("worker {} shut down while running it", ctx.worker_id);
-            }
-            result
-        });
-        Ok(StartedRun { logs: rx, result })
+        let agent = run
+            .agent
+            .as_ref()
+            .map(|a| a.kind.clone())
+            .unwrap_or_else(|| "command".into());
+        let span = tracing::info_span!(
+            "agent run",
+            otel.kind = "internal",
+            task_id = %run.task_id,
+            subtask = %run.subtask,
+            attempt = run.attempt,
+            agent = %agent,
+            trace_id = tracing::field::Empty,
+        );
+        aida_core::telemetry::adopt(&span, Some(&run.traceparent));
+        span.in_scope(|| tracing::info!("assignment received"));
+        let run_span = span.clone();
+        let result = self.tracker.spawn(tracing::Instrument::instrument(
+            async move {
+                let cancel = slot.cancel.clone();
+                let mut result = executor::run_subtask(run, &ctx, tx, cancel).await;
+                drop(slot);
+                // Say why the run stopped: the orchestrator retries it elsewhere,
+                // and the attempt's history should tell the operator.
+                if !result.success && state.shutting_down() && result.error == "cancelled" {
+                    result.error = format!("worker {} shut down while running it", ctx.worker_id);
+                }
+                result
+            },
+            run_span,
+        ));
+        Ok(StartedRun {
+            logs: rx,
+            result,
+            span,
+        })
     }
 
     /// Finishes a started run's result, turning a panicked run into a failure.

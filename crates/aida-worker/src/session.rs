@@ -140,7 +140,6 @@ fn handle(
                 subtask: run.subtask.clone(),
                 attempt: run.attempt,
             };
-            tracing::info!(task_id = %run.task_id, subtask = %run.subtask, attempt = run.attempt, "assignment received");
             start_assignment(run, reporter, runner);
         }
         Some(worker_command::Command::Cancel(cancel)) => {
@@ -157,7 +156,11 @@ fn handle(
 fn start_assignment(run: SubtaskRun, reporter: Reporter, runner: &Runner) {
     match runner.start(run) {
         Ok(started) => {
-            runner.tracker.spawn(reporter.follow(started));
+            let span = started.span.clone();
+            runner.tracker.spawn(tracing::Instrument::instrument(
+                reporter.follow(started),
+                span,
+            ));
         }
         Err(busy) => {
             tracing::warn!(busy_with = %busy.subtask, "assignment while busy, refused");
@@ -189,7 +192,9 @@ struct Reporter {
 
 impl Reporter {
     async fn follow(self, started: StartedRun) {
-        let StartedRun { mut logs, result } = started;
+        let StartedRun {
+            mut logs, result, ..
+        } = started;
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
         let mut tick = tokio::time::interval(LOG_FLUSH_EVERY);

@@ -4,10 +4,10 @@
 //! no proto files at hand; the service itself only answers callers with the
 //! internal credential ([`security`]).
 
-pub mod metrics;
+pub mod observe;
 pub mod security;
 
-pub use metrics::MetricsLayer;
+pub use observe::ObserveLayer;
 pub use security::{AuthChannel, RequireCredential, Security};
 
 use std::future::Future;
@@ -21,8 +21,8 @@ use tower::layer::util::{Identity, Stack};
 
 use crate::health::{Health, Probe};
 
-/// A tonic router whose every call is counted ([`MetricsLayer`]).
-pub type Router = tonic::transport::server::Router<Stack<MetricsLayer, Identity>>;
+/// A tonic router whose every call is counted ([`ObserveLayer`]).
+pub type Router = tonic::transport::server::Router<Stack<ObserveLayer, Identity>>;
 
 /// A router with health and reflection already in place; add the services
 /// themselves with `add_service`, each wrapped in `guard`
@@ -65,7 +65,7 @@ pub async fn router(
     let reflection_v1alpha = v1alpha
         .build_v1alpha()
         .context("building the reflection service")?;
-    let mut server = Server::builder().layer(MetricsLayer);
+    let mut server = Server::builder().layer(ObserveLayer);
     if let Some(tls) = security.server_tls() {
         server = server
             .tls_config(tls)

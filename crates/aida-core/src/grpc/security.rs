@@ -256,6 +256,8 @@ impl tonic::service::Interceptor for AttachCredential {
                 .metadata_mut()
                 .insert("authorization", header.clone());
         }
+        // The caller's trace goes on in the callee.
+        crate::telemetry::inject_metadata(request.metadata_mut());
         Ok(request)
     }
 }

@@ -99,6 +99,8 @@ pub struct NewTask {
     /// `resolver`.
     pub resolve: Option<ResolveSpec>,
     pub resolver: Option<NewSubtask>,
+    /// The W3C trace context of the request that creates it.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -382,12 +384,14 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut events = Vec::with_capacity(batch.len());
+        let mut traces = Vec::with_capacity(batch.len());
         for (task, event) in batch {
             let mut savepoint = sqlx::Acquire::begin(&mut tx).await?;
             match insert_task_in(&mut savepoint, task, now).await {
                 Ok(()) => {
                     savepoint.commit().await?;
                     events.push(event.clone());
+                    traces.push(task.traceparent.clone());
                     outcomes.push(Ok(()));
                 }
                 Err(e) => {
@@ -396,7 +400,7 @@ impl Store {
                 }
             }
         }
-        let stored = insert_events_in(&mut tx, &events, now).await?;
+        let stored = insert_events_in(&mut tx, &events, &traces, now).await?;
         tx.commit().await?;
         Ok((outcomes, stored))
     }
@@ -1222,13 +1226,16 @@ impl Store {
 
     // --- events ---
 
+    /// Stores `events`, each with the trace context of the same index
+    /// (`traces` may be shorter: the rest have none).
     pub async fn insert_events(
         &self,
         events: &[NewEvent],
+        traces: &[Option<String>],
         now: DateTime<Utc>,
     ) -> Result<Vec<Event>> {
         let mut tx = self.pool.begin().await?;
-        let stored = insert_events_in(&mut tx, events, now).await?;
+        let stored = insert_events_in(&mut tx, events, traces, now).await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -1380,30 +1387,34 @@ impl Store {
 async fn insert_events_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     events: &[NewEvent],
+    traces: &[Option<String>],
     now: DateTime<Utc>,
 ) -> Result<Vec<Event>> {
     let mut stored = Vec::with_capacity(events.len());
+    let trace_of = |i: usize| traces.get(i).cloned().flatten();
     // One statement per chunk rather than per event: a worker reports
     // log lines in batches, and this is the orchestrator's hottest path.
-    for chunk in events.chunks(EVENTS_PER_STATEMENT) {
+    for (c, chunk) in events.chunks(EVENTS_PER_STATEMENT).enumerate() {
+        let first = c * EVENTS_PER_STATEMENT;
         let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO events (channel, kind, task_id, subtask, worker_id, at, data) ",
+            "INSERT INTO events (channel, kind, task_id, subtask, worker_id, at, data, traceparent) ",
         );
-        insert.push_values(chunk, |mut row, e| {
+        insert.push_values(chunk.iter().enumerate(), |mut row, (i, e)| {
             row.push_bind(e.channel.as_str())
                 .push_bind(e.kind)
                 .push_bind(&e.task_id)
                 .push_bind(&e.subtask)
                 .push_bind(&e.worker_id)
                 .push_bind(now)
-                .push_bind(e.data.to_string());
+                .push_bind(e.data.to_string())
+                .push_bind(trace_of(first + i));
         });
         insert.push(" RETURNING id");
         let mut ids: Vec<i64> = insert.build_query_scalar().fetch_all(&mut **tx).await?;
         // Rows get increasing ids in VALUES order; RETURNING promises no
         // order, so sort rather than trust it.
         ids.sort_unstable();
-        for (id, e) in ids.into_iter().zip(chunk) {
+        for (i, (id, e)) in ids.into_iter().zip(chunk).enumerate() {
             stored.push(Event {
                 id,
                 channel: e.channel,
@@ -1413,6 +1424,7 @@ async fn insert_events_in(
                 worker_id: e.worker_id.clone(),
                 at: now,
                 data: e.data.clone(),
+                traceparent: trace_of(first + i),
             });
         }
     }
@@ -1436,9 +1448,9 @@ async fn insert_task_in(
     sqlx::query(
             "INSERT INTO tasks (id, status, repo, base, base_commit, description, agent_json, priority, created_at,
                  created_by, approve, max_attempts, timeout_secs, idempotency_key, remote, deliver_json, setup_json,
-                 origin_json, workflow, verify_json, merge_policy, resolve_json)
+                 origin_json, workflow, verify_json, merge_policy, resolve_json, traceparent)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULLIF($14, ''), $15, $16, $17, $18,
-                 NULLIF($19, ''), $20, $21, $22)",
+                 NULLIF($19, ''), $20, $21, $22, $23)",
         )
         .bind(&task.id)
         .bind(status.label())
@@ -1492,6 +1504,7 @@ async fn insert_task_in(
                 .transpose()
                 .context("encoding resolve")?,
         )
+        .bind(&task.traceparent)
         .execute(&mut **tx)
         .await?;
     insert_subtasks(tx, &task.id, &task.subtasks, "work").await?;
@@ -1681,6 +1694,9 @@ fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Task> {
         resolver: None,
         candidates: Vec::new(),
         judges: Vec::new(),
+        traceparent: row
+            .try_get::<Option<String>, _>("traceparent")?
+            .unwrap_or_default(),
     })
 }
 
@@ -1788,6 +1804,7 @@ fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Event> {
         worker_id: row.try_get("worker_id")?,
         at: row.try_get("at")?,
         data: serde_json::from_str(&data).context("decoding event data")?,
+        traceparent: row.try_get("traceparent")?,
     })
 }
 
@@ -2000,7 +2017,7 @@ mod tests {
             data: serde_json::json!({}),
         };
         let stored = store
-            .insert_events(&[new("task.created"), new("task.status")], Utc::now())
+            .insert_events(&[new("task.created"), new("task.status")], &[], Utc::now())
             .await
             .unwrap();
         assert!(stored[0].id < stored[1].id);

@@ -238,6 +238,7 @@ mod tests {
             worker_id: None,
             at: chrono::Utc::now(),
             data,
+            traceparent: None,
         }
     }
 

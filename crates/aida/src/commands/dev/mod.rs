@@ -83,7 +83,7 @@ where
 
 impl DevArgs {
     pub async fn run(self, _global: &Global) -> anyhow::Result<ExitCode> {
-        aida_core::telemetry::init();
+        aida_core::telemetry::init("dev");
         anyhow::ensure!(self.workers >= 1, "--workers must be at least 1");
         let data_dir = setup::data_dir(&self.database_url)?;
         // Bind everything first: a busy port fails before anything starts.

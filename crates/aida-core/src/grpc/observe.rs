@@ -1,4 +1,7 @@
-//! Counts and times every call a gRPC server answers:
+//! Traces, counts and times every call a gRPC server answers. Each call
+//! runs in a server span (a child of the caller's, from the `traceparent`
+//! metadata; its trace id in the `trace_id` field for the logs), and counts
+//! in
 //! `aida_grpc_requests_total{service, method, code}` and
 //! `aida_grpc_request_duration_seconds{service, method}`. The code is the
 //! call's final status, read from the response head (an error answered at
@@ -22,9 +25,9 @@ use crate::metrics::names;
 
 /// The layer to put on a tonic `Server`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct MetricsLayer;
+pub struct ObserveLayer;
 
-impl<S> Layer<S> for MetricsLayer {
+impl<S> Layer<S> for ObserveLayer {
     type Service = Metered<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
@@ -53,8 +56,20 @@ where
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
         let (service, method) = labels(request.uri().path());
         let start = Instant::now();
-        let answer = self.inner.call(request);
-        Box::pin(async move {
+        let span = tracing::info_span!(
+            "grpc",
+            otel.name = %format!("{service}/{method}"),
+            otel.kind = "server",
+            rpc.service = service,
+            rpc.method = method,
+            trace_id = tracing::field::Empty,
+        );
+        crate::telemetry::adopt_headers(&span, request.headers());
+        let answer = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        let call = async move {
             let response = answer.await?;
             let code = response
                 .headers()
@@ -70,7 +85,8 @@ where
                     code,
                 }),
             }))
-        })
+        };
+        Box::pin(tracing::Instrument::instrument(call, span))
     }
 }
 
