@@ -473,6 +473,11 @@ async fn health_names_redis_while_it_is_down_and_recovers_with_it() {
         (code == 200 && body["status"] == "healthy").then_some(())
     })
     .await;
+
+    // Text logs to a file (not a terminal) carry no colour codes.
+    for (name, log) in system.captured_logs() {
+        assert!(!log.contains('\u{1b}'), "{name} has terminal escapes");
+    }
 }
 
 /// A service's gRPC health for `service`; `None` when it cannot be asked.
@@ -880,7 +885,13 @@ async fn a_task_is_one_trace_across_the_four_services_and_its_log_lines_carry_it
             s.service == "aida-aggregator"
                 && s.attributes.get("rpc.method").map(String::as_str) == Some("MergeResults")
         });
-        (all.iter().all(|s| services.contains(s)) && merged).then_some((trace, in_trace))
+        // Spans are exported when they end, each service on its own
+        // schedule: wait for the last of them.
+        let runs = in_trace.iter().filter(|s| s.name == "agent run").count();
+        let root = in_trace.iter().any(|s| s.parent_span_id.is_empty());
+        let merge = in_trace.iter().any(|s| s.name == "merge");
+        (all.iter().all(|s| services.contains(s)) && merged && runs == 2 && root && merge)
+            .then_some((trace, in_trace))
     })
     .await;
     // The request that made it is the root; the agent runs and the merge are
