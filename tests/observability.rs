@@ -966,3 +966,49 @@ async fn a_task_is_one_trace_across_the_four_services_and_its_log_lines_carry_it
         "{created}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_over_its_threshold_raises_an_alert_once_and_resolves_it() {
+    let (hook, received) = webhook_receiver().await;
+    let mut system = System::start_with(
+        Options::workers(0)
+            .orchestrator_env("AIDA_ALERT_QUEUE_DEPTH", "3")
+            .orchestrator_env("AIDA_ALERT_WEBHOOK_URL", &hook),
+    )
+    .await;
+    let repo = GitRepo::with_files(&[("README.md", "hi\n")]);
+    // Three subtasks wait: no worker is connected.
+    let task = system
+        .create_task(&json!({
+            "repo": repo.path_str(),
+            "subtasks": [
+                {"name": "a", "prompt": "p", "agent": sh_agent("echo a > a.txt")},
+                {"name": "b", "prompt": "p", "agent": sh_agent("echo b > b.txt")},
+                {"name": "c", "prompt": "p", "agent": sh_agent("echo c > c.txt")},
+            ]
+        }))
+        .await;
+    let events = system
+        .read_sse_until("/api/events", |e| e["kind"] == "monitor.alert")
+        .await;
+    let alert = events.last().unwrap();
+    assert_eq!(alert["data"]["alert"], "queue_depth", "{alert}");
+    assert_eq!(alert["data"]["queue_depth"], 3, "{alert}");
+
+    // A worker drains the queue: the alert ends.
+    system.add_worker("worker-1");
+    assert_eq!(system.wait_finished(&task).await["status"], "succeeded");
+    system
+        .read_sse_until("/api/events", |e| {
+            e["kind"] == "monitor.alert_resolved" && e["data"]["key"] == "queue_depth"
+        })
+        .await;
+    let sent = eventually("the resolution to reach the webhook", || async {
+        let sent = texts(&received);
+        sent.iter().any(|t| t.contains("resolved")).then_some(sent)
+    })
+    .await;
+    // Raised once for as long as it lasted, however many checks saw it.
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    assert!(sent[0].contains("3 subtasks are waiting"), "{sent:#?}");
+}
