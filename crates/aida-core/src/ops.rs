@@ -24,17 +24,10 @@ use crate::secret::SecretString;
 
 /// Who may scrape `/metrics`: anyone who reaches the port, or holders of
 /// `AIDA_METRICS_TOKEN` (or `_FILE`).
-#[derive(Clone, Default)]
+/// Debug prints the token as `[REDACTED]` (a `SecretString`).
+#[derive(Clone, Debug, Default)]
 pub struct MetricsAccess {
     token: Option<SecretString>,
-}
-
-impl std::fmt::Debug for MetricsAccess {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetricsAccess")
-            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
-            .finish()
-    }
 }
 
 impl MetricsAccess {

@@ -133,6 +133,11 @@ pub async fn shutdown() {
 /// another service; empty when tracing is off.
 pub fn current_context() -> HashMap<String, String> {
     let mut carrier = HashMap::new();
+    // Untraced, there is nothing to carry: every gRPC call and event batch
+    // asks, so skip the propagator.
+    if PROVIDER.get().is_none() {
+        return carrier;
+    }
     TraceContextPropagator::new().inject_context(&tracing::Span::current().context(), &mut carrier);
     carrier
 }
@@ -174,6 +179,9 @@ pub fn adopt_headers(span: &tracing::Span, headers: &http::HeaderMap) {
 /// `tracing::field::Empty`), when it is traced.
 pub fn record_trace_id(span: &tracing::Span) {
     use opentelemetry::trace::TraceContextExt;
+    if PROVIDER.get().is_none() {
+        return;
+    }
     let cx = span.context();
     let span_context = cx.span().span_context().clone();
     if span_context.is_valid() {

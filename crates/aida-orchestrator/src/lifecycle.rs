@@ -208,7 +208,7 @@ impl Engine {
         let agent = crate::scheduler::current_agent(st)
             .map(|a| a.kind.clone())
             .unwrap_or_else(|| "command".into());
-        let started_at = st.started_at;
+        let started_at = st.started_at.as_ref().and_then(aida_core::time::from_proto);
         let applied = match next {
             AfterAttempt::Retry => {
                 self.retry_attempt(worker_id, task_id, subtask, attempt, outcome, "failed")
@@ -230,10 +230,8 @@ impl Engine {
             }
         };
         if applied {
-            crate::measure::attempt_ended(&agent, &result, started_at);
-            let ran_for = started_at
-                .and_then(|t| chrono::DateTime::<Utc>::from_timestamp(t.seconds, 0))
-                .and_then(|t| (Utc::now() - t).to_std().ok());
+            let ran_for = started_at.and_then(|t| (Utc::now() - t).to_std().ok());
+            crate::measure::attempt_ended(&agent, &result, ran_for);
             // The result is applied: the monitor failing must not undo that.
             if let Err(e) = self
                 .observe_run(

@@ -28,12 +28,9 @@ pub(crate) fn task_ended(status: TaskStatus, created_at: Option<DateTime<Utc>>) 
     }
 }
 
-/// A worker's report of an attempt was applied.
-pub(crate) fn attempt_ended(
-    agent: &str,
-    result: &RunResult,
-    started_at: Option<prost_types::Timestamp>,
-) {
+/// A worker's report of an attempt was applied; `ran_for` since the
+/// attempt started, when known.
+pub(crate) fn attempt_ended(agent: &str, result: &RunResult, ran_for: Option<Duration>) {
     let agent = agent.to_owned();
     let status = if result.success {
         "succeeded"
@@ -41,11 +38,9 @@ pub(crate) fn attempt_ended(
         "failed"
     };
     metrics::counter!(names::SUBTASKS, "agent" => agent.clone(), "status" => status).increment(1);
-    if let Some(started) = started_at.and_then(|t| {
-        DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-    }) {
+    if let Some(ran_for) = ran_for {
         metrics::histogram!(names::SUBTASK_DURATION, "agent" => agent.clone())
-            .record(seconds_since(started));
+            .record(ran_for.as_secs_f64());
     }
     if let Some(cost) = result.usage.as_ref().map(|u| u.cost_usd)
         && cost.is_finite()

@@ -45,8 +45,9 @@ const ANOMALY_FLOOR: Duration = Duration::from_secs(60);
 /// How often the monitor looks at the whole.
 const TICK: Duration = Duration::from_secs(1);
 
-/// The monitor's settings, from the orchestrator's configuration.
-#[derive(Clone)]
+/// The monitor's settings, from the orchestrator's configuration. Debug
+/// prints the webhook as `[REDACTED]` (a `SecretString`).
+#[derive(Clone, Debug)]
 pub struct MonitorSettings {
     /// `AIDA_QUARANTINE_AFTER_FAILURES`: failed runs in a row that
     /// quarantine a worker (0: never).
@@ -80,20 +81,6 @@ impl Default for MonitorSettings {
             alert_repeat: Duration::from_secs(3600),
             webhook: None,
         }
-    }
-}
-
-impl std::fmt::Debug for MonitorSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MonitorSettings")
-            .field("quarantine_after", &self.quarantine_after)
-            .field("quarantine_for", &self.quarantine_for)
-            .field("anomaly_factor", &self.anomaly_factor)
-            .field("queue_alert", &self.queue_alert)
-            .field("error_rate_alert", &self.error_rate_alert)
-            .field("alert_repeat", &self.alert_repeat)
-            .field("webhook", &self.webhook.as_ref().map(|_| "[redacted]"))
-            .finish()
     }
 }
 
@@ -233,8 +220,9 @@ impl Engine {
                 state.recent.pop_front();
             }
             let failed = state.recent.iter().filter(|f| **f).count();
-            let error_rate = (state.recent.len() >= ERROR_MIN_SAMPLES)
-                .then(|| failed as f64 / state.recent.len() as f64);
+            let runs = state.recent.len();
+            let error_rate =
+                (runs >= ERROR_MIN_SAMPLES).then(|| (failed as f64 / runs as f64, runs));
             let failed = state
                 .failures_in_a_row
                 .entry(worker_id.to_owned())
@@ -266,7 +254,7 @@ impl Engine {
         if let Some((failures, until)) = quarantine {
             self.quarantine(worker_id, failures, until).await?;
         }
-        if let Some(rate) = error_rate
+        if let Some((rate, runs)) = error_rate
             && settings.error_rate_alert > 0.0
         {
             let key = "error_rate".to_owned();
@@ -277,7 +265,7 @@ impl Engine {
                     format!(
                         "{:.0}% of the last {} runs failed (threshold {:.0}%)",
                         rate * 100.0,
-                        ERROR_WINDOW.min(self.monitor.state().recent.len()),
+                        runs,
                         settings.error_rate_alert * 100.0
                     ),
                     json!({ "error_rate": rate }),
