@@ -44,17 +44,24 @@ test: test-deps ## run every test: unit tests and end-to-end tests with the real
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 
-bench: test-deps ## benchmarks: event log (REDIS_URL to include publishing), dispatch scan, verification bisection, trial merges on 50,000 files, a run's worktree on 50,000 files against git worktree add, a 100,000-line log to the dashboard and the TUI, drain rate at 10 and 10,000 queued, SSE fan-out to 10,000 clients, task intake against Celery
-	$(CARGO) bench -p aida-orchestrator --bench event_log
-	$(CARGO) bench -p aida-orchestrator --bench dispatch_scan
-	$(CARGO) bench -p aida-orchestrator --bench bisection
-	$(CARGO) bench -p aida-aggregator --bench trial_merge
-	$(CARGO) bench -p aida-worker --bench worktree_start
+# Where `make bench` collects every bench's headline rows for its one table.
+BENCH_SUMMARY ?= $(CURDIR)/target/bench-summary.jsonl
+
+bench: test-deps ## benchmarks, then one table of ratios against the peers in ../shared/bench (git, Celery) from the same run: end to end N=16/256/1,024 against plain git and idle memory, task intake against Celery, drain rate at 10 and 10,000 queued, SSE fan-out to 10,000 clients, a run's worktree on 50,000 files against git worktree add, a 100,000-line log to the dashboard and the TUI; in-process: event log, dispatch scan, verification bisection, trial merges
 	$(CARGO) build --release --workspace --bins
-	$(CARGO) bench -p aida-tests --bench log_stream
-	$(CARGO) bench -p aida-tests --bench drain
-	$(CARGO) bench -p aida-tests --bench sse_fanout
-	$(CARGO) bench -p aida-tests --bench intake
+	mkdir -p $(dir $(BENCH_SUMMARY)) && rm -f $(BENCH_SUMMARY)
+	export AIDA_BENCH_SUMMARY=$(BENCH_SUMMARY); \
+	$(CARGO) bench -p aida-orchestrator --bench event_log && \
+	$(CARGO) bench -p aida-orchestrator --bench dispatch_scan && \
+	$(CARGO) bench -p aida-orchestrator --bench bisection && \
+	$(CARGO) bench -p aida-aggregator --bench trial_merge && \
+	$(CARGO) bench -p aida-tests --bench e2e && \
+	$(CARGO) bench -p aida-tests --bench intake && \
+	$(CARGO) bench -p aida-tests --bench drain && \
+	$(CARGO) bench -p aida-tests --bench sse_fanout && \
+	$(CARGO) bench -p aida-worker --bench worktree_start && \
+	$(CARGO) bench -p aida-tests --bench log_stream && \
+	$(CARGO) bench -p aida-tests --bench summary
 
 lint: ## formatting and clippy, as CI checks them
 	$(CARGO) fmt --all -- --check

@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use aida_tests::bench::{self, Goal, Row};
 use aida_tests::system::sh_agent;
 use aida_tests::{GitRepo, Options, System};
 use futures::StreamExt;
@@ -31,10 +32,24 @@ async fn main() {
     println!("| --- | --- | --- |");
     println!("| 10 | {} | {:.1} |", short.0, short.1);
     println!("| {deep} | {} | {:.1} |", long.0, long.1);
-    println!(
-        "\n{deep} queued vs 10 queued: {:.2}×",
-        long.1 / short.1.max(f64::MIN_POSITIVE)
-    );
+    let ratio = long.1 / short.1.max(f64::MIN_POSITIVE);
+    println!("\n{deep} queued vs 10 queued: {ratio:.2}×");
+    bench::report(&[
+        Row::ratio(
+            format!("drain rate, {deep} queued vs 10 queued"),
+            format!("{:.1} tasks/s", long.1),
+            format!("{:.1} tasks/s", short.1),
+            ratio,
+            Goal::AtLeast(0.8),
+        ),
+        Row::ratio(
+            format!("drain rate, {deep} queued, 2 workers"),
+            format!("{:.1} tasks/s", long.1),
+            "50 tasks/s",
+            long.1 / 50.0,
+            Goal::AtLeast(1.0),
+        ),
+    ]);
 }
 
 /// Queues `queued` tasks behind drained workers, resumes them, and returns

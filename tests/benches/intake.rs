@@ -7,15 +7,16 @@
 //! `cargo bench -p aida-tests --bench intake [-- N]` (N: 3000 requests per
 //! row; CELERY_BENCH to point at the peer's `bench.sh`)
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use aida_tests::bench::{self, Goal};
 use aida_tests::{GitRepo, Options, System};
 use futures::StreamExt;
 use serde_json::json;
 
 struct Row {
     what: String,
+    clients: String,
     requests: usize,
     per_second: f64,
     p50: Duration,
@@ -55,40 +56,16 @@ async fn post_many(system: &System, body: &serde_json::Value, n: usize, connecti
     latencies.sort();
     Row {
         what: format!("AIDA `POST /api/tasks`, {connections} connection(s)"),
+        clients: if connections == 1 {
+            "1 connection".to_owned()
+        } else {
+            format!("{connections} connections")
+        },
         requests: n,
         per_second: n as f64 / took.as_secs_f64(),
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
     }
-}
-
-/// Celery's submissions per second from one client, or why there is none.
-fn celery(n: usize) -> Result<f64, String> {
-    let script = std::env::var("CELERY_BENCH").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/bench/celery/bench.sh"
-        )
-        .to_owned()
-    });
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg(n.to_string())
-        .output()
-        .map_err(|e| format!("cannot run {script}: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "celery: submitted N in Xs (R/s), all done in ..."
-    text.lines()
-        .find_map(|l| {
-            let rate = l.strip_prefix("celery: submitted ")?.split('(').nth(1)?;
-            rate.split("/s").next()?.parse().ok()
-        })
-        .ok_or_else(|| {
-            format!(
-                "{script} printed no rate: {text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +87,7 @@ async fn main() {
     let one = post_many(&system, &body, n, 1).await;
     let sixteen = post_many(&system, &body, n, 16).await;
     drop(system);
-    let peer = celery(n);
+    let peer = bench::celery_submissions(n);
 
     println!("\nTask intake, no workers, release binaries\n");
     println!("| client | requests | per s | p50 ms | p99 ms | vs Celery submissions |");
@@ -129,10 +106,30 @@ async fn main() {
             row.p99.as_secs_f64() * 1000.0
         );
     }
-    match peer {
+    match &peer {
         Ok(rate) => {
             println!("| Celery 5 + Redis `delay()`, 1 client | {n} | {rate:.0} | | | 1.00× |")
         }
         Err(why) => println!("\nCelery not measured: {why}"),
     }
+    let mut rows = Vec::new();
+    if let Ok(rate) = peer {
+        for row in [&one, &sixteen] {
+            rows.push(bench::Row::ratio(
+                format!("intake, {}", row.clients),
+                format!("{:.0} tasks/s", row.per_second),
+                format!("Celery {rate:.0} submissions/s"),
+                row.per_second / rate,
+                Goal::AtLeast(2.0),
+            ));
+        }
+    }
+    rows.push(bench::Row::ratio(
+        format!("intake p99, {}", sixteen.clients),
+        format!("{:.1} ms", sixteen.p99.as_secs_f64() * 1000.0),
+        "50 ms",
+        sixteen.p99.as_secs_f64() * 1000.0 / 50.0,
+        Goal::AtMost(1.0),
+    ));
+    bench::report(&rows);
 }

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aida_tests::bench::{self, Goal, Row};
 use aida_tests::system::sh_agent;
 use aida_tests::{GitRepo, Options, System};
 use chrono::{DateTime, Utc};
@@ -35,7 +36,7 @@ async fn main() {
     )
     .await;
     let gateway = system.pid("gateway").expect("the gateway's pid");
-    let idle = rss_mb(gateway);
+    let idle = bench::rss_mb(gateway);
     let after = system.get("/api/status").await.unwrap()["last_event_id"]
         .as_i64()
         .unwrap();
@@ -95,9 +96,12 @@ async fn main() {
         .await;
     let connect_took = start.elapsed();
     let served = opened.len();
-    let with_clients = rss_mb(gateway);
+    let with_clients = bench::rss_mb(gateway);
 
     let repo = GitRepo::with_files(&[("README.md", "hi\n")]);
+    let cpu_before = bench::cpu_seconds(gateway);
+    let own_before = bench::cpu_seconds(std::process::id());
+    let delivery = Instant::now();
     let task = system
         .create_task(&json!({
             "repo": repo.path_str(),
@@ -122,9 +126,12 @@ async fn main() {
             }
         }
     }
-    let peak = rss_mb(gateway);
+    let peak = bench::rss_mb(gateway);
+    let delivery = delivery.elapsed().as_secs_f64();
+    let gateway_cpu = bench::cpu_seconds(gateway) - cpu_before;
+    let clients_cpu = bench::cpu_seconds(std::process::id()) - own_before;
     drop(http);
-    let after_leaving = settle_rss(gateway).await;
+    let after_leaving = bench::settled_rss_mb(gateway).await;
     lateness.sort_by(f64::total_cmp);
     let pct = |p: f64| {
         lateness
@@ -153,35 +160,43 @@ async fn main() {
             errors.len()
         );
     }
+    println!(
+        "| CPU while the task ran and its events were delivered ({delivery:.1} s) | gateway {gateway_cpu:.1} s ({:.1} µs per event per client), clients (this bench) {clients_cpu:.1} s |",
+        gateway_cpu * 1e6 / lateness.len().max(1) as f64
+    );
     println!("| gateway memory idle | {idle:.1} MB |");
     println!("| gateway memory, clients connected | {with_clients:.1} MB |");
     println!("| gateway memory, at the end of the task | {peak:.1} MB |");
     println!("| gateway memory after the clients left | {after_leaving:.1} MB |");
-}
-
-/// Resident memory of `pid` in MB.
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb / 1024.0
-}
-
-/// The gateway's memory once it stopped changing (clients' connections
-/// close asynchronously).
-async fn settle_rss(pid: u32) -> f64 {
-    let mut last = rss_mb(pid);
-    for _ in 0..20 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = rss_mb(pid);
-        if (now - last).abs() < 0.5 {
-            return now;
-        }
-        last = now;
-    }
-    last
+    let p99_ms = pct(0.99) * 1e3;
+    bench::report(&[
+        Row::ratio(
+            format!("SSE clients that read every event, of {clients}"),
+            complete.to_string(),
+            clients.to_string(),
+            complete as f64 / clients as f64,
+            Goal::AtLeast(1.0),
+        ),
+        Row::ratio(
+            format!("SSE event stored → read p99, {clients} clients"),
+            format!("{p99_ms:.0} ms"),
+            "1,000 ms",
+            p99_ms / 1000.0,
+            Goal::AtMost(1.0),
+        ),
+        Row::ratio(
+            format!("gateway memory, {clients} SSE clients (peak)"),
+            format!("{:.0} MB", with_clients.max(peak)),
+            "200 MB",
+            with_clients.max(peak) / 200.0,
+            Goal::AtMost(1.0),
+        ),
+        Row::ratio(
+            "gateway memory after the SSE clients left, vs idle",
+            format!("{after_leaving:.0} MB"),
+            format!("{idle:.0} MB idle"),
+            after_leaving / idle,
+            Goal::None,
+        ),
+    ]);
 }

@@ -5,6 +5,7 @@
 //! The binaries must be built first (`make test` does it): the harness
 //! looks for them next to the test executable, in `target/<profile>/`.
 
+pub mod bench;
 pub mod browser;
 pub mod git;
 pub mod otlp;

@@ -19,6 +19,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aida_proto::common::SubtaskRun;
+use aida_tests::bench::{self, Goal, Row};
 use aida_worker::worktree;
 use git2::{IndexAddOption, Oid, Repository, Signature};
 
@@ -212,4 +213,21 @@ fn main() {
     row("pool, first run: prepare (adds)", pool_first);
     row("pool: prepare (reset to the next start)", pool_reset);
     row("pool: hand back", pool_release);
+    let add = format!("`git worktree add` {:.0} ms", ms(git_add));
+    bench::report(&[
+        Row::ratio(
+            format!("worktree start, {files} files, fresh worktree"),
+            format!("{:.0} ms", ms(fresh_prepare)),
+            add.clone(),
+            fresh_prepare.as_secs_f64() / git_add.as_secs_f64(),
+            Goal::AtMost(1.2),
+        ),
+        Row::ratio(
+            format!("worktree start, {files} files, pooled worktree"),
+            format!("{:.0} ms", ms(pool_reset)),
+            add,
+            pool_reset.as_secs_f64() / git_add.as_secs_f64(),
+            Goal::AtMost(1.0),
+        ),
+    ]);
 }

@@ -3,28 +3,27 @@
 //! come from the gateway's one subscription ([`crate::fanout`]). The SSE
 //! `id` is the event id, so a reconnecting client resumes with
 //! `Last-Event-ID`; the stream ends when the followed task finished or the
-//! gateway shuts down.
+//! gateway shuts down. Live messages are the hub's, rendered once: a
+//! client writes the shared bytes.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use aida_core::ids::TaskId;
 use aida_proto::orchestrator as orch;
 use axum::Extension;
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
-use axum::response::sse::{self, KeepAlive, Sse};
-use futures::Stream;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::{ErrorBody, Event, ProgressQuery};
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::fanout::Frame;
+use crate::fanout::{self, Frame, Signal};
 use crate::state::AppState;
-
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Follows events as Server-Sent Events: `id` is the event id, `event` its
 /// kind and `data` the event as JSON.
@@ -50,7 +49,7 @@ pub async fn follow_events(
     Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     query: Result<Query<ProgressQuery>, QueryRejection>,
-) -> Result<Sse<impl Stream<Item = Result<sse::Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) = query?;
     // Held by the stream: the slot frees when the client goes away.
     let slot = state.limits().streams().open(&principal.username).ok_or_else(|| {
@@ -86,8 +85,10 @@ pub async fn follow_events(
             loop {
                 let events = match page.take() {
                     Some(events) => Ok(events),
+                    // Boxed: a client's state stays small while it only
+                    // follows the live events.
                     None => tokio::select! {
-                        events = history_page(&state, task.as_deref(), after) => events,
+                        events = Box::pin(history_page(&state, task.as_deref(), after)) => events,
                         () = state.closed() => return,
                     },
                 };
@@ -103,7 +104,7 @@ pub async fn follow_events(
                 for event in events {
                     after = event.id;
                     let frame = Frame::new(&event);
-                    yield Ok(sse_event(&frame));
+                    yield Ok::<_, Infallible>(frame.message);
                     if task.is_some() && frame.ends_task {
                         return;
                     }
@@ -113,21 +114,22 @@ pub async fn follow_events(
                 }
             }
             loop {
-                let frame = tokio::select! {
-                    frame = live.recv() => frame,
+                let signal = tokio::select! {
+                    signal = live.recv() => signal,
                     () = state.closed() => return,
                 };
-                match frame {
-                    Ok(frame) => {
+                match signal {
+                    Ok(Signal::Event(frame)) => {
                         if frame.id <= after || (task.is_some() && frame.task_id != task) {
                             continue;
                         }
                         after = frame.id;
-                        yield Ok(sse_event(&frame));
+                        yield Ok(frame.message.clone());
                         if task.is_some() && frame.ends_task {
                             return;
                         }
                     }
+                    Ok(Signal::KeepAlive) => yield Ok(Bytes::from_static(fanout::KEEP_ALIVE_MESSAGE)),
                     // This client fell behind: the history has the gap.
                     Err(RecvError::Lagged(_)) => break,
                     Err(RecvError::Closed) => return,
@@ -135,7 +137,22 @@ pub async fn follow_events(
             }
         }
     };
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            // A proxy that buffers responses (nginx does) would hold events back.
+            (
+                header::HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 /// Events read from the history per call.
@@ -169,10 +186,10 @@ async fn history_page(
         .collect())
 }
 
-fn error_event(err: ApiError) -> sse::Event {
+fn error_event(err: ApiError) -> Bytes {
     tracing::warn!(error = %err, "following events failed");
     let data = serde_json::to_string(&err.body()).unwrap_or_default();
-    sse::Event::default().event("error").data(data)
+    fanout::message(None, Some("error"), &data)
 }
 
 fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
@@ -188,16 +205,4 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
             "Last-Event-ID {text:?} is not an event id (an integer)"
         ))
     })
-}
-
-fn sse_event(frame: &Frame) -> sse::Event {
-    let mut out = sse::Event::default()
-        .id(frame.id.to_string())
-        .data(&frame.json);
-    // axum panics on line breaks in the event name; kinds never have them,
-    // but the name comes from another service.
-    if !frame.kind.is_empty() && !frame.kind.contains(['\n', '\r']) {
-        out = out.event(&frame.kind);
-    }
-    out
 }

@@ -1,0 +1,256 @@
+//! What the benchmarks share: the headline rows each hands to `make bench`'s
+//! one table, and the whole-process measures they take (resident memory).
+//!
+//! Every bench prints its own detailed table. With `AIDA_BENCH_SUMMARY`
+//! set to a file (as `make bench` does), each also appends its headline
+//! figures there as JSON lines, one per row; the `summary` bench then
+//! prints them as one table, with the machine they were measured on. A
+//! ratio always compares two figures taken in the same invocation.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// The file `make bench` collects rows in.
+pub const SUMMARY_ENV: &str = "AIDA_BENCH_SUMMARY";
+
+/// Which way a ratio has to go to meet its target.
+#[derive(Debug, Clone, Copy)]
+pub enum Goal {
+    /// The ratio must be at most this.
+    AtMost(f64),
+    /// The ratio must be at least this.
+    AtLeast(f64),
+    /// Shown for reference; no target.
+    None,
+}
+
+/// One row of the table: a figure of AIDA's, what it is held against,
+/// their ratio, and the target the ratio must meet. A figure with an
+/// absolute bound (memory under 200 MB) is held against the bound.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub figure: String,
+    pub aida: String,
+    pub against: String,
+    pub ratio: Option<f64>,
+    pub goal: Goal,
+}
+
+impl Row {
+    /// A row comparing `aida` with `against` by `ratio`.
+    pub fn ratio(
+        figure: impl Into<String>,
+        aida: impl Into<String>,
+        against: impl Into<String>,
+        ratio: f64,
+        goal: Goal,
+    ) -> Self {
+        Row {
+            figure: figure.into(),
+            aida: aida.into(),
+            against: against.into(),
+            ratio: Some(ratio),
+            goal,
+        }
+    }
+
+    /// Whether the row meets its target (`None` when it has none).
+    pub fn met(&self) -> Option<bool> {
+        let ratio = self.ratio?;
+        match self.goal {
+            Goal::AtMost(bound) => Some(ratio <= bound),
+            Goal::AtLeast(bound) => Some(ratio >= bound),
+            Goal::None => None,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let (op, bound) = match self.goal {
+            Goal::AtMost(b) => ("<=", Some(b)),
+            Goal::AtLeast(b) => (">=", Some(b)),
+            Goal::None => ("", None),
+        };
+        json!({
+            "figure": self.figure,
+            "aida": self.aida,
+            "against": self.against,
+            "ratio": self.ratio,
+            "goal": op,
+            "bound": bound,
+        })
+    }
+
+    /// The row back from its JSON line.
+    pub fn from_json(value: &Value) -> Option<Self> {
+        let bound = value["bound"].as_f64();
+        let goal = match (value["goal"].as_str()?, bound) {
+            ("<=", Some(b)) => Goal::AtMost(b),
+            (">=", Some(b)) => Goal::AtLeast(b),
+            _ => Goal::None,
+        };
+        Some(Row {
+            figure: value["figure"].as_str()?.to_owned(),
+            aida: value["aida"].as_str()?.to_owned(),
+            against: value["against"].as_str()?.to_owned(),
+            ratio: value["ratio"].as_f64(),
+            goal,
+        })
+    }
+
+    /// The target as the table shows it.
+    pub fn target(&self) -> String {
+        match self.goal {
+            Goal::AtMost(b) => format!("≤ {}", trim(b)),
+            Goal::AtLeast(b) => format!("≥ {}", trim(b)),
+            Goal::None => String::new(),
+        }
+    }
+}
+
+fn trim(v: f64) -> String {
+    let text = format!("{v:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// Hands `rows` to `make bench`'s table (when it collects them) and prints
+/// them under the bench's own output.
+pub fn report(rows: &[Row]) {
+    println!();
+    for row in rows {
+        println!(
+            "summary: {} — {} against {}: {} (target {})",
+            row.figure,
+            row.aida,
+            row.against,
+            row.ratio.map_or_else(String::new, |r| format!("{r:.2}")),
+            row.target()
+        );
+    }
+    let Some(path) = std::env::var_os(SUMMARY_ENV) else {
+        return;
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    for row in rows {
+        writeln!(file, "{}", row.to_json()).expect("writing the bench summary");
+    }
+}
+
+/// Resident memory of process `pid`, in MB.
+pub fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/<pid>/status");
+    kb / 1024.0
+}
+
+/// CPU time (user and system) process `pid` has used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/stat: {e}"));
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces: utime and stime are the 12th and 13th of them.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: f64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<f64>().ok())
+        .sum();
+    // Linux reports these in clock ticks of 1/100 s (USER_HZ).
+    ticks / 100.0
+}
+
+/// Resident memory of `pid` once it stopped changing (by less than 0.5 MB
+/// over half a second; at most 10 s), e.g. after connections closed.
+pub async fn settled_rss_mb(pid: u32) -> f64 {
+    let mut last = rss_mb(pid);
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = rss_mb(pid);
+        if (now - last).abs() < 0.5 {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+/// A peer's script in `../shared/bench/` (or under `AIDA_PEERS`).
+fn peer_script(name: &str) -> std::path::PathBuf {
+    let dir = std::env::var_os("AIDA_PEERS").map_or_else(
+        || {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("..")
+                .join("shared")
+                .join("bench")
+        },
+        std::path::PathBuf::from,
+    );
+    dir.join(name)
+}
+
+/// Runs a peer's script with `args` and returns its standard output, or why
+/// it gave none.
+fn run_peer(script: &std::path::Path, args: &[String]) -> Result<String, String> {
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!(
+            "{} failed: {text}{}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Celery's submissions per second from one client for `n` tasks
+/// (`celery/bench.sh`, or `CELERY_BENCH`), or why there is none.
+pub fn celery_submissions(n: usize) -> Result<f64, String> {
+    let script =
+        std::env::var_os("CELERY_BENCH").map_or_else(|| peer_script("celery/bench.sh"), Into::into);
+    let text = run_peer(&script, &[n.to_string()])?;
+    // "celery: submitted N in Xs (R/s), all done in ..."
+    text.lines()
+        .find_map(|l| {
+            let rate = l.strip_prefix("celery: submitted ")?.split('(').nth(1)?;
+            rate.split("/s").next()?.parse().ok()
+        })
+        .ok_or_else(|| format!("{} printed no rate: {text}", script.display()))
+}
+
+/// Seconds plain git takes for one orchestration of `n` subtasks,
+/// `parallel` at a time (`git-floor.sh`), or why there is none.
+pub fn git_floor(n: usize, parallel: usize) -> Result<f64, String> {
+    let script = peer_script("git-floor.sh");
+    let text = run_peer(&script, &[n.to_string(), parallel.to_string()])?;
+    // "git floor: N subtasks, P in parallel: S s"
+    text.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("git floor: ")?;
+            rest.rsplit(": ")
+                .next()?
+                .trim()
+                .strip_suffix(" s")?
+                .parse()
+                .ok()
+        })
+        .ok_or_else(|| format!("{} printed no time: {text}", script.display()))
+}
