@@ -21,6 +21,8 @@ struct Row {
     per_second: f64,
     p50: Duration,
     p99: Duration,
+    /// CPU µs per request: gateway, orchestrator, this client.
+    cpu_us: [f64; 3],
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -35,6 +37,12 @@ async fn post_many(system: &System, body: &serde_json::Value, n: usize, connecti
         .map(|_| aida_tests::system::client_with(&system.admin_token))
         .collect();
     let url = format!("{}/api/tasks", system.url);
+    let pids = [
+        system.pid("gateway").expect("gateway"),
+        system.pid("orchestrator").expect("orchestrator"),
+        std::process::id(),
+    ];
+    let cpu_before = pids.map(bench::cpu_seconds);
     let start = Instant::now();
     let mut latencies: Vec<Duration> = futures::stream::iter(0..n)
         .map(|i| {
@@ -53,6 +61,7 @@ async fn post_many(system: &System, body: &serde_json::Value, n: usize, connecti
         .collect()
         .await;
     let took = start.elapsed();
+    let cpu = [0, 1, 2].map(|i| (bench::cpu_seconds(pids[i]) - cpu_before[i]) * 1e6 / n as f64);
     latencies.sort();
     Row {
         what: format!("AIDA `POST /api/tasks`, {connections} connection(s)"),
@@ -65,6 +74,7 @@ async fn post_many(system: &System, body: &serde_json::Value, n: usize, connecti
         per_second: n as f64 / took.as_secs_f64(),
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
+        cpu_us: cpu,
     }
 }
 
@@ -90,25 +100,30 @@ async fn main() {
     let peer = bench::celery_submissions(n);
 
     println!("\nTask intake, no workers, release binaries\n");
-    println!("| client | requests | per s | p50 ms | p99 ms | vs Celery submissions |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| client | requests | per s | p50 ms | p99 ms | CPU µs per request: gateway / orchestrator / client | vs Celery submissions |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for row in [&one, &sixteen] {
         let ratio = peer
             .as_ref()
             .map(|c| format!("{:.2}×", row.per_second / c))
             .unwrap_or_else(|_| "n/a".into());
         println!(
-            "| {} | {} | {:.0} | {:.1} | {:.1} | {ratio} |",
+            "| {} | {} | {:.0} | {:.1} | {:.1} | {:.0} / {:.0} / {:.0} | {ratio} |",
             row.what,
             row.requests,
             row.per_second,
             row.p50.as_secs_f64() * 1000.0,
-            row.p99.as_secs_f64() * 1000.0
+            row.p99.as_secs_f64() * 1000.0,
+            row.cpu_us[0],
+            row.cpu_us[1],
+            row.cpu_us[2],
         );
     }
     match &peer {
         Ok(rate) => {
-            println!("| Celery 5 + Redis `delay()`, 1 client | {n} | {rate:.0} | | | 1.00× |")
+            println!("| Celery 5 + Redis `delay()`, 1 client | {n} | {rate:.0} | | | | 1.00× |")
         }
         Err(why) => println!("\nCelery not measured: {why}"),
     }

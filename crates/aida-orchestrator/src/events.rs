@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aida_core::event::Event;
+use aida_core::proto::common::Task;
 use chrono::Utc;
 use tokio::sync::{Mutex, Notify, broadcast};
 use tokio_util::sync::CancellationToken;
@@ -74,15 +75,18 @@ impl EventLog {
 
     /// Stores new tasks, each with its `task.created` event, in one
     /// transaction (see [`Store::insert_tasks_with_events`]); returns each
-    /// task's outcome.
-    pub async fn record_tasks(&self, batch: &[(NewTask, NewEvent)]) -> Result<Vec<Result<()>>> {
+    /// task's outcome and the tasks as stored.
+    pub async fn record_tasks(
+        &self,
+        batch: &[(NewTask, NewEvent)],
+    ) -> Result<(Vec<Result<()>>, Vec<Task>)> {
         let _order = self.order.lock().await;
-        let (outcomes, stored) = self
+        let stored = self
             .store
             .insert_tasks_with_events(batch, Utc::now())
             .await?;
-        self.announce(&stored);
-        Ok(outcomes)
+        self.announce(&stored.events);
+        Ok((stored.outcomes, stored.tasks))
     }
 
     /// Subscribe before reading history, so nothing falls in between.

@@ -3,8 +3,9 @@
 //! that arrive while one transaction is being written are stored together
 //! in the next: one commit, one pass through the database's single writer,
 //! for many requests. A task that cannot be stored fails alone (each has a
-//! savepoint of its own). The stored tasks are read back together too, so
-//! a request costs a share of a few queries, not a few of its own.
+//! savepoint of its own). The stored tasks are read back together too, in
+//! the same transaction, so a request costs a share of a few queries, not a
+//! few of its own.
 
 use std::collections::HashMap;
 
@@ -63,8 +64,8 @@ async fn write(events: EventLog, mut requests: mpsc::Receiver<Pending>) {
             .drain(..)
             .map(|p| ((p.task, p.event), p.reply))
             .unzip();
-        let outcomes = match events.record_tasks(&items).await {
-            Ok(outcomes) => outcomes,
+        let (outcomes, tasks) = match events.record_tasks(&items).await {
+            Ok(stored) => stored,
             Err(e) => {
                 tracing::error!(error = ?e, tasks = items.len(), "cannot store new tasks");
                 let message = format!("{e:#}");
@@ -74,19 +75,8 @@ async fn write(events: EventLog, mut requests: mpsc::Receiver<Pending>) {
                 continue;
             }
         };
-        let stored: Vec<String> = items
-            .iter()
-            .zip(&outcomes)
-            .filter(|(_, outcome)| outcome.is_ok())
-            .map(|((task, _), _)| task.id.clone())
-            .collect();
-        let mut read: HashMap<String, Task> = match events.store().new_tasks(&stored).await {
-            Ok(tasks) => tasks.into_iter().map(|t| (t.id.clone(), t)).collect(),
-            Err(e) => {
-                tracing::warn!(error = ?e, "cannot read new tasks back together");
-                HashMap::new()
-            }
-        };
+        let mut read: HashMap<String, Task> =
+            tasks.into_iter().map(|t| (t.id.clone(), t)).collect();
         for ((reply, outcome), (task, _)) in replies.into_iter().zip(outcomes).zip(&items) {
             let _ = reply.send(outcome.map(|()| read.remove(&task.id)));
         }

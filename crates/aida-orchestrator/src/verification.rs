@@ -13,11 +13,13 @@
 //! tries again.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use aida_core::event::{Channel, kind};
 use aida_core::proto::aggregator::MergeResponse;
 use aida_core::proto::common::{RunResult, Task, TaskStatus, VerifySpec};
+use lru::LruCache;
 use serde_json::json;
 
 use crate::engine::Engine;
@@ -364,10 +366,31 @@ pub(crate) fn verdict(task: &Task) -> (TaskStatus, Option<String>) {
     (TaskStatus::Conflicted, Some(reason))
 }
 
+/// What `.aida/config.toml` says at the commits of recent tasks. A commit
+/// never changes, so neither does its file: most tasks start from a commit
+/// an earlier one read.
+static REPO_SPECS: LazyLock<Mutex<LruCache<String, Option<VerifySpec>>>> =
+    LazyLock::new(|| Mutex::new(LruCache::new(NonZeroUsize::new(1024).expect("not zero"))));
+
 /// The `[verify]` section of the repository's `.aida/config.toml` at
 /// `commit`, when it has one: the check of a task that gives none.
-/// Blocking (git2).
+/// Blocking (git2) the first time a commit is asked for.
 pub fn repo_spec(repo: &str, commit: &str) -> Result<Option<VerifySpec>> {
+    if let Some(spec) = REPO_SPECS
+        .lock()
+        .ok()
+        .and_then(|mut specs| specs.get(commit).cloned())
+    {
+        return Ok(spec);
+    }
+    let spec = read_repo_spec(repo, commit)?;
+    if let Ok(mut specs) = REPO_SPECS.lock() {
+        specs.put(commit.to_owned(), spec.clone());
+    }
+    Ok(spec)
+}
+
+fn read_repo_spec(repo: &str, commit: &str) -> Result<Option<VerifySpec>> {
     #[derive(serde::Deserialize)]
     struct File {
         verify: Option<Section>,

@@ -23,7 +23,9 @@ use aida_core::time::to_proto;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 
 use crate::error::Result;
@@ -319,6 +321,17 @@ pub struct WorkerRow {
 /// SQLite's limit on variables per statement.
 const EVENTS_PER_STATEMENT: usize = 256;
 
+/// What one group commit stored (see [`Store::insert_tasks_with_events`]).
+#[derive(Debug)]
+pub struct StoredBatch {
+    /// Each task's outcome, in the batch's order.
+    pub outcomes: Vec<Result<()>>,
+    /// The tasks stored, as stored.
+    pub tasks: Vec<Task>,
+    /// Their `task.created` events, as stored.
+    pub events: Vec<Event>,
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
@@ -373,36 +386,72 @@ impl Store {
     }
 
     /// Stores new tasks with their events in one transaction (a group
-    /// commit): each task in a savepoint of its own, so one that cannot be
-    /// stored (a repeated idempotency key) fails alone. Returns each
-    /// task's outcome and the stored events of those that were stored.
+    /// commit): a task that cannot be stored (a repeated idempotency key, a
+    /// webhook delivery seen before) fails alone. Returns each task's
+    /// outcome, the stored tasks read back in the same transaction, and
+    /// their stored events.
+    ///
+    /// Only a task that can be refused on its own gets a savepoint (two
+    /// more statements each). Should another fail, which nothing but a
+    /// broken database makes happen, the whole transaction is rolled back
+    /// and the batch stored again with a savepoint for every task, so a
+    /// failure is still its task's alone and nothing is half-stored.
     pub async fn insert_tasks_with_events(
         &self,
         batch: &[(NewTask, NewEvent)],
         now: DateTime<Utc>,
-    ) -> Result<(Vec<Result<()>>, Vec<Event>)> {
+    ) -> Result<StoredBatch> {
+        match self.insert_batch(batch, now, false).await {
+            Ok(stored) => Ok(stored),
+            Err(e) => {
+                tracing::warn!(error = ?e, tasks = batch.len(), "a group commit failed; storing its tasks one savepoint each");
+                self.insert_batch(batch, now, true).await
+            }
+        }
+    }
+
+    async fn insert_batch(
+        &self,
+        batch: &[(NewTask, NewEvent)],
+        now: DateTime<Utc>,
+        savepoint_every_task: bool,
+    ) -> Result<StoredBatch> {
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut events = Vec::with_capacity(batch.len());
         let mut traces = Vec::with_capacity(batch.len());
+        let mut ids = Vec::with_capacity(batch.len());
         for (task, event) in batch {
-            let mut savepoint = sqlx::Acquire::begin(&mut tx).await?;
-            match insert_task_in(&mut savepoint, task, now).await {
-                Ok(()) => {
-                    savepoint.commit().await?;
-                    events.push(event.clone());
-                    traces.push(task.traceparent.clone());
-                    outcomes.push(Ok(()));
-                }
-                Err(e) => {
+            let may_be_refused =
+                !task.idempotency_key.is_empty() || !task.webhook_delivery.is_empty();
+            if savepoint_every_task || may_be_refused {
+                let mut savepoint = sqlx::Acquire::begin(&mut tx).await?;
+                if let Err(e) = insert_task_in(&mut savepoint, task, now).await {
                     savepoint.rollback().await?;
                     outcomes.push(Err(e));
+                    continue;
                 }
+                savepoint.commit().await?;
+            } else {
+                // An error here rolls the whole transaction back (the caller
+                // tries again with savepoints).
+                insert_task_in(&mut tx, task, now).await?;
             }
+            events.push(event.clone());
+            traces.push(task.traceparent.clone());
+            ids.push(task.id.clone());
+            outcomes.push(Ok(()));
         }
-        let stored = insert_events_in(&mut tx, &events, &traces, now).await?;
+        let events = insert_events_in(&mut tx, &events, &traces, now).await?;
+        // Read back on this connection, before the commit: its cache holds
+        // what it just wrote, and no other connection is taken.
+        let tasks = new_tasks_in(&mut tx, &ids).await?;
         tx.commit().await?;
-        Ok((outcomes, stored))
+        Ok(StoredBatch {
+            outcomes,
+            tasks,
+            events,
+        })
     }
 
     /// Stores a planner's subtasks and moves the task from `planning` to
@@ -477,36 +526,8 @@ impl Store {
     /// attempt or had context written (true of a task just created). Tasks
     /// not found are left out.
     pub async fn new_tasks(&self, ids: &[String]) -> Result<Vec<Task>> {
-        let ids_json = serde_json::to_string(ids).context("encoding task ids")?;
-        let rows = sqlx::query("SELECT * FROM tasks WHERE id IN (SELECT value FROM json_each($1))")
-            .bind(&ids_json)
-            .fetch_all(&self.pool)
-            .await?;
-        let subtask_rows = sqlx::query(
-            "SELECT * FROM subtasks WHERE task_id IN (SELECT value FROM json_each($1))
-             ORDER BY task_id, position",
-        )
-        .bind(&ids_json)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut by_task: HashMap<String, Vec<sqlx::sqlite::SqliteRow>> = HashMap::new();
-        for row in subtask_rows {
-            by_task
-                .entry(row.try_get("task_id")?)
-                .or_default()
-                .push(row);
-        }
-        let mut by_id: HashMap<String, sqlx::sqlite::SqliteRow> = HashMap::new();
-        for row in rows {
-            by_id.insert(row.try_get("id")?, row);
-        }
-        ids.iter()
-            .filter_map(|id| by_id.get(id))
-            .map(|row| {
-                let id: String = row.try_get("id")?;
-                assemble_task(row, by_task.get(&id).map_or(&[][..], Vec::as_slice))
-            })
-            .collect()
+        let mut conn = self.pool.acquire().await?;
+        new_tasks_in(&mut conn, ids).await
     }
 
     /// Newest first.
@@ -1432,6 +1453,41 @@ async fn insert_events_in(
 }
 
 /// Inserts a new task and its subtasks in `tx`.
+/// Tasks by id, in the order of `ids` (missing ones left out), with all
+/// their subtasks: two queries however many tasks.
+async fn new_tasks_in(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<Task>> {
+    let ids_json = serde_json::to_string(ids).context("encoding task ids")?;
+    let rows = sqlx::query("SELECT * FROM tasks WHERE id IN (SELECT value FROM json_each($1))")
+        .bind(&ids_json)
+        .fetch_all(&mut *conn)
+        .await?;
+    let subtask_rows = sqlx::query(
+        "SELECT * FROM subtasks WHERE task_id IN (SELECT value FROM json_each($1))
+         ORDER BY task_id, position",
+    )
+    .bind(&ids_json)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut by_task: HashMap<String, Vec<sqlx::sqlite::SqliteRow>> = HashMap::new();
+    for row in subtask_rows {
+        by_task
+            .entry(row.try_get("task_id")?)
+            .or_default()
+            .push(row);
+    }
+    let mut by_id: HashMap<String, sqlx::sqlite::SqliteRow> = HashMap::new();
+    for row in rows {
+        by_id.insert(row.try_get("id")?, row);
+    }
+    ids.iter()
+        .filter_map(|id| by_id.get(id))
+        .map(|row| {
+            let id: String = row.try_get("id")?;
+            assemble_task(row, by_task.get(&id).map_or(&[][..], Vec::as_slice))
+        })
+        .collect()
+}
+
 async fn insert_task_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
     task: &NewTask,
@@ -1891,6 +1947,79 @@ mod tests {
         assert_eq!(read[0].subtasks.len(), 2);
         assert_eq!(read[0].candidates.len(), 2);
         assert!(read[0].planner.is_some() && read[0].verifier.is_some());
+    }
+
+    /// A group commit where one task fails for a reason nobody expects (here
+    /// two subtasks with one name, which planning never lets through): the
+    /// others are stored with their events, the failing one fails alone,
+    /// and nothing of it is left half-stored.
+    #[tokio::test]
+    async fn a_task_failing_in_a_group_commit_fails_alone_and_leaves_nothing() {
+        let (_dir, store) = store_with_task().await;
+        let task = |id: &str, subtasks: &[&str], key: &str| {
+            let new = NewTask {
+                id: id.into(),
+                repo: "/r".into(),
+                base: "main".into(),
+                base_commit: "abc".into(),
+                subtasks: subtasks
+                    .iter()
+                    .map(|name| NewSubtask {
+                        name: (*name).into(),
+                        prompt: "p".into(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                idempotency_key: key.into(),
+                approve: "auto".into(),
+                max_attempts: 1,
+                ..Default::default()
+            };
+            let event = NewEvent {
+                channel: Channel::Task,
+                kind: aida_core::event::kind::TASK_CREATED,
+                task_id: Some(id.into()),
+                subtask: None,
+                worker_id: None,
+                data: serde_json::json!({}),
+            };
+            (new, event)
+        };
+        let batch = [
+            task("a", &["x"], ""),
+            task("broken", &["x", "x"], ""),
+            task("b", &["y"], "key-1"),
+            task("again", &["z"], "key-1"),
+            task("c", &["z"], ""),
+        ];
+        let stored = store
+            .insert_tasks_with_events(&batch, Utc::now())
+            .await
+            .unwrap();
+        let ok: Vec<bool> = stored.outcomes.iter().map(Result::is_ok).collect();
+        assert_eq!(ok, [true, false, true, false, true]);
+        let ids: Vec<&str> = stored.tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        let evented: Vec<Option<&str>> =
+            stored.events.iter().map(|e| e.task_id.as_deref()).collect();
+        assert_eq!(evented, [Some("a"), Some("b"), Some("c")]);
+        for id in ["a", "b", "c"] {
+            assert_eq!(
+                store.get_task(id).await.unwrap().as_ref(),
+                stored.tasks.iter().find(|t| t.id == id),
+                "{id} as stored is what the batch answered"
+            );
+        }
+        for id in ["broken", "again"] {
+            assert!(store.get_task(id).await.unwrap().is_none(), "{id} left nothing");
+            let subtasks: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM subtasks WHERE task_id = $1")
+                    .bind(id)
+                    .fetch_one(&store.pool)
+                    .await
+                    .unwrap();
+            assert_eq!(subtasks, 0, "{id} left no subtasks");
+        }
     }
 
     fn succeeded() -> SubtaskOutcome {
