@@ -5,7 +5,7 @@
 //! a ratio. No workers: intake alone is measured.
 //!
 //! `cargo bench -p aida-tests --bench intake [-- N]` (N: 3000 requests per
-//! row; CELERY_BENCH to point at the peer's `bench.sh`)
+//! row; AIDA_PEERS for another directory of peer scripts than `../shared/bench`)
 
 use std::time::{Duration, Instant};
 

@@ -207,6 +207,10 @@ fn run_peer(script: &std::path::Path, args: &[String]) -> Result<String, String>
     let out = std::process::Command::new("bash")
         .arg(script)
         .args(args)
+        // Celery reads these itself: set, they turn on its own benchmark
+        // mode, whose callbacks break its worker (tasks never complete).
+        .env_remove("CELERY_BENCH")
+        .env_remove("C_BENCH")
         .output()
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -222,10 +226,9 @@ fn run_peer(script: &std::path::Path, args: &[String]) -> Result<String, String>
 }
 
 /// Celery's submissions per second from one client for `n` tasks
-/// (`celery/bench.sh`, or `CELERY_BENCH`), or why there is none.
+/// (`celery/bench.sh`), or why there is none.
 pub fn celery_submissions(n: usize) -> Result<f64, String> {
-    let script =
-        std::env::var_os("CELERY_BENCH").map_or_else(|| peer_script("celery/bench.sh"), Into::into);
+    let script = peer_script("celery/bench.sh");
     let text = run_peer(&script, &[n.to_string()])?;
     // "celery: submitted N in Xs (R/s), all done in ..."
     text.lines()
