@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use aida_orchestrator::store::queue::QueueWalk;
 use aida_orchestrator::store::{AgentJson, NewSubtask, NewTask, Store};
+use aida_tests::bench::{self, Goal, Row};
 
 const SUBTASKS: usize = 4;
 /// Idle workers a pass fills: tasks taken from the head.
@@ -45,10 +46,15 @@ async fn main() -> anyhow::Result<()> {
         println!("| {tasks} | {walk:?} | {scan:?} |");
         walks.push(walk);
     }
-    println!(
-        "\nwalk at 10,000 queued / walk at 10 queued: {:.2}×",
-        walks[1].as_secs_f64() / walks[0].as_secs_f64()
-    );
+    let ratio = walks[1].as_secs_f64() / walks[0].as_secs_f64();
+    println!("\nwalk at 10,000 queued / walk at 10 queued: {ratio:.2}×");
+    bench::report(&[Row::ratio(
+        "dispatch pass, 10,000 queued vs 10 queued",
+        format!("{:.2} ms", walks[1].as_secs_f64() * 1e3),
+        format!("{:.2} ms", walks[0].as_secs_f64() * 1e3),
+        ratio,
+        Goal::None,
+    )]);
     Ok(())
 }
 

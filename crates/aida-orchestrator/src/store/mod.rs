@@ -2011,7 +2011,10 @@ mod tests {
             );
         }
         for id in ["broken", "again"] {
-            assert!(store.get_task(id).await.unwrap().is_none(), "{id} left nothing");
+            assert!(
+                store.get_task(id).await.unwrap().is_none(),
+                "{id} left nothing"
+            );
             let subtasks: i64 =
                 sqlx::query_scalar("SELECT COUNT(*) FROM subtasks WHERE task_id = $1")
                     .bind(id)
