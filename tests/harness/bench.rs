@@ -243,7 +243,10 @@ pub fn celery_submissions(n: usize) -> Result<f64, String> {
 /// `parallel` at a time (`git-floor.sh`), or why there is none.
 pub fn git_floor(n: usize, parallel: usize) -> Result<f64, String> {
     let script = peer_script("git-floor.sh");
-    let text = run_peer(&script, &[n.to_string(), parallel.to_string()])?;
+    let args = [n.to_string(), parallel.to_string()];
+    // `git worktree` races with itself now and then (the script retries
+    // only its `add`); a careful user runs it again.
+    let text = run_peer(&script, &args).or_else(|_| run_peer(&script, &args))?;
     // "git floor: N subtasks, P in parallel: S s"
     text.lines()
         .find_map(|l| {
