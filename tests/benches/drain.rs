@@ -89,6 +89,15 @@ async fn drain(queued: usize) -> (usize, f64) {
     // Read straight off the event stream, with a patience of our own (the
     // harness's readers give up after 90 s; a slow drain may take longer).
     let mut events = system.open_sse(&format!("/api/events?after={after}")).await;
+    let services = [
+        "orchestrator",
+        "worker-1",
+        "worker-2",
+        "aggregator",
+        "gateway",
+    ];
+    let pids = services.map(|s| system.pid(s).unwrap_or_else(|| panic!("no {s}")));
+    let cpu_before = pids.map(bench::cpu_seconds);
     let start = Instant::now();
     for w in ["worker-1", "worker-2"] {
         let (status, body) = system
@@ -116,5 +125,37 @@ async fn drain(queued: usize) -> (usize, f64) {
         }
     }
     let took = start.elapsed().as_secs_f64();
+    let cpu: Vec<String> = services
+        .iter()
+        .zip(pids)
+        .zip(cpu_before)
+        .map(|((service, pid), before)| {
+            let ms = (bench::cpu_seconds(pid) - before) * 1000.0 / timed as f64;
+            format!("{service} {ms:.1}")
+        })
+        .collect();
+    println!("CPU ms per task, {queued} queued: {}", cpu.join(", "));
+    // How long merges waited for the repository's lock (all these tasks
+    // merge into one repository).
+    let metrics = reqwest::get(format!("{}/metrics", system.orchestrator_ops_url))
+        .await
+        .expect("the orchestrator's /metrics")
+        .text()
+        .await
+        .expect("its body");
+    let series = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let (sum, count) = (
+        series("aida_lock_wait_duration_seconds_sum"),
+        series("aida_lock_wait_duration_seconds_count"),
+    );
+    println!(
+        "lock wait, {queued} queued: {:.1} ms on average over {count} locks taken",
+        sum * 1000.0 / count.max(1.0)
+    );
     (timed, timed as f64 / took)
 }

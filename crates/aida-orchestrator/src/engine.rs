@@ -83,6 +83,9 @@ pub struct Engine {
     pub(crate) wake: Notify,
     /// One dispatch pass at a time, so a subtask is never handed out twice.
     pub(crate) dispatch_lock: Mutex<()>,
+    /// Wakes the waiters for a lock (see [`Engine::lock`]) when this
+    /// orchestrator releases one.
+    pub(crate) lock_released: Notify,
     /// Ready subtasks no connected worker can run, and since when.
     pub(crate) unrunnable: Mutex<HashMap<(String, String), std::time::Instant>>,
     pub(crate) aggregator: AggregatorClient<AuthChannel>,
@@ -141,6 +144,7 @@ impl Engine {
             next_connection: AtomicU64::new(1),
             wake: Notify::new(),
             dispatch_lock: Mutex::new(()),
+            lock_released: Notify::new(),
             unrunnable: Mutex::new(HashMap::new()),
             aggregator,
             monitor: crate::monitor::Monitor::new(settings.monitor.clone()),

@@ -604,7 +604,10 @@ impl Engine {
         Ok(())
     }
 
-    /// Waits until `owner` holds `resource` (for `ttl`).
+    /// Waits until `owner` holds `resource` (for `ttl`). A holder in this
+    /// process wakes the waiters as it lets go ([`Engine::unlock`]); one
+    /// in another orchestrator, or one whose lease ran out, is seen at the
+    /// next try, every `LOCK_RETRY`.
     pub(crate) async fn lock(
         &self,
         resource: &str,
@@ -614,6 +617,11 @@ impl Engine {
         let mut waited = false;
         let asked = std::time::Instant::now();
         loop {
+            // Registered before the try, so a release between the try and
+            // the wait still wakes this waiter.
+            let released = self.lock_released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
             let now = Utc::now();
             let until = now + chrono::Duration::from_std(ttl).unwrap_or_default();
             if self.store.acquire_lock(resource, owner, now, until).await? {
@@ -628,8 +636,19 @@ impl Engine {
                 tracing::info!(resource, owner, "waiting for a lock");
                 waited = true;
             }
-            tokio::time::sleep(LOCK_RETRY).await;
+            tokio::select! {
+                () = &mut released => {}
+                () = tokio::time::sleep(LOCK_RETRY) => {}
+            }
         }
+    }
+
+    /// Lets go of `resource` held by `owner`, and wakes whoever in this
+    /// process waits for a lock.
+    pub(crate) async fn unlock(&self, resource: &str, owner: &str) -> Result<()> {
+        self.store.release_lock(resource, owner).await?;
+        self.lock_released.notify_waiters();
+        Ok(())
     }
 
     /// Fails a subtask that never started.

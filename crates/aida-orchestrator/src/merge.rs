@@ -124,7 +124,7 @@ impl Engine {
             Ok(Err(status)) => Err(format!("merge failed: {}", status.message())),
             Err(_) => Err("merge failed: the aggregator did not answer in time".to_owned()),
         };
-        self.store.release_lock(&resource, &owner).await?;
+        self.unlock(&resource, &owner).await?;
         let Ok(resp) = merged else {
             return Ok(merged);
         };

@@ -56,7 +56,7 @@ impl Engine {
         let finished = self
             .finish_success_locked(worker_id, task_id, subtask, attempt, outcome)
             .await;
-        self.store.release_lock(&resource, &owner).await?;
+        self.unlock(&resource, &owner).await?;
         finished
     }
 
