@@ -16,7 +16,6 @@ fn main() {
     let rows: Vec<Row> = text
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
-        .filter_map(|value| Row::from_json(&value))
         .collect();
 
     println!(
@@ -33,11 +32,11 @@ fn main() {
             None => "",
         };
         println!(
-            "| {} | {} | {} | {} | {} | {verdict} |",
+            "| {} | {} | {} | {:.2}× | {} | {verdict} |",
             row.figure,
             row.aida,
             row.against,
-            row.ratio.map_or_else(String::new, |r| format!("{r:.2}×")),
+            row.ratio,
             row.target()
         );
     }

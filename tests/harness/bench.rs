@@ -10,13 +10,13 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 /// The file `make bench` collects rows in.
 pub const SUMMARY_ENV: &str = "AIDA_BENCH_SUMMARY";
 
 /// Which way a ratio has to go to meet its target.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub enum Goal {
     /// The ratio must be at most this.
     AtMost(f64),
@@ -29,12 +29,12 @@ pub enum Goal {
 /// One row of the table: a figure of AIDA's, what it is held against,
 /// their ratio, and the target the ratio must meet. A figure with an
 /// absolute bound (memory under 200 MB) is held against the bound.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
     pub figure: String,
     pub aida: String,
     pub against: String,
-    pub ratio: Option<f64>,
+    pub ratio: f64,
     pub goal: Goal,
 }
 
@@ -51,67 +51,28 @@ impl Row {
             figure: figure.into(),
             aida: aida.into(),
             against: against.into(),
-            ratio: Some(ratio),
+            ratio,
             goal,
         }
     }
 
     /// Whether the row meets its target (`None` when it has none).
     pub fn met(&self) -> Option<bool> {
-        let ratio = self.ratio?;
         match self.goal {
-            Goal::AtMost(bound) => Some(ratio <= bound),
-            Goal::AtLeast(bound) => Some(ratio >= bound),
+            Goal::AtMost(bound) => Some(self.ratio <= bound),
+            Goal::AtLeast(bound) => Some(self.ratio >= bound),
             Goal::None => None,
         }
-    }
-
-    fn to_json(&self) -> Value {
-        let (op, bound) = match self.goal {
-            Goal::AtMost(b) => ("<=", Some(b)),
-            Goal::AtLeast(b) => (">=", Some(b)),
-            Goal::None => ("", None),
-        };
-        json!({
-            "figure": self.figure,
-            "aida": self.aida,
-            "against": self.against,
-            "ratio": self.ratio,
-            "goal": op,
-            "bound": bound,
-        })
-    }
-
-    /// The row back from its JSON line.
-    pub fn from_json(value: &Value) -> Option<Self> {
-        let bound = value["bound"].as_f64();
-        let goal = match (value["goal"].as_str()?, bound) {
-            ("<=", Some(b)) => Goal::AtMost(b),
-            (">=", Some(b)) => Goal::AtLeast(b),
-            _ => Goal::None,
-        };
-        Some(Row {
-            figure: value["figure"].as_str()?.to_owned(),
-            aida: value["aida"].as_str()?.to_owned(),
-            against: value["against"].as_str()?.to_owned(),
-            ratio: value["ratio"].as_f64(),
-            goal,
-        })
     }
 
     /// The target as the table shows it.
     pub fn target(&self) -> String {
         match self.goal {
-            Goal::AtMost(b) => format!("≤ {}", trim(b)),
-            Goal::AtLeast(b) => format!("≥ {}", trim(b)),
+            Goal::AtMost(b) => format!("≤ {b}"),
+            Goal::AtLeast(b) => format!("≥ {b}"),
             Goal::None => String::new(),
         }
     }
-}
-
-fn trim(v: f64) -> String {
-    let text = format!("{v:.2}");
-    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 /// Hands `rows` to `make bench`'s table (when it collects them) and prints
@@ -120,11 +81,11 @@ pub fn report(rows: &[Row]) {
     println!();
     for row in rows {
         println!(
-            "summary: {} — {} against {}: {} (target {})",
+            "summary: {} — {} against {}: {:.2} (target {})",
             row.figure,
             row.aida,
             row.against,
-            row.ratio.map_or_else(String::new, |r| format!("{r:.2}")),
+            row.ratio,
             row.target()
         );
     }
@@ -137,7 +98,8 @@ pub fn report(rows: &[Row]) {
         .open(&path)
         .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
     for row in rows {
-        writeln!(file, "{}", row.to_json()).expect("writing the bench summary");
+        let line = serde_json::to_string(row).expect("a row as JSON");
+        writeln!(file, "{line}").expect("writing the bench summary");
     }
 }
 

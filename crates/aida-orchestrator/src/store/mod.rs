@@ -521,15 +521,6 @@ impl Store {
         Ok(Some(task))
     }
 
-    /// Tasks just stored, read in two queries however many there are: what
-    /// [`Store::get_task`] answers for each, as long as none has run an
-    /// attempt or had context written (true of a task just created). Tasks
-    /// not found are left out.
-    pub async fn new_tasks(&self, ids: &[String]) -> Result<Vec<Task>> {
-        let mut conn = self.pool.acquire().await?;
-        new_tasks_in(&mut conn, ids).await
-    }
-
     /// Newest first.
     pub async fn list_tasks(&self, limit: u32) -> Result<Vec<Task>> {
         let ids: Vec<String> =
@@ -1453,8 +1444,10 @@ async fn insert_events_in(
 }
 
 /// Inserts a new task and its subtasks in `tx`.
-/// Tasks by id, in the order of `ids` (missing ones left out), with all
-/// their subtasks: two queries however many tasks.
+/// Tasks just stored, in the order of `ids`, read in two queries however
+/// many there are: what [`Store::get_task`] answers for each, as long as
+/// none has run an attempt or had context written (true of a task just
+/// created). Tasks not found are left out.
 async fn new_tasks_in(conn: &mut SqliteConnection, ids: &[String]) -> Result<Vec<Task>> {
     let ids_json = serde_json::to_string(ids).context("encoding task ids")?;
     let rows = sqlx::query("SELECT * FROM tasks WHERE id IN (SELECT value FROM json_each($1))")
@@ -1938,7 +1931,9 @@ mod tests {
         };
         store.insert_task(&rich, Utc::now()).await.unwrap();
         let ids = ["t2".to_owned(), "missing".to_owned(), "t1".to_owned()];
-        let read = store.new_tasks(&ids).await.unwrap();
+        let mut conn = store.pool.acquire().await.unwrap();
+        let read = new_tasks_in(&mut conn, &ids).await.unwrap();
+        drop(conn);
         let one_by_one = vec![
             store.get_task("t2").await.unwrap().unwrap(),
             store.get_task("t1").await.unwrap().unwrap(),
