@@ -45,7 +45,11 @@ async fn the_dashboard_creates_follows_diffs_and_cancels_tasks_and_a_viewer_only
         .await
         .unwrap();
     assert_eq!(rows.len(), 3);
-    for (row, (name, after)) in rows.iter().zip([("a", ""), ("b", ""), ("c", "a")]) {
+    // c works in one directory only: its worktree is a sparse checkout.
+    for (row, (name, after, paths)) in
+        rows.iter()
+            .zip([("a", "", ""), ("b", "", ""), ("c", "a", "docs, ")])
+    {
         row.find(Locator::Css("[name=subtask-name]"))
             .await
             .unwrap()
@@ -63,6 +67,14 @@ async fn the_dashboard_creates_follows_diffs_and_cancels_tasks_and_a_viewer_only
                 .await
                 .unwrap()
                 .send_keys(after)
+                .await
+                .unwrap();
+        }
+        if !paths.is_empty() {
+            row.find(Locator::Css("[name=subtask-paths]"))
+                .await
+                .unwrap()
+                .send_keys(paths)
                 .await
                 .unwrap();
         }
@@ -93,7 +105,17 @@ async fn the_dashboard_creates_follows_diffs_and_cancels_tasks_and_a_viewer_only
     let task = system.get(&format!("/api/tasks/{task_id}")).await.unwrap();
     assert_eq!(task["status"], "succeeded");
     assert_eq!(task["subtasks"][2]["depends_on"], json!(["a"]));
+    assert_eq!(task["subtasks"][2]["paths"], json!(["docs"]));
+    assert_eq!(
+        repo.show(task["result_branch"].as_str().unwrap(), "c.txt")
+            .as_deref(),
+        Some("added by c\n")
+    );
     browser.shot("task").await;
+    browser.click("#graph [data-subtask=c]").await;
+    browser.text("#subtask h2", "c").await;
+    browser.text("#subtask dl", "Paths").await;
+    browser.text("#subtask dl", "docs").await;
 
     // b's diff shows its added line.
     browser.click("#graph [data-subtask=b]").await;

@@ -1,7 +1,8 @@
 //! Each worktree set up before its agent runs: the repository's
 //! `.aida/config.toml` (a set-up command, environment, ports), the task's
-//! own `setup` over it, ports no two concurrent runs share, and a set-up
-//! that fails the attempt with its output.
+//! own `setup` over it, ports no two concurrent runs share, a set-up that
+//! fails the attempt with its output, and a sparse worktree for a subtask
+//! that declares its directories.
 
 use aida_tests::system::sh_agent;
 use aida_tests::{GitRepo, Options, System, subtask};
@@ -159,4 +160,90 @@ async fn a_failing_setup_fails_the_attempt_with_its_output_and_the_agent_never_r
     assert_eq!(status, 400, "{answer}");
     let message: &Value = &answer["error"]["message"];
     assert!(message.as_str().unwrap().contains("AIDA_TOKEN"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subtask_with_paths_sees_only_them_and_its_result_keeps_every_other_file() {
+    let system = System::start_with(Options::workers(2)).await;
+    let repo = GitRepo::with_files(&[
+        ("README.md", "demo\n"),
+        ("api/server.rs", "fn serve() {}\n"),
+        ("api/v1/routes.rs", "fn routes() {}\n"),
+        ("web/index.html", "<html></html>\n"),
+        ("docs/guide.md", "# guide\n"),
+    ]);
+    // Each agent lists what its worktree holds, then changes a file of its
+    // own directory.
+    let list = "find . -path ./.git -prune -o -type f -print | sort";
+    let task_id = system
+        .create_task(&json!({
+            "repo": repo.path_str(),
+            "description": "two areas",
+            "subtasks": [
+                {"name": "api", "prompt": "p", "paths": ["api/"], "agent": sh_agent(&format!(
+                    "{list} > /tmp/aida-sparse-$$; mv /tmp/aida-sparse-$$ api/seen.txt; echo 'fn serve() {{ 1 }}' > api/server.rs"))},
+                {"name": "web", "prompt": "p", "paths": ["web"], "agent": sh_agent(&format!(
+                    "{list} > /tmp/aida-sparse-$$; mv /tmp/aida-sparse-$$ web/seen.txt; rm web/index.html"))}
+            ]
+        }))
+        .await;
+    let task = system.wait_finished(&task_id).await;
+    assert_eq!(task["status"], "succeeded", "{task:#}");
+    assert_eq!(subtask(&task, "api")["paths"], json!(["api"]));
+    assert_eq!(subtask(&task, "web")["paths"], json!(["web"]));
+
+    let result = task["result_branch"].as_str().unwrap();
+    assert_eq!(
+        repo.show(result, "api/seen.txt").as_deref(),
+        Some("./README.md\n./api/server.rs\n./api/v1/routes.rs\n")
+    );
+    assert_eq!(
+        repo.show(result, "web/seen.txt").as_deref(),
+        Some("./README.md\n./web/index.html\n")
+    );
+    // Each one's change, and nothing else lost: the files neither worktree
+    // held are in the result as they were.
+    assert_eq!(
+        repo.show(result, "api/server.rs").as_deref(),
+        Some("fn serve() { 1 }\n")
+    );
+    assert_eq!(repo.show(result, "web/index.html"), None);
+    assert_eq!(
+        repo.show(result, "docs/guide.md").as_deref(),
+        Some("# guide\n")
+    );
+    assert_eq!(
+        repo.show(result, "api/v1/routes.rs").as_deref(),
+        Some("fn routes() {}\n")
+    );
+    assert!(
+        repo.worktrees_in_use().is_empty(),
+        "{:?}",
+        repo.worktrees_in_use()
+    );
+
+    // Paths are checked when the task is created.
+    for (paths, why) in [
+        (json!(["../etc"]), "\"..\""),
+        (json!(["src/**"]), "pattern"),
+        (json!([""]), "empty"),
+    ] {
+        let (status, answer) = system
+            .post(
+                "/api/tasks",
+                &json!({
+                    "repo": repo.path_str(),
+                    "description": "d",
+                    "agent": sh_agent("true"),
+                    "subtasks": [{"name": "x", "prompt": "p", "paths": paths}]
+                }),
+            )
+            .await;
+        assert_eq!(status, 400, "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("paths") && message.contains(why),
+            "{answer}"
+        );
+    }
 }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod ops;
 pub mod secret;
 pub mod shutdown;
+pub mod sparse;
 pub mod status;
 pub mod telemetry;
 pub mod time;

@@ -78,6 +78,7 @@ pub fn build(parent: &NewSubtask, agents: Vec<AgentJson>, id: &TaskId) -> Result
                 agent,
                 fallback: None,
                 candidate_of: parent.name.clone(),
+                paths: parent.paths.clone(),
             })
         })
         .collect()

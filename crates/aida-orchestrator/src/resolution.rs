@@ -125,6 +125,8 @@ pub(crate) fn resolver_run(
             theirs,
             files: r.files,
         }),
+        // The resolver works across the conflicting files, wherever they are.
+        paths: Vec::new(),
     }
 }
 

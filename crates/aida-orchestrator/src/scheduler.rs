@@ -784,6 +784,12 @@ fn subtask_run(
         setup: task.setup.clone(),
         verify: task.verify.clone(),
         resolve: None,
+        // A read-only run sees the whole commit it reads.
+        paths: if read_only {
+            Vec::new()
+        } else {
+            st.paths.clone()
+        },
     }
 }
 

@@ -7,7 +7,10 @@
 //!   `release` removes it;
 //! - the pool (the default): the worker's worktree of the repository is
 //!   reset to each run's start commit, which differs from the previous
-//!   run's in a few files, as consecutive subtasks' do.
+//!   run's in a few files, as consecutive subtasks' do;
+//! - a sparse worktree, for a subtask that declares its directories (here
+//!   2 of the 500): added with only those, then the agent's one new file
+//!   committed (the commit keeps the other 49,800 files) and removed.
 //!
 //! Each figure is the median of ROUNDS runs.
 //!
@@ -160,7 +163,8 @@ fn main() {
         let r = run(k, 1);
         let branch = format!("aida/{}/{}", r.task_id, r.subtask);
         let t = Instant::now();
-        let wt = worktree::prepare(&r, &branch, &root, "bench", false).unwrap();
+        let wt =
+            worktree::prepare(&r, &branch, &root, "bench", false, &Default::default()).unwrap();
         prepare.push(t.elapsed());
         let t = Instant::now();
         worktree::release(&wt).unwrap();
@@ -173,7 +177,7 @@ fn main() {
     let r = run(rounds, 1);
     let branch = format!("aida/{}/{}", r.task_id, r.subtask);
     let t = Instant::now();
-    let wt = worktree::prepare(&r, &branch, &root, "bench", true).unwrap();
+    let wt = worktree::prepare(&r, &branch, &root, "bench", true, &Default::default()).unwrap();
     let pool_first = t.elapsed();
     assert!(!wt.reused);
     worktree::release(&wt).unwrap();
@@ -182,7 +186,7 @@ fn main() {
         let r = run(k, 1);
         let branch = format!("aida/{}/{}", r.task_id, r.subtask);
         let t = Instant::now();
-        let wt = worktree::prepare(&r, &branch, &root, "bench", true).unwrap();
+        let wt = worktree::prepare(&r, &branch, &root, "bench", true, &Default::default()).unwrap();
         reset.push(t.elapsed());
         assert!(wt.reused);
         // The run's agent leaves some work behind.
@@ -193,6 +197,31 @@ fn main() {
     }
     let pool_reset = median(reset);
     let pool_release = median(handback);
+
+    // A sparse worktree of two directories.
+    let paths = aida_core::sparse::SparsePaths::parse(&["src/m000", "src/m001"]).unwrap();
+    let (mut sparse_add, mut sparse_commit, mut sparse_remove) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..rounds {
+        let r = run(k, 2);
+        let branch = format!("aida/{}/{}", r.task_id, r.subtask);
+        let t = Instant::now();
+        let wt = worktree::prepare(&r, &branch, &root, "bench", true, &paths).unwrap();
+        sparse_add.push(t.elapsed());
+        assert!(wt.sparse);
+        std::fs::write(wt.path.join("src/m000/agent-output.rs"), "work\n").unwrap();
+        let t = Instant::now();
+        let committed =
+            worktree::commit_changes(&wt, &r.subtask, "p", "bench", &Default::default()).unwrap();
+        sparse_commit.push(t.elapsed());
+        assert!(committed.created);
+        let t = Instant::now();
+        worktree::release(&wt).unwrap();
+        sparse_remove.push(t.elapsed());
+    }
+    let sparse_prepare = median(sparse_add);
+    let sparse_commit = median(sparse_commit);
+    let sparse_release = median(sparse_remove);
 
     println!();
     println!(
@@ -213,6 +242,9 @@ fn main() {
     row("pool, first run: prepare (adds)", pool_first);
     row("pool: prepare (reset to the next start)", pool_reset);
     row("pool: hand back", pool_release);
+    row("sparse, 2 of 500 directories: prepare", sparse_prepare);
+    row("sparse: commit one new file", sparse_commit);
+    row("sparse: remove", sparse_release);
     let add = format!("`git worktree add` {:.0} ms", ms(git_add));
     bench::report(&[
         Row::ratio(
@@ -225,8 +257,15 @@ fn main() {
         Row::ratio(
             format!("worktree start, {files} files, pooled worktree"),
             format!("{:.0} ms", ms(pool_reset)),
-            add,
+            add.clone(),
             pool_reset.as_secs_f64() / git_add.as_secs_f64(),
+            Goal::AtMost(1.0),
+        ),
+        Row::ratio(
+            format!("worktree start, {files} files, sparse (2 of 500 directories)"),
+            format!("{:.0} ms", ms(sparse_prepare)),
+            add.clone(),
+            sparse_prepare.as_secs_f64() / git_add.as_secs_f64(),
             Goal::AtMost(1.0),
         ),
     ]);

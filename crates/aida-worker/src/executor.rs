@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aida_core::ids::{SubtaskName, TaskId};
+use aida_core::sparse::SparsePaths;
 use aida_proto::common::{LogLine, RunResult, SubtaskRun};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -101,6 +102,8 @@ struct Validated {
     agent: Agent,
     /// The repository, canonical when roots are configured.
     repo: String,
+    /// Directories the worktree holds; empty: all of it.
+    paths: SparsePaths,
 }
 
 /// Why a `SubtaskRun` cannot be run on this worker at all: the caller's
@@ -183,6 +186,12 @@ fn validate_run(run: &SubtaskRun, ctx: &ExecContext) -> Result<Validated, String
             ));
         }
     }
+    let paths = SparsePaths::parse(&run.paths).map_err(|e| e.to_string())?;
+    if !paths.is_empty() && (run.read_only || run.resolve.is_some()) {
+        return Err(
+            "paths are for a subtask's own worktree, not a read-only or resolver run".into(),
+        );
+    }
     let repo = repo_under_roots(&run.repo, &ctx.repo_roots)?;
     let agent = match &run.agent {
         Some(spec) => Agent::from_spec(spec, &run.prompt, run.resume_session.trim(), &ctx.agents)
@@ -195,6 +204,7 @@ fn validate_run(run: &SubtaskRun, ctx: &ExecContext) -> Result<Validated, String
         branch,
         agent,
         repo,
+        paths,
     })
 }
 
@@ -331,15 +341,16 @@ async fn run_masked(
     let run = Arc::new(run);
     let preparing = std::time::Instant::now();
     let prepared = {
-        let (run, branch, root, worker_id, pool) = (
+        let (run, branch, root, worker_id, pool, paths) = (
             run.clone(),
             v.branch.clone(),
             ctx.worktree_root.clone(),
             ctx.worker_id.clone(),
             ctx.pool_worktrees,
+            v.paths.clone(),
         );
         tokio::task::spawn_blocking(move || {
-            worktree::prepare(&run, &branch, &root, &worker_id, pool)
+            worktree::prepare(&run, &branch, &root, &worker_id, pool, &paths)
                 .map_err(|e| (e.to_string(), e.is_permanent()))
         })
         .await

@@ -25,6 +25,7 @@ pub mod secrets;
 pub mod service;
 pub mod session;
 pub mod setup;
+pub mod sparse;
 pub mod state;
 pub mod verify;
 pub mod worktree;

@@ -13,6 +13,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use aida_core::sparse::{SparsePathError, SparsePaths};
 use aida_proto::common::SubtaskRun;
 use git2::{
     Commit, ErrorCode, IndexAddOption, Oid, Repository, Signature, Status, StatusOptions,
@@ -57,6 +58,10 @@ pub enum WorktreeError {
     },
     #[error("{what}: {source}")]
     Git { what: String, source: git2::Error },
+    #[error("{what}: {detail}")]
+    GitCli { what: String, detail: String },
+    #[error(transparent)]
+    InvalidPaths(#[from] SparsePathError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -85,7 +90,9 @@ impl WorktreeError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            WorktreeError::FollowUpNoBranch(_) | WorktreeError::BranchMoved { .. }
+            WorktreeError::FollowUpNoBranch(_)
+                | WorktreeError::BranchMoved { .. }
+                | WorktreeError::InvalidPaths(_)
         )
     }
 }
@@ -143,6 +150,9 @@ pub struct PreparedWorktree {
     /// Whether an earlier run's worktree was reset for this one rather
     /// than a new one added.
     pub reused: bool,
+    /// A sparse checkout of the run's declared directories (see
+    /// [`crate::sparse`]): what it left out is kept, not deleted.
+    pub sparse: bool,
 }
 
 /// The worktree's metadata name, unique per task, subtask and attempt so
@@ -153,7 +163,9 @@ pub fn worktree_name(run: &SubtaskRun) -> String {
 
 /// Computes the start commit, resets `branch` to it and adds a worktree for
 /// it under `root`; with `pool`, the worker's slot for the repository is
-/// reset instead when it has one (see [`crate::pool`]). A follow-up (`run.continue_from` set) instead checks
+/// reset instead when it has one (see [`crate::pool`]). With `paths`, the
+/// worktree is a sparse checkout of those directories instead, never
+/// pooled (see [`crate::sparse`]). A follow-up (`run.continue_from` set) instead checks
 /// that `branch` exists with its tip at `continue_from` (or on top of it:
 /// an earlier attempt's partial work, which is reset away) and adds the
 /// worktree there: no dependency merge.
@@ -163,6 +175,7 @@ pub fn prepare(
     root: &Path,
     worker_id: &str,
     pool: bool,
+    paths: &SparsePaths,
 ) -> Result<PreparedWorktree, WorktreeError> {
     let repo = Repository::open(&run.repo).map_err(|source| WorktreeError::OpenRepo {
         repo: run.repo.clone(),
@@ -236,6 +249,20 @@ pub fn prepare(
             .map_err(git(format!("pointing branch {branch} at the start commit")))?
     };
 
+    if !paths.is_empty() {
+        drop(reference);
+        crate::sparse::add_worktree(&repo, &path, branch, paths)?;
+        return Ok(PreparedWorktree {
+            repo: PathBuf::from(&run.repo),
+            name,
+            path,
+            branch: branch.to_owned(),
+            start_commit: start,
+            slot: None,
+            reused: false,
+            sparse: true,
+        });
+    }
     if pool {
         let slot = Slot::of(root, &repo);
         let taken = pool::take(&repo, &slot, &reference, start)?;
@@ -247,6 +274,7 @@ pub fn prepare(
             start_commit: start,
             reused: taken == Taken::Reset,
             slot: Some(slot),
+            sparse: false,
         });
     }
     let mut opts = WorktreeAddOptions::new();
@@ -264,6 +292,7 @@ pub fn prepare(
         start_commit: start,
         slot: None,
         reused: false,
+        sparse: false,
     })
 }
 
@@ -495,21 +524,25 @@ pub fn commit_changes(
         .map(String::as_str)
         .filter(|p| index.get_path(Path::new(p), 0).is_none())
         .collect();
-    // Positive: skip the file.
-    let mut skip = |path: &Path, _: &[u8]| -> i32 {
-        i32::from(path.to_str().is_some_and(|p| left_out.contains(p)))
-    };
-    let callback: Option<&mut git2::IndexMatchedPath<'_>> = if left_out.is_empty() {
-        None
+    if wt.sparse {
+        stage_sparse(&repo, &mut index, &left_out)?;
     } else {
-        Some(&mut skip)
-    };
-    index
-        .add_all(["*"], IndexAddOption::DEFAULT, callback)
-        .map_err(git("staging the agent's changes"))?;
-    index
-        .update_all(["*"], None)
-        .map_err(git("staging the agent's deletions"))?;
+        // Positive: skip the file.
+        let mut skip = |path: &Path, _: &[u8]| -> i32 {
+            i32::from(path.to_str().is_some_and(|p| left_out.contains(p)))
+        };
+        let callback: Option<&mut git2::IndexMatchedPath<'_>> = if left_out.is_empty() {
+            None
+        } else {
+            Some(&mut skip)
+        };
+        index
+            .add_all(["*"], IndexAddOption::DEFAULT, callback)
+            .map_err(git("staging the agent's changes"))?;
+        index
+            .update_all(["*"], None)
+            .map_err(git("staging the agent's deletions"))?;
+    }
     retry_locked(|| index.write()).map_err(git("writing the worktree index"))?;
     let tree_id = index.write_tree().map_err(git("writing the tree"))?;
 
@@ -535,6 +568,68 @@ pub fn commit_changes(
         head: oid,
         created: true,
     })
+}
+
+/// Stages a sparse worktree's changes as `add_all` and `update_all` would,
+/// but from one status pass: the files git left out of it (skip-worktree)
+/// are absent by design, not deleted, and stay as they are unless the
+/// agent wrote one back. (libgit2's `add_all` treats each of them as a
+/// deletion and looks up its attributes, which costs seconds on a big
+/// repository.)
+fn stage_sparse(
+    repo: &Repository,
+    index: &mut git2::Index,
+    left_out: &BTreeSet<&str>,
+) -> Result<(), WorktreeError> {
+    let sparse_left_out: BTreeSet<String> = index
+        .iter()
+        .filter(|e| {
+            git2::IndexEntryExtendedFlag::from_bits_truncate(e.flags_extended).is_skip_worktree()
+        })
+        .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+        .collect();
+    let mut opts = StatusOptions::new();
+    opts.show(git2::StatusShow::Workdir)
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false)
+        .exclude_submodules(true);
+    let statuses = repo
+        .statuses(Some(&mut opts))
+        .map_err(git("listing the agent's changes"))?;
+    for entry in statuses.iter() {
+        let Some(path) = entry.path() else {
+            continue;
+        };
+        let status = entry.status();
+        if status.contains(Status::CONFLICTED) {
+            // As `add_all` does: what the worktree holds resolves it.
+            let file = Path::new(path);
+            let staged = if repo.workdir().is_some_and(|dir| dir.join(file).exists()) {
+                index.add_path(file)
+            } else {
+                index.remove_path(file)
+            };
+            staged.map_err(git(format!("staging {path}")))?;
+        } else if status.contains(Status::WT_DELETED) {
+            if !sparse_left_out.contains(path) {
+                index
+                    .remove_path(Path::new(path))
+                    .map_err(git(format!("staging the deletion of {path}")))?;
+            }
+        } else if status.contains(Status::WT_NEW) && left_out.contains(path) {
+            continue;
+        } else if path.ends_with('/') {
+            // An untracked repository inside the worktree: not the run's
+            // files to record.
+            tracing::warn!(path, "left out of the commit: a nested repository");
+        } else if status.intersects(Status::WT_NEW | Status::WT_MODIFIED | Status::WT_TYPECHANGE) {
+            index
+                .add_path(Path::new(path))
+                .map_err(git(format!("staging {path}")))?;
+        }
+    }
+    Ok(())
 }
 
 /// Ends the run's use of the worktree; the branch stays. A pooled

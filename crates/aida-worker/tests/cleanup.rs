@@ -32,7 +32,15 @@ fn leftover_worktrees_and_snapshots_are_removed_and_branches_stay() {
 
     // A run that never finished: its worktree is locked and registered.
     let run = repo.run("api", &["true"]);
-    let wt = worktree::prepare(&run, &run.branch, &root, "test-worker", false).unwrap();
+    let wt = worktree::prepare(
+        &run,
+        &run.branch,
+        &root,
+        "test-worker",
+        false,
+        &Default::default(),
+    )
+    .unwrap();
     std::fs::write(wt.path.join("half-done.txt"), "x").unwrap();
     let git = repo.repo();
     assert!(matches!(
@@ -48,8 +56,15 @@ fn leftover_worktrees_and_snapshots_are_removed_and_branches_stay() {
     // A worktree whose repository was deleted since.
     let gone = TestRepo::new();
     let gone_run = gone.run("web", &["true"]);
-    let gone_wt =
-        worktree::prepare(&gone_run, &gone_run.branch, &root, "test-worker", false).unwrap();
+    let gone_wt = worktree::prepare(
+        &gone_run,
+        &gone_run.branch,
+        &root,
+        "test-worker",
+        false,
+        &Default::default(),
+    )
+    .unwrap();
     drop(gone);
 
     let mut cleaned = clean_root(&root).unwrap();

@@ -246,9 +246,15 @@ async fn retrying_an_attempt_resets_the_branch() {
     assert!(first.success);
     // A worker that died mid-run left attempt 2's worktree on the branch.
     run.attempt = 2;
-    let leftover =
-        aida_worker::worktree::prepare(&run, &run.branch, &ctx.ctx.worktree_root, "dead", false)
-            .unwrap();
+    let leftover = aida_worker::worktree::prepare(
+        &run,
+        &run.branch,
+        &ctx.ctx.worktree_root,
+        "dead",
+        false,
+        &Default::default(),
+    )
+    .unwrap();
     assert!(leftover.path.exists());
     run.attempt = 3;
     run.agent = Some(common::command(&["sh", "-c", "echo second > s.txt"]));

@@ -73,7 +73,8 @@ fn a_reused_worktree_shows_exactly_the_start_commit_and_no_file_of_the_previous_
     let root = root.path();
 
     let first = repo.run("first", &["true"]);
-    let wt = worktree::prepare(&first, &first.branch, root, "w", true).unwrap();
+    let wt =
+        worktree::prepare(&first, &first.branch, root, "w", true, &Default::default()).unwrap();
     assert!(!wt.reused, "the first run adds the worktree");
     let pristine = files(&wt.path);
     assert_eq!(
@@ -94,7 +95,15 @@ fn a_reused_worktree_shows_exactly_the_start_commit_and_no_file_of_the_previous_
     assert!(!list.contains(&first.branch), "{list}");
 
     let second = repo.run("second", &["true"]);
-    let wt2 = worktree::prepare(&second, &second.branch, root, "w", true).unwrap();
+    let wt2 = worktree::prepare(
+        &second,
+        &second.branch,
+        root,
+        "w",
+        true,
+        &Default::default(),
+    )
+    .unwrap();
     assert!(wt2.reused, "the second run resets the same worktree");
     assert_eq!(wt2.path, wt.path);
     assert_eq!(
@@ -159,20 +168,30 @@ fn a_worker_that_dies_mid_run_or_mid_reset_leaves_nothing_a_later_run_picks_up()
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let first = repo.run("first", &["true"]);
-    let wt = worktree::prepare(&first, &first.branch, root, "w", true).unwrap();
+    let wt =
+        worktree::prepare(&first, &first.branch, root, "w", true, &Default::default()).unwrap();
     worktree::release(&wt).unwrap();
 
     // The next run takes the slot and dies before handing it back: in the
     // middle of its reset or of its agent's work, traces are on disk.
     let second = repo.run("second", &["true"]);
-    let taken = worktree::prepare(&second, &second.branch, root, "w", true).unwrap();
+    let taken = worktree::prepare(
+        &second,
+        &second.branch,
+        root,
+        "w",
+        true,
+        &Default::default(),
+    )
+    .unwrap();
     assert!(taken.reused);
     leave_traces(&taken.path);
 
     // Without a restart, the next run on this worker does not reset that
     // slot: it adds a fresh worktree.
     let third = repo.run("third", &["true"]);
-    let wt3 = worktree::prepare(&third, &third.branch, root, "w", true).unwrap();
+    let wt3 =
+        worktree::prepare(&third, &third.branch, root, "w", true, &Default::default()).unwrap();
     assert!(
         !wt3.reused,
         "a slot that was not handed back is never reset"
@@ -192,7 +211,15 @@ fn a_worker_that_dies_mid_run_or_mid_reset_leaves_nothing_a_later_run_picks_up()
     assert!(!wt3.path.exists());
     assert!(repo.repo().worktrees().unwrap().is_empty());
     let fourth = repo.run("fourth", &["true"]);
-    let wt4 = worktree::prepare(&fourth, &fourth.branch, root, "w", true).unwrap();
+    let wt4 = worktree::prepare(
+        &fourth,
+        &fourth.branch,
+        root,
+        "w",
+        true,
+        &Default::default(),
+    )
+    .unwrap();
     assert!(!wt4.reused);
     assert_eq!(
         files(&wt4.path).keys().collect::<Vec<_>>(),
@@ -204,7 +231,7 @@ fn a_worker_that_dies_mid_run_or_mid_reset_leaves_nothing_a_later_run_picks_up()
     assert!(clean_root(root).unwrap().is_empty());
     let fifth = repo.run("fifth", &["true"]);
     assert!(
-        worktree::prepare(&fifth, &fifth.branch, root, "w", true)
+        worktree::prepare(&fifth, &fifth.branch, root, "w", true, &Default::default())
             .unwrap()
             .reused
     );

@@ -133,6 +133,7 @@ mod tests {
             fallback: None,
             candidates: None,
             judge: None,
+            paths: Vec::new(),
         }
     }
 

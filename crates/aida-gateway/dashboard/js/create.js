@@ -23,6 +23,7 @@ export function createView(root) {
       h("input", { name: "subtask-name", placeholder: "name", "aria-label": `subtask ${n} name` }),
       h("textarea", { name: "subtask-prompt", placeholder: "what it must do", "aria-label": `subtask ${n} prompt` }),
       h("input", { name: "subtask-depends", placeholder: "after (names, commas)", "aria-label": `subtask ${n} depends on` }),
+      h("input", { name: "subtask-paths", placeholder: "only these directories (commas, optional)", "aria-label": `subtask ${n} paths` }),
       h("button.danger", { type: "button", onclick: () => row.remove(), "aria-label": `remove subtask ${n}` }, "Remove"));
     rows.append(row);
   };
@@ -43,6 +44,7 @@ export function createView(root) {
           name: row.querySelector("[name=subtask-name]").value.trim(),
           prompt: row.querySelector("[name=subtask-prompt]").value,
           depends_on: row.querySelector("[name=subtask-depends]").value.split(",").map((s) => s.trim()).filter(Boolean),
+          paths: row.querySelector("[name=subtask-paths]").value.split(",").map((s) => s.trim()).filter(Boolean),
         })).filter((s) => s.name || s.prompt);
       }
       try {

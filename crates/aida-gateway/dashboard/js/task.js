@@ -175,6 +175,7 @@ export function taskView(root, id) {
       h("dl.facts", {},
         h("dt", {}, "Prompt"), h("dd", {}, s.prompt),
         s.depends_on.length ? [h("dt", {}, "After"), h("dd", {}, s.depends_on.join(", "))] : null,
+        s.paths?.length ? [h("dt", {}, "Paths"), h("dd", {}, s.paths.join(", "))] : null,
         s.worker && [h("dt", {}, "Worker"), h("dd", {}, s.worker)],
         h("dt", {}, "Attempts"), h("dd", {}, String(s.attempts)),
         s.branch && [h("dt", {}, "Branch"), h("dd", {}, `${s.branch} @ ${short(s.commit)}`)],

@@ -105,6 +105,14 @@ pub struct SubtaskSpec {
     /// instead of the smallest diff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge: Option<AgentSpec>,
+    /// The directories it works in, relative to the repository root (at
+    /// most 64, no patterns): its worktree holds only them, plus the files
+    /// directly in the root and in their parent directories (git's sparse
+    /// checkout, cone mode), so it starts fast on a big repository. Its
+    /// commit keeps every other file as it was.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(example = json!(["src/api"]))]
+    pub paths: Vec<String>,
 }
 
 /// How many candidates a best-of-N subtask runs, or with which agents.
@@ -446,6 +454,9 @@ pub struct Subtask {
     /// A best-of-N subtask: the candidate chosen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chosen: Option<String>,
+    /// The directories its worktree holds (a sparse checkout); absent: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
 }
 
 /// One attempt at a subtask.
@@ -869,6 +880,7 @@ impl From<SubtaskSpec> for orch::SubtaskSpec {
                 _ => Vec::new(),
             },
             judge: s.judge.map(Into::into),
+            paths: s.paths,
         }
     }
 }
@@ -960,6 +972,7 @@ impl From<pb::Subtask> for Subtask {
             on_fallback: s.on_fallback,
             candidate_of: non_empty(s.candidate_of),
             chosen: non_empty(s.chosen),
+            paths: s.paths,
         }
     }
 }

@@ -18,6 +18,7 @@ use aida_core::proto::common::{
     RunResult, Subtask, SubtaskStatus, Task, TaskOrigin, TaskStatus, VerifySpec, WorktreeSetup,
 };
 use aida_core::proto::orchestrator::Lock;
+use aida_core::sparse::SparsePaths;
 use aida_core::status::StatusLabel;
 use aida_core::time::to_proto;
 use anyhow::Context;
@@ -116,6 +117,8 @@ pub struct NewSubtask {
     pub fallback: Option<AgentJson>,
     /// A best-of-N candidate: the subtask it is one for; "" otherwise.
     pub candidate_of: String,
+    /// The directories its worktree holds; empty: the whole repository.
+    pub paths: SparsePaths,
 }
 
 /// An agent spec as stored: JSON, so new adapter options need no migration.
@@ -1608,8 +1611,8 @@ async fn insert_subtasks(
     for (position, s) in subtasks.iter().enumerate() {
         sqlx::query(
             "INSERT INTO subtasks (task_id, name, position, prompt, depends_on_json, agent_json, status, branch, role,
-                 fallback_json, candidate_of)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULLIF($11, ''))",
+                 fallback_json, candidate_of, paths_json)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULLIF($11, ''), $12)",
         )
         .bind(task_id)
         .bind(&s.name)
@@ -1628,6 +1631,7 @@ async fn insert_subtasks(
                 .context("encoding fallback")?,
         )
         .bind(&s.candidate_of)
+        .bind(serde_json::to_string(&s.paths).context("encoding paths")?)
         .execute(&mut **tx)
         .await?;
     }
@@ -1838,6 +1842,7 @@ fn subtask_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Subtask> {
         follow_up_pending: row.try_get::<i64, _>("follow_up_pending")? != 0,
         candidate_of: opt(row.try_get("candidate_of")?),
         chosen: opt(row.try_get("chosen")?),
+        paths: parse_json(row.try_get("paths_json")?),
     })
 }
 

@@ -101,6 +101,9 @@ pub struct SingleDef {
     /// Instead of the step before: the steps it needs.
     #[serde(default)]
     pub depends_on: Option<Vec<String>>,
+    /// The directories the step works in: its worktree holds only them.
+    #[serde(default)]
+    pub paths: Vec<String>,
 }
 
 /// An agent as a workflow names it (the fields of the API's agent).
@@ -328,6 +331,7 @@ impl Definition {
                         .unwrap_or_else(|| previous.clone()),
                     agent: single.agent.clone().map(Into::into),
                     fallback: single.fallback.clone().map(Into::into),
+                    paths: single.paths.clone(),
                     ..Default::default()
                 });
                 names.push(single.name.clone());

@@ -92,7 +92,7 @@ pub struct CreateArgs {
     #[arg(
         long,
         value_name = "FILE",
-        conflicts_with_all = ["repo", "base", "description", "priority", "subtasks", "depends", "agent", "options", "command", "argv", "plan", "max_attempts", "timeout_secs", "push", "pull_request", "setup", "verify", "merge_policy", "resolve"]
+        conflicts_with_all = ["repo", "base", "description", "priority", "subtasks", "depends", "paths", "agent", "options", "command", "argv", "plan", "max_attempts", "timeout_secs", "push", "pull_request", "setup", "verify", "merge_policy", "resolve"]
     )]
     pub file: Option<PathBuf>,
     /// The git repository: a remote URL (`https://...`, `ssh://...`,
@@ -116,6 +116,10 @@ pub struct CreateArgs {
     /// Subtask NAME starts from DEP's work; repeat for several.
     #[arg(long = "depends", value_name = "NAME=DEP", value_parser = parse_pair)]
     pub depends: Vec<(String, String)>,
+    /// Subtask NAME works only in directory DIR (its worktree is a sparse
+    /// checkout of the directories given); repeat for several.
+    #[arg(long = "paths", value_name = "NAME=DIR", value_parser = parse_pair)]
+    pub paths: Vec<(String, String)>,
     /// Best of N: run subtask NAME as N candidates (2 to 8); the passing
     /// one with the smallest diff wins.
     #[arg(long = "candidates", value_name = "NAME=N", value_parser = parse_pair)]
@@ -265,6 +269,7 @@ impl CreateArgs {
                 agent: None,
                 candidates: None,
                 judge: None,
+                paths: Vec::new(),
             })
             .collect();
         for (name, n) in &self.candidates {
@@ -287,6 +292,15 @@ impl CreateArgs {
                     format!("--depends {name}={dep}: there is no --subtask {name}=...")
                 })?;
             subtask.depends_on.push(dep.clone());
+        }
+        for (name, dir) in &self.paths {
+            let subtask = subtasks
+                .iter_mut()
+                .find(|s| &s.name == name)
+                .with_context(|| {
+                    format!("--paths {name}={dir}: there is no --subtask {name}=...")
+                })?;
+            subtask.paths.push(dir.clone());
         }
 
         let deliver = (self.push || self.pull_request.is_some()).then(|| DeliverSpec {

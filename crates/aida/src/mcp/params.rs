@@ -149,6 +149,10 @@ pub struct SubtaskParams {
     /// Takes the subtask over when its agent used up its attempts.
     #[serde(default)]
     pub fallback: Option<AgentParams>,
+    /// The directories it works in (relative to the repository root): its
+    /// worktree holds only them, which starts it fast on a big repository.
+    #[serde(default)]
+    pub paths: Vec<String>,
 }
 
 /// Planning by an agent.
@@ -289,6 +293,7 @@ impl From<SubtaskParams> for SubtaskSpec {
             fallback: subtask.fallback.map(AgentSpec::from),
             candidates: None,
             judge: None,
+            paths: subtask.paths,
         }
     }
 }
