@@ -6,9 +6,14 @@
 //! figures there as JSON lines, one per row; the `summary` bench then
 //! prints them as one table, with the machine they were measured on. A
 //! ratio always compares two figures taken in the same invocation.
+//!
+//! The in-process benches measure with criterion; [`criterion_estimates`]
+//! reads back what criterion measured, so a headline row is criterion's own
+//! figure and not a second, hand-made measurement.
 
 use std::io::Write as _;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +108,76 @@ pub fn report(rows: &[Row]) {
     }
 }
 
+/// What criterion estimated for one benchmark: its `estimates.json`, of
+/// which only the point estimates are read.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Estimates {
+    pub mean: Estimate,
+    pub median: Estimate,
+}
+
+/// One of criterion's estimates of the time an iteration takes.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Estimate {
+    /// In nanoseconds (criterion's wall-clock measurement).
+    pub point_estimate: f64,
+}
+
+impl Estimate {
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.point_estimate / 1e9)
+    }
+}
+
+/// Criterion's estimates for benchmark `id` (as criterion prints it:
+/// `group/function/parameter`, no part holding `/` or another character
+/// criterion replaces in directory names), as this run wrote them to
+/// `<criterion home>/<id>/new/estimates.json`.
+///
+/// Only a file written since `since` (taken before the benchmarks ran)
+/// counts: criterion writes none when it measures nothing (`cargo test
+/// --benches` runs each routine once, a filter skips the benchmark), and
+/// the one left by an earlier run is not this run's figure.
+pub fn criterion_estimates(id: &str, since: SystemTime) -> Result<Estimates, String> {
+    let path = criterion_home().join(id).join("new").join("estimates.json");
+    let fresh = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|written| written >= since);
+    if !fresh {
+        return Err(format!(
+            "criterion measured no {id} in this run (nothing new in {})",
+            path.display()
+        ));
+    }
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+/// Where criterion keeps its results, found as criterion finds it:
+/// `CRITERION_HOME`, else `criterion` in `CARGO_TARGET_DIR`, else in the
+/// target directory `cargo metadata` names, else `target/criterion`.
+fn criterion_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return home.into();
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(target).join("criterion");
+    }
+    let metadata = std::env::var_os("CARGO").and_then(|cargo| {
+        let out = std::process::Command::new(cargo)
+            .args(["metadata", "--format-version", "1", "--no-deps"])
+            .output()
+            .ok()?;
+        let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        Some(PathBuf::from(metadata["target_directory"].as_str()?))
+    });
+    metadata.map_or_else(
+        || PathBuf::from("target/criterion"),
+        |t| t.join("criterion"),
+    )
+}
+
 /// Resident memory of process `pid`, in MB.
 pub fn rss_mb(pid: u32) -> f64 {
     status_mb(pid, "VmRSS:")
@@ -147,16 +222,30 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 /// Resident memory of `pid` once it stopped changing (by less than 0.5 MB
 /// over half a second; at most 10 s), e.g. after connections closed.
 pub async fn settled_rss_mb(pid: u32) -> f64 {
-    let mut last = rss_mb(pid);
-    for _ in 0..20 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = rss_mb(pid);
-        if (now - last).abs() < 0.5 {
-            return now;
+    settled_rss_mb_over(pid, Duration::from_millis(500)).await
+}
+
+/// Resident memory of `pid` once it changed by less than 0.5 MB over
+/// `window` (at most 20 s): a window longer than a period the process acts
+/// on (the gateway gives memory back every 2 s) sees that act.
+pub async fn settled_rss_mb_over(pid: u32, window: Duration) -> f64 {
+    const STEP: Duration = Duration::from_millis(250);
+    let keep = (window.as_millis() / STEP.as_millis()).max(1) as usize + 1;
+    let mut seen = std::collections::VecDeque::from([rss_mb(pid)]);
+    for _ in 0..80 {
+        tokio::time::sleep(STEP).await;
+        seen.push_back(rss_mb(pid));
+        if seen.len() > keep {
+            seen.pop_front();
         }
-        last = now;
+        let (low, high) = seen
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+        if seen.len() == keep && high - low < 0.5 {
+            return seen[seen.len() - 1];
+        }
     }
-    last
+    seen[seen.len() - 1]
 }
 
 /// A peer's script in `../shared/bench/` (or under `AIDA_PEERS`).

@@ -42,6 +42,8 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 /// How often every client gets a keep-alive comment, so that proxies and
 /// clients see a quiet stream is still open.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How often the hub looks whether clients left (see [`crate::memory`]).
+const MEMORY_CHECK: Duration = Duration::from_secs(2);
 
 /// An event as the hub hands it out: what a client filters on, and the
 /// event as an SSE message, rendered once for every client.
@@ -163,6 +165,7 @@ impl Inner {
         tokio::select! {
             () = self.follow() => {}
             () = self.keep_alive() => {}
+            () = self.give_back_memory() => {}
             _ = closing.wait_for(|c| *c) => {}
         }
     }
@@ -176,6 +179,24 @@ impl Inner {
             tick.tick().await;
             // No receivers is fine: nobody is following right now.
             let _ = self.live.send(Signal::KeepAlive);
+        }
+    }
+
+    /// Gives the allocator's free pages back to the system after many
+    /// clients left (see [`crate::memory`]), checking every few seconds.
+    async fn give_back_memory(&self) {
+        let mut release = crate::memory::Release::default();
+        let mut tick = tokio::time::interval(MEMORY_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let followers = self.live.receiver_count();
+            if release.observe(followers) {
+                let gave = tokio::task::spawn_blocking(crate::memory::give_back)
+                    .await
+                    .unwrap_or(false);
+                tracing::debug!(followers, gave, "SSE clients left; memory given back");
+            }
         }
     }
 

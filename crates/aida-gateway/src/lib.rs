@@ -16,6 +16,7 @@ pub mod error;
 pub mod fanout;
 pub mod hosts;
 pub mod limits;
+pub mod memory;
 pub mod openapi;
 pub mod routes;
 pub mod state;
