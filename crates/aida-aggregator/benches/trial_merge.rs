@@ -7,17 +7,29 @@
 //! write the tree, commit) and the aggregator's diff stats. And next to
 //! plain git doing the same trial merges (`git merge-tree --write-tree`).
 //!
-//! `cargo bench -p aida-aggregator --bench trial_merge` (FILES=50000,
-//! OTHERS=7, ROUNDS=5 to change the shape)
+//! `cargo bench -p aida-aggregator --bench trial_merge` measures with
+//! criterion (group `trial_merge`: `completion/<files>`, `aida/<files>`,
+//! `git/<files>`), 10 samples by default since a completion on 50,000
+//! files takes a third of a second (`-- --sample-size 20` for more;
+//! criterion's other options likewise). `FILES=50000` and `OTHERS=7`
+//! change the shape. Then it prints criterion's medians, read back from the
+//! `estimates.json` it wrote in this run
+//! (`aida_tests::bench::criterion_estimates`), with the share trial merges
+//! add to a completion and AIDA's time over git's; nothing when criterion
+//! measured nothing (`cargo test --benches` runs each routine once).
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use aida_aggregator::{merge, stats};
 use aida_core::ids::TaskId;
 use aida_proto::aggregator::MergeItem;
+use aida_tests::bench;
+use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, criterion_group};
 use git2::{IndexAddOption, Oid, Repository, Signature};
+
+const GROUP: &str = "trial_merge";
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -26,10 +38,21 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn main() {
-    let files = env("FILES", 50_000);
-    let others = env("OTHERS", 7);
-    let rounds = env("ROUNDS", 5);
+fn files() -> usize {
+    env("FILES", 50_000).max(2)
+}
+
+fn others() -> usize {
+    env("OTHERS", 7).max(1)
+}
+
+/// The path of file `i` of the repository.
+fn file(i: usize) -> String {
+    format!("src/m{:03}/f{i}.rs", i / 100)
+}
+
+fn trial_merge(c: &mut Criterion) {
+    let (files, others) = (files(), others());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path();
     let t = Instant::now();
@@ -38,12 +61,11 @@ fn main() {
     // 50,000 files in 500 folders, checked out: the worker commits from a
     // real working tree.
     for i in 0..files {
-        let d = path.join(format!("src/m{:03}", i / 100));
         if i % 100 == 0 {
-            std::fs::create_dir_all(&d).unwrap();
+            std::fs::create_dir_all(path.join(file(i)).parent().unwrap()).unwrap();
         }
         std::fs::write(
-            d.join(format!("f{i}.rs")),
+            path.join(file(i)),
             format!("// file {i}\npub fn f{i}() -> u32 {{\n    {i}\n}}\n"),
         )
         .unwrap();
@@ -56,20 +78,18 @@ fn main() {
 
     // The task's other succeeded branches: each changed two files of its
     // own; the last one also rewrote the file the measured subtask edits.
+    let last = file(files - 1);
     let mut items = Vec::new();
     for k in 0..others {
         let mut changes = vec![
+            (file(k * 700 % (files - 1)), format!("// other {k}\n")),
             (
-                format!("src/m{:03}/f{}.rs", k * 7, k * 700),
-                format!("// other {k}\n"),
-            ),
-            (
-                format!("src/m{:03}/f{}.rs", k * 7 + 3, k * 700 + 300),
+                file((k * 700 + 300) % (files - 1)),
                 format!("// other {k}\n"),
             ),
         ];
         if k + 1 == others {
-            changes.push(("src/m499/f49999.rs".into(), "// theirs\n".into()));
+            changes.push((last.clone(), "// theirs\n".into()));
         }
         let id = commit_on(&repo, &sig, base, &changes);
         items.push(MergeItem {
@@ -79,50 +99,91 @@ fn main() {
             resolution: String::new(),
         });
     }
+    // The measured subtask's commit: it edited the file the last other
+    // branch rewrote.
+    std::fs::write(path.join(&last), "// ours\n").unwrap();
+    let subject = MergeItem {
+        subtask: "s".into(),
+        branch: "s".into(),
+        commit: commit_all(&repo, &sig, &[base]).to_string(),
+        resolution: String::new(),
+    };
     let task = TaskId::new();
 
-    let (mut completion, mut trial, mut git_floor) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..rounds {
-        // The worker's commit of the agent's work, and the diff stats.
-        let head = repo.head().unwrap().peel_to_commit().unwrap().id();
-        std::fs::write(
-            path.join("src/m499/f49999.rs"),
-            format!("// ours, round {round}\n"),
-        )
-        .unwrap();
-        std::fs::write(path.join(format!("src/m250/new{round}.rs")), "// new\n").unwrap();
-        let t = Instant::now();
-        let commit = commit_all(&repo, &sig, &[head]);
-        let changed = stats::diff_stats(path, &head.to_string(), &commit.to_string()).unwrap();
-        completion.push(t.elapsed());
-        assert_eq!(changed.files_changed, 2);
+    let mut group = c.benchmark_group(GROUP);
+    // Completions of a third of a second: as many in every sample.
+    group.sampling_mode(SamplingMode::Flat);
 
-        let subject = MergeItem {
-            subtask: "s".into(),
-            branch: "s".into(),
-            commit: commit.to_string(),
-            resolution: String::new(),
-        };
-        let t = Instant::now();
-        let found = merge::trial_merge(path, &task, &subject, &items).unwrap();
-        trial.push(t.elapsed());
-        assert_eq!(found.len(), 1, "the last other branch conflicts");
+    // The worker's commit of the agent's work, and the diff stats; writing
+    // the work is not timed.
+    let mut round = 0;
+    group.bench_function(BenchmarkId::new("completion", files), |b| {
+        b.iter_batched(
+            || {
+                round += 1;
+                std::fs::write(path.join(&last), format!("// ours, round {round}\n")).unwrap();
+                std::fs::write(path.join(format!("src/new{round}.rs")), "// new\n").unwrap();
+                repo.head().unwrap().peel_to_commit().unwrap().id()
+            },
+            |head| {
+                let commit = commit_all(&repo, &sig, &[head]);
+                let changed =
+                    stats::diff_stats(path, &head.to_string(), &commit.to_string()).unwrap();
+                assert_eq!(changed.files_changed, 2);
+            },
+            BatchSize::PerIteration,
+        );
+    });
 
-        let t = Instant::now();
-        let mut conflicts = 0;
-        for item in &items {
-            let out = Command::new("git")
-                .args(["merge-tree", "--write-tree", &subject.commit, &item.commit])
-                .current_dir(path)
-                .output()
-                .unwrap();
-            conflicts += usize::from(out.status.code() == Some(1));
-        }
-        git_floor.push(t.elapsed());
-        assert_eq!(conflicts, 1);
+    group.bench_function(BenchmarkId::new("aida", files), |b| {
+        b.iter(|| {
+            let found = merge::trial_merge(path, &task, &subject, &items).unwrap();
+            assert_eq!(found.len(), 1, "the last other branch conflicts");
+        });
+    });
+
+    group.bench_function(BenchmarkId::new("git", files), |b| {
+        b.iter(|| {
+            let mut conflicts = 0;
+            for item in &items {
+                let out = Command::new("git")
+                    .args(["merge-tree", "--write-tree", &subject.commit, &item.commit])
+                    .current_dir(path)
+                    .output()
+                    .unwrap();
+                conflicts += usize::from(out.status.code() == Some(1));
+            }
+            assert_eq!(conflicts, 1, "the last other branch conflicts");
+        });
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    // Criterion's fewest; `--sample-size` overrides it.
+    config = Criterion::default().sample_size(10).without_plots();
+    targets = trial_merge
+}
+
+fn main() {
+    let started = SystemTime::now();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    if let Err(why) = report(started) {
+        println!("\nno comparison: {why}");
     }
-    let (completion, trial, git_floor) = (median(completion), median(trial), median(git_floor));
-    println!("medians of {rounds} rounds, {others} other succeeded branches:");
+}
+
+/// Criterion's medians of this run (since `started`), side by side.
+fn report(started: SystemTime) -> Result<(), String> {
+    let (files, others) = (files(), others());
+    let median = |function: &str| {
+        bench::criterion_estimates(&format!("{GROUP}/{function}/{files}"), started)
+            .map(|e| e.median.duration())
+    };
+    let (completion, trial, git) = (median("completion")?, median("aida")?, median("git")?);
+    println!("\nmedians, criterion's, {others} other succeeded branches:");
     println!(
         "  completion (commit in a {files}-file worktree + diff stats): {:>8.1} ms",
         ms(completion)
@@ -133,13 +194,14 @@ fn main() {
     );
     println!(
         "  trial merges, plain git (git merge-tree --write-tree):      {:>8.1} ms",
-        ms(git_floor)
+        ms(git)
     );
     println!(
         "  trial merges add {:.1}% to the completion; AIDA / git = {:.2}",
         100.0 * trial.as_secs_f64() / completion.as_secs_f64(),
-        trial.as_secs_f64() / git_floor.as_secs_f64()
+        trial.as_secs_f64() / git.as_secs_f64()
     );
+    Ok(())
 }
 
 /// Stages everything in the working tree and commits it on HEAD, as the
@@ -179,11 +241,6 @@ fn commit_on(
     let tree = repo.find_tree(index.write_tree_to(repo).unwrap()).unwrap();
     repo.commit(None, sig, sig, "other", &tree, &[&base])
         .unwrap()
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 fn ms(d: Duration) -> f64 {

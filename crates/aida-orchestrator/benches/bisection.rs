@@ -3,7 +3,9 @@
 //! naive search that checks each prefix in turn. Each run is a full
 //! `verify` command (minutes on a real project), so runs are what counts.
 //!
-//! `cargo bench -p aida-orchestrator --bench bisection`
+//! `cargo bench -p aida-orchestrator --bench bisection` prints one table.
+//! It counts runs, which do not vary, and times nothing: a plain `main`,
+//! not criterion like the other in-process benches.
 
 use aida_orchestrator::verification::simulate;
 
