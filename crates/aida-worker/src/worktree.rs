@@ -249,21 +249,10 @@ pub fn prepare(
             .map_err(git(format!("pointing branch {branch} at the start commit")))?
     };
 
-    if !paths.is_empty() {
-        drop(reference);
+    let sparse = !paths.is_empty();
+    if sparse {
         crate::sparse::add_worktree(&repo, &path, branch, paths)?;
-        return Ok(PreparedWorktree {
-            repo: PathBuf::from(&run.repo),
-            name,
-            path,
-            branch: branch.to_owned(),
-            start_commit: start,
-            slot: None,
-            reused: false,
-            sparse: true,
-        });
-    }
-    if pool {
+    } else if pool {
         let slot = Slot::of(root, &repo);
         let taken = pool::take(&repo, &slot, &reference, start)?;
         return Ok(PreparedWorktree {
@@ -274,16 +263,16 @@ pub fn prepare(
             start_commit: start,
             reused: taken == Taken::Reset,
             slot: Some(slot),
-            sparse: false,
+            sparse,
         });
+    } else {
+        let mut opts = WorktreeAddOptions::new();
+        // Locked for as long as the run lasts, so neither another worker's
+        // stale-metadata sweep nor a user's `git worktree prune` removes it.
+        opts.lock(true).reference(Some(&reference));
+        retry_locked(|| repo.worktree(&name, &path, Some(&opts)))
+            .map_err(git(format!("adding worktree {}", path.display())))?;
     }
-    let mut opts = WorktreeAddOptions::new();
-    // Locked for as long as the run lasts, so neither another worker's
-    // stale-metadata sweep nor a user's `git worktree prune` removes it.
-    opts.lock(true).reference(Some(&reference));
-    retry_locked(|| repo.worktree(&name, &path, Some(&opts)))
-        .map_err(git(format!("adding worktree {}", path.display())))?;
-
     Ok(PreparedWorktree {
         repo: PathBuf::from(&run.repo),
         name,
@@ -292,7 +281,7 @@ pub fn prepare(
         start_commit: start,
         slot: None,
         reused: false,
-        sparse: false,
+        sparse,
     })
 }
 
