@@ -9,8 +9,6 @@
 //! hands them to git (on its standard input, one per line, never as an
 //! argument).
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 /// At most this many directories per subtask.
@@ -109,12 +107,6 @@ impl TryFrom<Vec<String>> for SparsePaths {
 impl From<SparsePaths> for Vec<String> {
     fn from(paths: SparsePaths) -> Self {
         paths.0
-    }
-}
-
-impl fmt::Display for SparsePaths {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.join(", "))
     }
 }
 

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use aida_core::sparse::{SparsePathError, SparsePaths};
+use aida_core::sparse::SparsePaths;
 use aida_proto::common::SubtaskRun;
 use git2::{
     Commit, ErrorCode, IndexAddOption, Oid, Repository, Signature, Status, StatusOptions,
@@ -60,8 +60,6 @@ pub enum WorktreeError {
     Git { what: String, source: git2::Error },
     #[error("{what}: {detail}")]
     GitCli { what: String, detail: String },
-    #[error(transparent)]
-    InvalidPaths(#[from] SparsePathError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -90,9 +88,7 @@ impl WorktreeError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            WorktreeError::FollowUpNoBranch(_)
-                | WorktreeError::BranchMoved { .. }
-                | WorktreeError::InvalidPaths(_)
+            WorktreeError::FollowUpNoBranch(_) | WorktreeError::BranchMoved { .. }
         )
     }
 }
@@ -570,13 +566,6 @@ fn stage_sparse(
     index: &mut git2::Index,
     left_out: &BTreeSet<&str>,
 ) -> Result<(), WorktreeError> {
-    let sparse_left_out: BTreeSet<String> = index
-        .iter()
-        .filter(|e| {
-            git2::IndexEntryExtendedFlag::from_bits_truncate(e.flags_extended).is_skip_worktree()
-        })
-        .map(|e| String::from_utf8_lossy(&e.path).into_owned())
-        .collect();
     let mut opts = StatusOptions::new();
     opts.show(git2::StatusShow::Workdir)
         .include_untracked(true)
@@ -601,7 +590,11 @@ fn stage_sparse(
             };
             staged.map_err(git(format!("staging {path}")))?;
         } else if status.contains(Status::WT_DELETED) {
-            if !sparse_left_out.contains(path) {
+            let left_out_by_git = index.get_path(Path::new(path), 0).is_some_and(|e| {
+                git2::IndexEntryExtendedFlag::from_bits_truncate(e.flags_extended)
+                    .is_skip_worktree()
+            });
+            if !left_out_by_git {
                 index
                     .remove_path(Path::new(path))
                     .map_err(git(format!("staging the deletion of {path}")))?;

@@ -204,6 +204,19 @@ pub struct CreateArgs {
     pub json: bool,
 }
 
+/// The `--subtask NAME=...` that flag `--FLAG NAME=VALUE` refers to.
+fn named<'a>(
+    subtasks: &'a mut [SubtaskSpec],
+    flag: &str,
+    name: &str,
+    value: &str,
+) -> anyhow::Result<&'a mut SubtaskSpec> {
+    subtasks
+        .iter_mut()
+        .find(|s| s.name == name)
+        .with_context(|| format!("--{flag} {name}={value}: there is no --subtask {name}=..."))
+}
+
 fn parse_pair(raw: &str) -> Result<(String, String), String> {
     match raw.split_once('=') {
         Some((key, value)) if !key.trim().is_empty() => {
@@ -272,35 +285,21 @@ impl CreateArgs {
                 paths: Vec::new(),
             })
             .collect();
-        for (name, n) in &self.candidates {
-            let n: u32 = n
+        for (name, raw) in &self.candidates {
+            let n: u32 = raw
                 .parse()
-                .map_err(|_| anyhow::anyhow!("--candidates {name}={n}: N is a number"))?;
-            let subtask = subtasks
-                .iter_mut()
-                .find(|s| &s.name == name)
-                .ok_or_else(|| {
-                    anyhow::anyhow!("--candidates {name}={n}: there is no --subtask {name}=...")
-                })?;
-            subtask.candidates = Some(Candidates::Count(n));
+                .map_err(|_| anyhow::anyhow!("--candidates {name}={raw}: N is a number"))?;
+            named(&mut subtasks, "candidates", name, raw)?.candidates = Some(Candidates::Count(n));
         }
         for (name, dep) in &self.depends {
-            let subtask = subtasks
-                .iter_mut()
-                .find(|s| &s.name == name)
-                .with_context(|| {
-                    format!("--depends {name}={dep}: there is no --subtask {name}=...")
-                })?;
-            subtask.depends_on.push(dep.clone());
+            named(&mut subtasks, "depends", name, dep)?
+                .depends_on
+                .push(dep.clone());
         }
         for (name, dir) in &self.paths {
-            let subtask = subtasks
-                .iter_mut()
-                .find(|s| &s.name == name)
-                .with_context(|| {
-                    format!("--paths {name}={dir}: there is no --subtask {name}=...")
-                })?;
-            subtask.paths.push(dir.clone());
+            named(&mut subtasks, "paths", name, dir)?
+                .paths
+                .push(dir.clone());
         }
 
         let deliver = (self.push || self.pull_request.is_some()).then(|| DeliverSpec {
